@@ -1,0 +1,12 @@
+//! `weftctl`: the operator CLI. Parses flags and hands over to the agent library.
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "weftctl", version, about = "Weft operator CLI")]
+struct Args {}
+
+fn main() -> anyhow::Result<()> {
+    let _args = Args::parse();
+    Ok(())
+}

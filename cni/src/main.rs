@@ -1,0 +1,3 @@
+//! `weft`: the CNI plugin binary. Reads the CNI environment and stdin, forwards to the agent.
+
+fn main() {}
