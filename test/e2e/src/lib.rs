@@ -1,1 +1,14 @@
-//! Real-OVS test harness.
+//! Weft's real-OVS test harness, shared by integration tests, the lab and the e2e suite.
+//!
+//! Everything here is real: a fresh network namespace per instance, a private `ovsdb-server` and
+//! `ovs-vswitchd` (userspace `netdev` datapath, since test machines have no OVS kernel module),
+//! each with its own run directory. Processes are stopped by the pid this harness started, and
+//! [`ovs::OvsInstance`]'s `Drop` removes processes, namespace and files even when a test panics.
+//! Names embed the test process id and a counter, so tests run in parallel, and an instance left
+//! behind by a killed test process is swept by the next run.
+
+pub mod cmd;
+pub mod netns;
+pub mod ovs;
+
+pub use ovs::OvsInstance;
