@@ -4,3 +4,4 @@
 //! then reconciled against what the system reports.
 
 pub mod ovsdb;
+pub mod config;

@@ -1,0 +1,423 @@
+//! Agent configuration: the YAML file (default [`DEFAULT_PATH`]), its defaults, and a validation
+//! step that reports every problem at once, each naming the key and the value.
+//!
+//! Every key is documented in docs/configuration.md; keep the two in step.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the agent reads its configuration unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/weft/weft-agent.conf";
+
+/// Lowest pod MTU Weft accepts: the IPv6 minimum link MTU (RFC 8200).
+pub const MIN_MTU: u32 = 1280;
+/// Highest MTU Weft accepts (OVS and Linux cap device MTUs well below the IPv4 total length).
+pub const MAX_MTU: u32 = 65535;
+
+/// Errors loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML for the schema (unknown key, wrong type, ...).
+    #[error("cannot parse config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and position.
+        message: String,
+    },
+    /// One or more keys have invalid values; every problem is listed.
+    #[error("invalid configuration:\n{}", format_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One invalid key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key as written in the file (camelCase).
+    pub key: &'static str,
+    /// The offending value, rendered.
+    pub value: String,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {:?}: {}", self.key, self.value, self.reason)
+    }
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// OVS datapath type of the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathType {
+    /// The kernel datapath (needs the openvswitch kernel module).
+    System,
+    /// The userspace datapath (no kernel module; used by the lab and every test).
+    Netdev,
+}
+
+impl DatapathType {
+    /// The value OVS expects in `Bridge.datapath_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatapathType::System => "system",
+            DatapathType::Netdev => "netdev",
+        }
+    }
+}
+
+/// The agent's configuration file, as written (camelCase keys, unknown keys rejected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Name of this node's Kubernetes Node object. Empty: the NODE_NAME environment variable,
+    /// else the host name.
+    pub node_name: String,
+    /// Path of a kubeconfig file. Empty: in-cluster configuration.
+    pub kubeconfig: String,
+    /// Name of the OVS bridge the agent owns.
+    pub ovs_bridge: String,
+    /// OVS datapath type: `system` (kernel module) or `netdev` (userspace).
+    pub ovs_datapath_type: DatapathType,
+    /// OVS run directory: holds `db.sock` and the bridge management sockets (`BRIDGE.mgmt`).
+    pub ovs_run_dir: PathBuf,
+    /// Name of the host gateway interface (an OVS internal port).
+    pub host_gateway: String,
+    /// Unix socket the CNI plugin calls.
+    pub cni_socket: PathBuf,
+    /// Unix socket of the agent's local API (weftctl).
+    pub api_socket: PathBuf,
+    /// Pod MTU. 0: take it from the MTU plan (recommended).
+    pub mtu: u32,
+    /// Directory for the agent's persistent state (IPAM allocations, journals).
+    pub data_dir: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            node_name: String::new(),
+            kubeconfig: String::new(),
+            ovs_bridge: "br-int".into(),
+            ovs_datapath_type: DatapathType::System,
+            ovs_run_dir: "/var/run/openvswitch".into(),
+            host_gateway: "weft-gw0".into(),
+            cni_socket: "/var/run/weft/cni.sock".into(),
+            api_socket: "/var/run/weft/agent.sock".into(),
+            mtu: 0,
+            data_dir: "/var/lib/weft".into(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads, parses, fills defaults and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses YAML text (`origin` names it in errors), fills defaults and validates.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        // An empty file (or one holding only comments) means "all defaults".
+        let mut config: AgentConfig = if text.trim().is_empty() || is_only_comments(text) {
+            AgentConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|err| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                message: err.to_string(),
+            })?
+        };
+        config.fill_defaults(|key| std::env::var(key).ok(), hostname);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Fills values that depend on the environment: the node name.
+    pub fn fill_defaults(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+        hostname: impl Fn() -> Option<String>,
+    ) {
+        if self.node_name.is_empty() {
+            self.node_name = env("NODE_NAME")
+                .filter(|n| !n.is_empty())
+                .or_else(hostname)
+                .unwrap_or_default();
+        }
+    }
+
+    /// Checks every key and returns all problems at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &'static str, value: &dyn fmt::Display, reason: &str| {
+            problems.push(Problem {
+                key,
+                value: value.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if !is_dns1123_subdomain(&self.node_name) {
+            problem(
+                "nodeName",
+                &self.node_name,
+                "must be a DNS-1123 subdomain (lower-case alphanumerics, '-' and '.', at most 253 characters); set it, NODE_NAME, or the host name",
+            );
+        }
+        for (key, value) in [
+            ("ovsBridge", &self.ovs_bridge),
+            ("hostGateway", &self.host_gateway),
+        ] {
+            if let Err(reason) = check_ifname(value) {
+                problem(key, value, &reason);
+            }
+        }
+        if self.ovs_bridge == self.host_gateway {
+            problem(
+                "hostGateway",
+                &self.host_gateway,
+                "must differ from ovsBridge (the bridge's own internal port has the bridge's name)",
+            );
+        }
+        for (key, value) in [
+            ("ovsRunDir", &self.ovs_run_dir),
+            ("cniSocket", &self.cni_socket),
+            ("apiSocket", &self.api_socket),
+            ("dataDir", &self.data_dir),
+        ] {
+            if !value.is_absolute() {
+                problem(key, &value.display(), "must be an absolute path");
+            }
+        }
+        if self.cni_socket == self.api_socket {
+            problem(
+                "apiSocket",
+                &self.api_socket.display(),
+                "must differ from cniSocket",
+            );
+        }
+        if self.mtu != 0 && !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
+            problem(
+                "mtu",
+                &self.mtu,
+                &format!("must be 0 (use the MTU plan) or between {MIN_MTU} and {MAX_MTU}"),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The ovsdb-server socket inside the OVS run directory.
+    pub fn ovsdb_socket(&self) -> PathBuf {
+        self.ovs_run_dir.join("db.sock")
+    }
+
+    /// The bridge's OpenFlow management socket inside the OVS run directory.
+    pub fn bridge_mgmt_socket(&self) -> PathBuf {
+        self.ovs_run_dir.join(format!("{}.mgmt", self.ovs_bridge))
+    }
+}
+
+fn is_only_comments(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|line| line.is_empty() || line.starts_with('#') || line == "---")
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+}
+
+/// Linux interface names: 1 to 15 bytes, no '/', ':' or whitespace, not "." or "..".
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("must be 1 to 15 bytes long (a Linux interface name)".into());
+    }
+    if name == "." || name == ".." {
+        return Err("must not be \".\" or \"..\"".into());
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err("must not contain '/', ':' or whitespace".into());
+    }
+    Ok(())
+}
+
+fn is_dns1123_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        let mut config: AgentConfig =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: "test.conf".into(),
+                message: e.to_string(),
+            })?;
+        config.fill_defaults(|_| None, || Some("node-a".into()));
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_follow_the_documented_values() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.node_name, "node-a");
+        assert_eq!(config.ovs_bridge, "br-int");
+        assert_eq!(config.ovs_datapath_type, DatapathType::System);
+        assert_eq!(config.ovs_run_dir, Path::new("/var/run/openvswitch"));
+        assert_eq!(config.host_gateway, "weft-gw0");
+        assert_eq!(config.cni_socket, Path::new("/var/run/weft/cni.sock"));
+        assert_eq!(config.api_socket, Path::new("/var/run/weft/agent.sock"));
+        assert_eq!(config.mtu, 0);
+        assert_eq!(config.data_dir, Path::new("/var/lib/weft"));
+        assert_eq!(
+            config.ovsdb_socket(),
+            Path::new("/var/run/openvswitch/db.sock")
+        );
+        assert_eq!(
+            config.bridge_mgmt_socket(),
+            Path::new("/var/run/openvswitch/br-int.mgmt")
+        );
+    }
+
+    #[test]
+    fn node_name_comes_from_env_before_hostname() {
+        let mut config = AgentConfig::default();
+        config.fill_defaults(
+            |key| (key == "NODE_NAME").then(|| "from-env".to_string()),
+            || Some("from-host".into()),
+        );
+        assert_eq!(config.node_name, "from-env");
+        let mut config = AgentConfig {
+            node_name: "explicit".into(),
+            ..AgentConfig::default()
+        };
+        config.fill_defaults(|_| Some("from-env".into()), || None);
+        assert_eq!(config.node_name, "explicit");
+    }
+
+    #[test]
+    fn keys_are_camel_case_and_values_parse() {
+        let config = parse(
+            "nodeName: n1\novsBridge: br-weft\novsDatapathType: netdev\novsRunDir: /tmp/ovs\n\
+             hostGateway: gw0\ncniSocket: /tmp/c.sock\napiSocket: /tmp/a.sock\nmtu: 1400\n\
+             dataDir: /tmp/data\nkubeconfig: /tmp/kc\n",
+        )
+        .unwrap();
+        assert_eq!(config.ovs_datapath_type, DatapathType::Netdev);
+        assert_eq!(config.mtu, 1400);
+        assert_eq!(
+            config.bridge_mgmt_socket(),
+            Path::new("/tmp/ovs/br-weft.mgmt")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = parse("ovsBrige: br0\n").unwrap_err().to_string();
+        assert!(err.contains("ovsBrige"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_value() {
+        let err = parse("ovsDatapathType: dpdk\n").unwrap_err().to_string();
+        assert!(err.contains("dpdk"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse(
+            "nodeName: Bad_Name\novsBridge: a-very-long-bridge-name\nhostGateway: 'gw/0'\n\
+             ovsRunDir: relative\nmtu: 100\ncniSocket: /x.sock\napiSocket: /x.sock\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = &err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "nodeName",
+                "ovsBridge",
+                "hostGateway",
+                "ovsRunDir",
+                "apiSocket",
+                "mtu"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("mtu: \"100\""), "{text}");
+        assert!(
+            text.contains("ovsBridge: \"a-very-long-bridge-name\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mtu_bounds() {
+        assert!(parse("mtu: 1280").is_ok());
+        assert!(parse("mtu: 9000").is_ok());
+        assert!(parse("mtu: 1279").is_err());
+        assert!(parse("mtu: 65536").is_err());
+    }
+
+    #[test]
+    fn ifname_rules() {
+        assert!(check_ifname("weft-gw0").is_ok());
+        assert!(check_ifname("123456789012345").is_ok());
+        assert!(check_ifname("1234567890123456").is_err());
+        for bad in ["", ".", "..", "a b", "a/b", "a:b"] {
+            assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_or_comment_only_file_means_defaults() {
+        let config = AgentConfig::from_yaml("# nothing\n---\n", Path::new("x")).unwrap();
+        assert_eq!(config.ovs_bridge, "br-int");
+    }
+}
