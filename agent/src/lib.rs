@@ -5,3 +5,4 @@
 
 pub mod ovsdb;
 pub mod config;
+pub mod mtu;
