@@ -6,3 +6,4 @@
 pub mod ovsdb;
 pub mod config;
 pub mod mtu;
+pub mod ipam;
