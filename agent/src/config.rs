@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::ovsdb::DatapathType;
+
 /// Where the agent reads its configuration unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/weft/weft-agent.conf";
 
@@ -63,26 +65,6 @@ fn format_problems(problems: &[Problem]) -> String {
         .map(|p| format!("  - {p}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// OVS datapath type of the bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatapathType {
-    /// The kernel datapath (needs the openvswitch kernel module).
-    System,
-    /// The userspace datapath (no kernel module; used by the lab and every test).
-    Netdev,
-}
-
-impl DatapathType {
-    /// The value OVS expects in `Bridge.datapath_type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatapathType::System => "system",
-            DatapathType::Netdev => "netdev",
-        }
-    }
 }
 
 /// The agent's configuration file, as written (camelCase keys, unknown keys rejected).

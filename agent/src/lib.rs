@@ -3,7 +3,8 @@
 //! Modules follow the design brief: every piece of node state is planned by a pure function and
 //! then reconciled against what the system reports.
 
-pub mod ovsdb;
+pub mod agent;
 pub mod config;
-pub mod mtu;
 pub mod ipam;
+pub mod mtu;
+pub mod ovsdb;

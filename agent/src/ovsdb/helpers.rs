@@ -17,8 +17,9 @@ use super::ops::{Condition, Mutation, Operation};
 const ATTEMPTS: u32 = 5;
 const FLOW_RESTORE_WAIT: &str = "flow-restore-wait";
 
-/// OVS datapath type of a bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// OVS datapath type of a bridge (also the agent config key `ovsDatapathType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DatapathType {
     /// The kernel datapath (`system`).
     System,
