@@ -3,7 +3,11 @@
 //! Modules follow the design brief: every piece of node state is planned by a pure function and
 //! then reconciled against what the system reports.
 
+#![deny(unsafe_code)] // `forbid` in every other crate root; see netns.rs
+
 pub mod ovsdb;
 pub mod config;
 pub mod mtu;
 pub mod ipam;
+pub mod netns;
+pub mod iface;

@@ -1,5 +1,7 @@
 //! `weft-agent`: the node daemon. Parses flags and hands over to the agent library.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 #[derive(Parser, Debug)]
