@@ -431,9 +431,9 @@ impl VethManager {
 
     /// Creates the pod's veth as `spec` says. Steps: one request creates both ends (host end
     /// here, pod end directly in `pod` with `IFLA_NET_NS_FD`, MACs and MTU set at creation);
-    /// then in the pod: DAD off for IPv6, TX checksum off if asked, addresses (IPv6 with
-    /// `nodad`), link up, routes; then the host end gets the container id as alias and goes up.
-    /// Any failure after the create deletes the veth again (both ends go with either).
+    /// then in the pod: DAD off for IPv6, TX checksum off if asked; the host end gets the
+    /// container id as alias and goes up (so the pod end has carrier at once); the pod end gets
+    /// its addresses (IPv6 with `nodad`), goes up and gets its routes. Any failure after the create deletes the veth again (both ends go with either).
     pub async fn create(&self, pod: &Netns, spec: &PodVethSpec) -> Result<PodVeth, IfaceError> {
         spec.validate()?;
         let pod_nl = pod.rtnetlink().await?;
@@ -653,6 +653,18 @@ impl VethManager {
         })
         .await??;
 
+        // Host end first, so the pod end has carrier as soon as it comes up.
+        set_link(
+            &self.host_nl,
+            self.host.path(),
+            &spec.host_ifname,
+            "bring up",
+            LinkUnspec::new_with_index(host_link.index)
+                .alias(spec.container_id.clone())
+                .up(),
+        )
+        .await?;
+
         for address in &spec.addresses {
             let mut request =
                 pod_nl
@@ -696,17 +708,6 @@ impl VethManager {
                     source: netlink_io(err),
                 })?;
         }
-
-        set_link(
-            &self.host_nl,
-            self.host.path(),
-            &spec.host_ifname,
-            "bring up",
-            LinkUnspec::new_with_index(host_link.index)
-                .alias(spec.container_id.clone())
-                .up(),
-        )
-        .await?;
 
         Ok(PodVeth {
             host_ifname: spec.host_ifname.clone(),
@@ -836,7 +837,7 @@ async fn delete_link(
 }
 
 fn route_message(route: &PodRoute, oif: u32, onlink: bool) -> RouteMessage {
-    let message = match (route.dst, route.gateway) {
+    match (route.dst, route.gateway) {
         (IpNet::V4(dst), IpAddr::V4(gw)) => {
             let builder = RouteMessageBuilder::<Ipv4Addr>::new()
                 .destination_prefix(dst.network(), dst.prefix_len())
@@ -861,8 +862,7 @@ fn route_message(route: &PodRoute, oif: u32, onlink: bool) -> RouteMessage {
         }
         // Mixed families are rejected by `PodVethSpec::validate`; build nothing routable.
         _ => RouteMessage::default(),
-    };
-    message
+    }
 }
 
 /// Global (non-link-local) addresses of a link.
@@ -1020,7 +1020,8 @@ mod tests {
 
     #[test]
     fn validation_rejects_bad_specs() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut PodVethSpec)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut PodVethSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("long ifname", Box::new(|s| s.pod_ifname = "x".repeat(16))),
             ("bad host name", Box::new(|s| s.host_ifname = "a/b".into())),
             ("tiny mtu", Box::new(|s| s.mtu = 67)),
