@@ -367,18 +367,23 @@ mod ethtool {
         )
         .map_err(|e| err(e.into()))?;
 
-        // SAFETY: `ifreq` is a plain C struct (a byte array and a union of plain data and
-        // pointers) for which all-zero bytes are a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+        for (dst, src) in name.iter_mut().zip(bytes) {
             *dst = *src as libc::c_char;
         }
-        req.ifr_ifru.ifru_data = (value as *mut EthtoolValue).cast();
+        let mut req = libc::ifreq {
+            ifr_name: name,
+            ifr_ifru: libc::__c_anonymous_ifr_ifru {
+                ifru_data: (value as *mut EthtoolValue).cast(),
+            },
+        };
 
-        // SAFETY: `sock` is an open socket owned by this function; `req` is a valid, initialised
-        // `ifreq` whose name is NUL-terminated (checked above) and whose `ifru_data` points to
-        // `value`, a live, exclusively borrowed `struct ethtool_value` that outlives the call.
-        // For ETHTOOL_GTXCSUM/ETHTOOL_STXCSUM the kernel reads/writes exactly that struct.
+        // SAFETY: the only unsafe block of the agent. `sock` is an open socket owned by this
+        // function. `req` lives until the call returns; its name is NUL-terminated (length
+        // checked above) and `ifru_data` points to `value`, a live, exclusively borrowed
+        // `struct ethtool_value`. For SIOCETHTOOL the kernel reads the name and the pointer from
+        // `req` (the rest of the union is unused) and, for ETHTOOL_GTXCSUM/ETHTOOL_STXCSUM,
+        // reads/writes exactly `size_of::<EthtoolValue>()` bytes through the pointer.
         let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
         if rc < 0 {
             return Err(err(io::Error::last_os_error()));

@@ -129,3 +129,53 @@ async fn interface_info_reads_mtu_mac_and_state() {
         .unwrap();
     assert!(missing.is_none());
 }
+
+#[test]
+fn ethtool_tx_checksum_in_the_namespace() {
+    use weft_agent::netns::{disable_tx_checksum, tx_checksum_enabled};
+    let ns = TestNetns::new("eth");
+    ns.ip(&[
+        "link", "add", "wfi-e1", "type", "veth", "peer", "name", "wfi-e2",
+    ])
+    .unwrap();
+    let opened = Netns::open(ns.path()).unwrap();
+
+    assert!(opened
+        .run_blocking(|| tx_checksum_enabled("wfi-e1"))
+        .unwrap()
+        .unwrap());
+    opened
+        .run_blocking(|| disable_tx_checksum("wfi-e1"))
+        .unwrap()
+        .unwrap();
+    assert!(!opened
+        .run_blocking(|| tx_checksum_enabled("wfi-e1"))
+        .unwrap()
+        .unwrap());
+    assert_eq!(ns.tx_checksumming("wfi-e1"), "off");
+    assert_eq!(
+        ns.tx_checksumming("wfi-e2"),
+        "on",
+        "only the named interface changes"
+    );
+
+    // The interface exists only inside the namespace: not found from the caller's.
+    let err = opened
+        .run_blocking(|| disable_tx_checksum("wfi-none"))
+        .unwrap()
+        .unwrap_err();
+    match &err {
+        NetnsError::Ethtool { ifname, source, .. } => {
+            assert_eq!(ifname, "wfi-none");
+            assert_eq!(source.raw_os_error(), Some(nix::libc::ENODEV), "{err}");
+        }
+        other => panic!("expected an ethtool error, got {other}"),
+    }
+    for bad in ["", "sixteen-chars-xx", "a\0b"] {
+        let err = disable_tx_checksum(bad).unwrap_err();
+        assert!(
+            matches!(err, NetnsError::BadIfname { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+}
