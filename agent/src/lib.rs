@@ -3,8 +3,12 @@
 //! Modules follow the design brief: every piece of node state is planned by a pure function and
 //! then reconciled against what the system reports.
 
+#![deny(unsafe_code)] // `forbid` in every other crate root; the one exception lives in netns.rs
+
 pub mod agent;
 pub mod config;
+pub mod iface;
 pub mod ipam;
 pub mod mtu;
+pub mod netns;
 pub mod ovsdb;

@@ -8,6 +8,8 @@
 //! Supported versions: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0; answers are given in the version the
 //! runtime asked for.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod env;
 pub mod error;

@@ -1,6 +1,8 @@
 //! `weft`: the CNI plugin binary. Reads the CNI environment and stdin, forwards the verb to the
 //! node agent over its unix socket, and prints the result or the CNI error object on stdout.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 

@@ -1,5 +1,7 @@
 //! `weft-agent`: the node daemon. Parses flags, sets up logging, and hands over to the library.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -1,5 +1,7 @@
 //! `weftctl`: the operator CLI. Parses flags and hands over to the agent library.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 #[derive(Parser, Debug)]

@@ -7,6 +7,8 @@
 //! Names embed the test process id and a counter, so tests run in parallel, and an instance left
 //! behind by a killed test process is swept by the next run.
 
+#![forbid(unsafe_code)]
+
 pub mod cmd;
 pub mod netns;
 pub mod ovs;
