@@ -92,6 +92,12 @@ pub struct AgentConfig {
     pub mtu: u32,
     /// Directory for the agent's persistent state (IPAM allocations, journals).
     pub data_dir: PathBuf,
+    /// CNI configuration directory; `install-cni` writes `10-weft.conflist` here.
+    pub cni_conf_dir: PathBuf,
+    /// CNI plugin directory; `install-cni` copies the `weft` binary here.
+    pub cni_bin_dir: PathBuf,
+    /// Plugins chained after Weft in the conflist, in order: `portmap`, `bandwidth`.
+    pub cni_chained_plugins: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -107,6 +113,9 @@ impl Default for AgentConfig {
             api_socket: "/var/run/weft/agent.sock".into(),
             mtu: 0,
             data_dir: "/var/lib/weft".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dir: "/opt/cni/bin".into(),
+            cni_chained_plugins: Vec::new(),
         }
     }
 }
@@ -188,6 +197,8 @@ impl AgentConfig {
             ("cniSocket", &self.cni_socket),
             ("apiSocket", &self.api_socket),
             ("dataDir", &self.data_dir),
+            ("cniConfDir", &self.cni_conf_dir),
+            ("cniBinDir", &self.cni_bin_dir),
         ] {
             if !value.is_absolute() {
                 problem(key, &value.display(), "must be an absolute path");
@@ -199,6 +210,15 @@ impl AgentConfig {
                 &self.api_socket.display(),
                 "must differ from cniSocket",
             );
+        }
+        for plugin in &self.cni_chained_plugins {
+            if !crate::cniconf::KNOWN_CHAINED.contains(&plugin.as_str()) {
+                problem(
+                    "cniChainedPlugins",
+                    plugin,
+                    "unknown chained plugin (known: portmap, bandwidth)",
+                );
+            }
         }
         if self.mtu != 0 && !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
             problem(

@@ -6,6 +6,7 @@
 #![deny(unsafe_code)] // `forbid` in every other crate root; the one exception lives in netns.rs
 
 pub mod agent;
+pub mod cniconf;
 pub mod config;
 pub mod iface;
 pub mod ipam;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use weft_agent::config::{self, AgentConfig};
 
 #[derive(Parser, Debug)]
@@ -17,6 +17,19 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install the `weft` plugin into cniBinDir and write 10-weft.conflist into cniConfDir
+    /// (atomically), warning about CNI configs that would be chosen before Weft's.
+    InstallCni {
+        /// The plugin binary to copy (default: `weft` next to this executable).
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -35,8 +48,49 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
     }
     let config = AgentConfig::load(&args.config)?;
+    if let Some(Command::InstallCni { plugin }) = args.command {
+        return install_cni(&config, plugin);
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(weft_agent::agent::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+fn install_cni(config: &AgentConfig, plugin: Option<PathBuf>) -> anyhow::Result<()> {
+    let plugin = match plugin {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name(weft_agent::cniconf::PLUGIN_BINARY),
+    };
+    let input = weft_agent::cniconf::ConflistInput {
+        agent_socket: config.cni_socket.clone(),
+        chained: config.cni_chained_plugins.clone(),
+    };
+    let report = weft_agent::cniconf::install(
+        &input,
+        Some(&plugin),
+        &config.cni_bin_dir,
+        &config.cni_conf_dir,
+    )?;
+    println!(
+        "installed {} and {} ({})",
+        report
+            .plugin
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        report.conflist.display(),
+        if report.conflist_changed {
+            "changed"
+        } else {
+            "unchanged"
+        }
+    );
+    if !report.order.weft_wins() {
+        println!(
+            "warning: a runtime would load {} before Weft's file; {}",
+            report.order.chosen.as_deref().unwrap_or("nothing"),
+            weft_agent::cniconf::multus_pin_hint(&config.cni_conf_dir)
+        );
+    }
     Ok(())
 }
 
