@@ -7,3 +7,4 @@ pub mod ovsdb;
 pub mod config;
 pub mod mtu;
 pub mod ipam;
+pub mod k8s;

@@ -7,8 +7,10 @@
 //! Names embed the test process id and a counter, so tests run in parallel, and an instance left
 //! behind by a killed test process is swept by the next run.
 
+pub mod apiserver;
 pub mod cmd;
 pub mod netns;
 pub mod ovs;
 
+pub use apiserver::ApiServer;
 pub use ovs::OvsInstance;
