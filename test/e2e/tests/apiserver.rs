@@ -12,7 +12,7 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde_json::json;
 use weft_e2e::apiserver::{ApiServer, ApiServerOptions};
 
@@ -500,5 +500,66 @@ async fn discovery_endpoints_answer() -> Result<()> {
         .any(|r| r.name == "nodes" && !r.namespaced));
     let groups = client.list_api_groups().await?;
     assert!(groups.groups.iter().any(|g| g.name == "events.k8s.io"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn kube_event_recorder_creates_then_updates_a_series() -> Result<()> {
+    use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+    let server = ApiServer::start()?;
+    let client = client(&server).await?;
+    let node = server.create_node(json!({"metadata": {"name": "n1"}}))?;
+    let node: Node = serde_json::from_value(node)?;
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "weft-agent".into(),
+            instance: Some("n1".into()),
+        },
+    );
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: "MTUMismatch".into(),
+        note: Some("pod p1 has MTU 1500, plan says 1450".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &node.object_ref(&())).await?;
+    recorder.publish(&event, &node.object_ref(&())).await?;
+    let events = server.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(events[0]["regarding"]["name"], "n1");
+    assert_eq!(events[0]["series"]["count"], 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn streaming_list_watch_sends_initial_events_then_changes() -> Result<()> {
+    let server = ApiServer::start()?;
+    server.create_node(json!({"metadata": {"name": "n1"}}))?;
+    let nodes: Api<Node> = Api::all(client(&server).await?);
+    let config = watcher::Config::default().streaming_lists();
+    let mut stream = pin!(watcher(nodes, config));
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains(&"apply n2".to_string()) {
+        let ev = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .context("streaming list watch too slow")?
+            .context("watch ended")??;
+        seen.push(match ev {
+            watcher::Event::Init => "init".to_string(),
+            watcher::Event::InitApply(n) => format!("init-apply {}", n.name_any()),
+            watcher::Event::InitDone => {
+                server.create_node(json!({"metadata": {"name": "n2"}}))?;
+                "init-done".to_string()
+            }
+            watcher::Event::Apply(n) => format!("apply {}", n.name_any()),
+            watcher::Event::Delete(n) => format!("delete {}", n.name_any()),
+        });
+    }
+    assert_eq!(seen, ["init", "init-apply n1", "init-done", "apply n2"]);
+    assert_eq!(server.request_count("list", "nodes"), 0, "no list call");
     Ok(())
 }
