@@ -10,6 +10,7 @@ pub mod cniconf;
 pub mod config;
 pub mod iface;
 pub mod ipam;
+pub mod k8s;
 pub mod mtu;
 pub mod netns;
 pub mod ovsdb;

@@ -9,8 +9,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod cmd;
 pub mod netns;
 pub mod ovs;
 
+pub use apiserver::ApiServer;
 pub use ovs::OvsInstance;
