@@ -2,3 +2,7 @@
 //! codec and client spoken over the bridge management socket.
 
 #![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod flow;
+pub mod ofp;
