@@ -99,9 +99,31 @@ fn assert_wired(s: &Setup, spec: &PodVethSpec) {
     assert_eq!(host["address"], spec.host_mac.to_string());
     assert_eq!(host["mtu"], spec.mtu);
     assert_eq!(host["operstate"], "UP", "{host}");
+    // The host end is a bridge port only: the host kernel must not answer the pod's ARP/ND.
+    let flags: Vec<&str> = host["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(flags.contains(&"NOARP"), "host end answers ARP: {flags:?}");
+    assert_eq!(host_disable_ipv6(&s.node, &spec.host_ifname), "1");
     // Nothing leaked into the other namespace.
     assert_eq!(s.node.link_names(), vec![spec.host_ifname.clone()]);
     assert_eq!(s.pod.link_names(), ["eth0"]);
+}
+
+fn host_disable_ipv6(node: &TestNetns, ifname: &str) -> String {
+    let key = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    node.exec(&["cat", &key]).unwrap().trim().to_string()
+}
+
+/// Smoke tests ping the host end directly, which production never does (there the pipeline
+/// answers): give it back ARP and IPv6 for the test.
+fn open_host_end_for_smoke_test(node: &TestNetns, ifname: &str) {
+    node.ip(&["link", "set", ifname, "arp", "on"]).unwrap();
+    let key = format!("net.ipv6.conf.{ifname}.disable_ipv6=0");
+    node.exec(&["sysctl", "-q", "-w", &key]).unwrap();
 }
 
 /// DF pings of exactly the MTU pass, one byte more fails locally ("message too long").
@@ -132,6 +154,7 @@ async fn ipv4_pod_is_wired_as_specified() {
     assert!(!flags.contains(&serde_json::json!("onlink")), "{routes:?}");
 
     // Smoke test across the veth: give the host end the gateway address.
+    open_host_end_for_smoke_test(&s.node, &spec.host_ifname);
     s.node
         .ip(&["addr", "add", "10.99.0.1/24", "dev", &spec.host_ifname])
         .unwrap();
@@ -154,6 +177,7 @@ async fn ipv6_pod_is_wired_without_dad() {
         .unwrap();
     assert_eq!(dad.trim(), "0", "DAD still on in the pod");
     assert_eq!(std::fs::read_to_string(own_eth0).ok(), own_before);
+    open_host_end_for_smoke_test(&s.node, &spec.host_ifname);
     s.node
         .ip(&[
             "addr",
@@ -178,6 +202,7 @@ async fn dual_stack_pod_is_wired_as_specified() {
     );
     s.manager.create(&s.pod_ns, &spec).await.unwrap();
     assert_wired(&s, &spec);
+    open_host_end_for_smoke_test(&s.node, &spec.host_ifname);
     s.node
         .ip(&["addr", "add", "10.99.1.1/24", "dev", &spec.host_ifname])
         .unwrap();

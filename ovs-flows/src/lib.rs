@@ -6,3 +6,4 @@
 pub mod codec;
 pub mod flow;
 pub mod ofp;
+pub mod pipeline;

@@ -653,6 +653,29 @@ impl VethManager {
         })
         .await??;
 
+        // The host end is only a bridge port: the host kernel must never answer the pod's ARP
+        // or ND itself (with the netdev datapath it still sees every frame on the veth, and
+        // would teach the pod the host veth's MAC for the gateway; field report 3). No ARP, no
+        // IPv6 on it; the pipeline answers with the virtual MAC.
+        let host_ifname = spec.host_ifname.clone();
+        let host_path = self.host.path().to_path_buf();
+        self.host
+            .run(move || -> Result<(), IfaceError> {
+                let key = format!("net/ipv6/conf/{host_ifname}/disable_ipv6");
+                match std::fs::write(format!("/proc/sys/{key}"), "1") {
+                    // No IPv6 in the node's kernel: nothing to disable.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(IfaceError::Sysctl {
+                        key,
+                        value: "1",
+                        netns: host_path,
+                        source,
+                    }),
+                    Ok(()) => Ok(()),
+                }
+            })
+            .await??;
+
         // Host end first, so the pod end has carrier as soon as it comes up.
         set_link(
             &self.host_nl,
@@ -661,6 +684,7 @@ impl VethManager {
             "bring up",
             LinkUnspec::new_with_index(host_link.index)
                 .alias(spec.container_id.clone())
+                .arp(false)
                 .up(),
         )
         .await?;

@@ -1,0 +1,128 @@
+//! Every register and mark the pipeline uses, allocated in this one file.
+//!
+//! | bits            | name             | set by             | meaning                              |
+//! |-----------------|------------------|--------------------|--------------------------------------|
+//! | `reg0[0..3]`    | [`SOURCE_KIND`]  | Classifier         | where the packet entered, [`SourceKind`] |
+//! | `reg0[4..7]`    | reserved         | (NetworkPolicy)    | destination kind                     |
+//! | `reg0[8..15]`   | reserved         | (later waves)      | single-bit marks (e.g. packet too big) |
+//! | `reg1`          | [`TARGET_OFPORT`]| L2ForwardingCalc   | the OpenFlow port the packet leaves by |
+//! | `reg2`..`reg5`  | reserved         | (later waves)      | conntrack zone, service/endpoint, policy conjunction ids |
+//!
+//! Later waves add their fields here, never elsewhere, so two features can never reuse the
+//! same bits by accident.
+
+use super::super::flow::{Action, Field, Match, SubField};
+
+/// A named bit range of a 32-bit register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegField {
+    /// Register index (`reg{N}`).
+    pub reg: u8,
+    /// Lowest bit of the range.
+    pub start: u16,
+    /// Highest bit of the range (inclusive, as OVS writes `[start..end]`).
+    pub end: u16,
+}
+
+impl RegField {
+    /// The range as a subfield (`NXM_NX_REG0[0..3]`), for `move`, `load` and `learn`.
+    pub fn subfield(self) -> SubField {
+        SubField::bits(Field::Reg(self.reg), self.start, self.end)
+    }
+
+    /// The mask of the range within its register.
+    pub fn mask(self) -> u32 {
+        self.subfield().mask() as u32
+    }
+
+    /// `load:value->reg[start..end]` (printed by OVS as `set_field:...->regN`).
+    pub fn load(self, value: u32) -> Action {
+        Action::load(self.subfield(), u128::from(value))
+    }
+
+    /// Adds "the range holds `value`" to a match.
+    pub fn matching(self, m: Match, value: u32) -> Match {
+        let shifted = value.checked_shl(u32::from(self.start)).unwrap_or(0) & self.mask();
+        m.reg_masked(self.reg, shifted, self.mask())
+    }
+}
+
+/// `reg0[0..3]`: the kind of port the packet entered by, set by the Classifier.
+pub const SOURCE_KIND: RegField = RegField {
+    reg: 0,
+    start: 0,
+    end: 3,
+};
+
+/// `reg1`: the OpenFlow port the packet leaves by, set by L2ForwardingCalc and read by Output.
+pub const TARGET_OFPORT: RegField = RegField {
+    reg: 1,
+    start: 0,
+    end: 31,
+};
+
+/// Values of [`SOURCE_KIND`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    /// A local pod's veth.
+    Pod = 1,
+    /// The host gateway internal port.
+    Gateway = 2,
+    /// The flow-based tunnel port (encap mode).
+    Tunnel = 3,
+    /// The node's uplink NIC attached to the bridge (noEncap mode).
+    Uplink = 4,
+}
+
+impl SourceKind {
+    /// The value stored in [`SOURCE_KIND`].
+    pub fn value(self) -> u32 {
+        self as u32
+    }
+
+    /// Adds "the packet entered by a port of this kind" to a match.
+    pub fn matching(self, m: Match) -> Match {
+        SOURCE_KIND.matching(m, self.value())
+    }
+
+    /// Marks the packet as having entered by a port of this kind.
+    pub fn load(self) -> Action {
+        SOURCE_KIND.load(self.value())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_print_as_ovs_does() {
+        assert_eq!(SOURCE_KIND.subfield().to_string(), "NXM_NX_REG0[0..3]");
+        assert_eq!(TARGET_OFPORT.subfield().to_string(), "NXM_NX_REG1[]");
+        assert_eq!(
+            SourceKind::Gateway.load().to_string(),
+            "set_field:0x2/0xf->reg0"
+        );
+        assert_eq!(
+            TARGET_OFPORT.load(32769).to_string(),
+            "set_field:0x8001->reg1"
+        );
+        assert_eq!(
+            SourceKind::Pod.matching(Match::new()).to_string(),
+            "reg0=0x1/0xf"
+        );
+    }
+
+    #[test]
+    fn allocations_do_not_overlap() {
+        let all = [SOURCE_KIND, TARGET_OFPORT];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert!(
+                    a.reg != b.reg || a.mask() & b.mask() == 0,
+                    "{a:?} overlaps {b:?}"
+                );
+            }
+        }
+    }
+}
