@@ -64,27 +64,8 @@ pub mod msg_type {
     pub const BUNDLE_ADD_MESSAGE: u8 = 34;
 }
 
-/// Reserved port numbers (`OFPP_*`).
-pub mod port {
-    /// `OFPP_MAX`: the highest regular port number.
-    pub const MAX: u32 = 0xffff_ff00;
-    /// `OFPP_IN_PORT`.
-    pub const IN_PORT: u32 = 0xffff_fff8;
-    /// `OFPP_TABLE`: submit a packet-out to the first flow table.
-    pub const TABLE: u32 = 0xffff_fff9;
-    /// `OFPP_NORMAL`.
-    pub const NORMAL: u32 = 0xffff_fffa;
-    /// `OFPP_FLOOD`.
-    pub const FLOOD: u32 = 0xffff_fffb;
-    /// `OFPP_ALL`.
-    pub const ALL: u32 = 0xffff_fffc;
-    /// `OFPP_CONTROLLER`.
-    pub const CONTROLLER: u32 = 0xffff_fffd;
-    /// `OFPP_LOCAL`: the bridge's own internal port.
-    pub const LOCAL: u32 = 0xffff_fffe;
-    /// `OFPP_ANY`: no port filter.
-    pub const ANY: u32 = 0xffff_ffff;
-}
+/// Reserved port numbers (`OFPP_*`), shared with the flow model.
+pub use crate::flow::port;
 
 /// Bundle control types (`OFPBCT_*`).
 pub mod bundle_ctrl {
