@@ -2,7 +2,7 @@
 
 mod flow_codec_support;
 
-use flow_codec_support::{sample_actions, sample_flows, sample_matches};
+use flow_codec_support::{sample_actions, sample_flows, sample_matches, sample_nd_actions};
 use ovs_flows::codec::{
     decode_actions, decode_instructions, decode_match, encode_actions, encode_instructions,
     encode_match, CodecError,
@@ -36,7 +36,7 @@ fn matches_round_trip() {
 
 #[test]
 fn instructions_and_actions_round_trip() {
-    for actions in sample_actions() {
+    for actions in sample_actions().into_iter().chain(sample_nd_actions()) {
         let mut buf = Vec::new();
         encode_instructions(&actions, &mut buf);
         assert_eq!(buf.len() % 8, 0);
@@ -90,6 +90,101 @@ fn display_samples() {
 }
 
 #[test]
+fn nd_fields_and_output_reg_print_like_ovs() {
+    // Texts printed by `ovs-ofctl -O OpenFlow15 dump-flows` (OVS 3.1).
+    let m = Match::new()
+        .icmp6()
+        .icmpv6_type(136)
+        .nd_reserved(0x6000_0000)
+        .nd_options_type(2);
+    assert_eq!(
+        m.to_string(),
+        "icmp6,icmp_type=136,nd_reserved=1610612736,nd_options_type=2"
+    );
+    let actions = [
+        (
+            Action::set_field(Field::NdReserved, 0x6000_0000),
+            "set_field:1610612736->nd_reserved",
+        ),
+        (
+            Action::set_field(Field::NdOptionsType, 2),
+            "set_field:2->nd_options_type",
+        ),
+        (
+            Action::move_bits(
+                SubField::bits(Field::Reg(0), 0, 7),
+                SubField::full(Field::NdOptionsType),
+            ),
+            "move:NXM_NX_REG0[0..7]->ERICOXM_OF_ICMPV6_ND_OPTIONS_TYPE[]",
+        ),
+        (
+            Action::move_bits(
+                SubField::full(Field::NdReserved),
+                SubField::full(Field::Reg(1)),
+            ),
+            "move:ERICOXM_OF_ICMPV6_ND_RESERVED[]->NXM_NX_REG1[]",
+        ),
+        (
+            Action::OutputReg(SubField::full(Field::Reg(1))),
+            "output:NXM_NX_REG1[]",
+        ),
+        (
+            Action::OutputReg(SubField::bits(Field::Reg(1), 0, 15)),
+            "output:NXM_NX_REG1[0..15]",
+        ),
+    ];
+    for (a, text) in actions {
+        assert_eq!(a.to_string(), text);
+    }
+}
+
+#[test]
+fn nd_fields_and_output_reg_wire_format() {
+    // nd_reserved: OXM class ERICOXM_OF (0x1000), field 1, 4 bytes; nd_options_type field 2.
+    let mut buf = Vec::new();
+    encode_actions(
+        &[
+            Action::set_field(Field::NdReserved, 0x6000_0000),
+            Action::set_field(Field::NdOptionsType, 2),
+        ],
+        &mut buf,
+    );
+    assert_eq!(
+        buf,
+        [
+            0, 25, 0, 16, 0x10, 0x00, 0x02, 0x04, 0x60, 0, 0, 0, 0, 0, 0, 0, //
+            0, 25, 0, 16, 0x10, 0x00, 0x04, 0x01, 2, 0, 0, 0, 0, 0, 0, 0,
+        ]
+    );
+    // output:NXM_NX_REG1[] as NXAST_OUTPUT_REG (15): ofs_nbits 31, NXM_NX_REG1, max_len 65535.
+    let reg1 = Action::OutputReg(SubField::full(Field::Reg(1)));
+    let output_reg = [
+        0xff, 0xff, 0, 24, 0, 0, 0x23, 0x20, 0, 15, 0, 31, 0, 1, 2, 4, 0xff, 0xff, 0, 0, 0, 0, 0, 0,
+    ];
+    let mut buf = Vec::new();
+    encode_actions(std::slice::from_ref(&reg1), &mut buf);
+    assert_eq!(buf, output_reg);
+    // NXAST_OUTPUT_REG2 (32), as OVS sends for fields without a 32-bit header, decodes too.
+    let output_reg2 = [
+        0xff, 0xff, 0, 24, 0, 0, 0x23, 0x20, 0, 32, 0, 31, 0xff, 0xff, 0, 1, 2, 4, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(decode_actions(&output_reg2).unwrap(), vec![reg1]);
+    // Non-zero padding is rejected, as OVS rejects it.
+    let mut bad = output_reg;
+    bad[23] = 1;
+    assert!(matches!(
+        decode_actions(&bad),
+        Err(CodecError::BadValue { .. })
+    ));
+    let mut bad = output_reg2;
+    bad[20] = 1;
+    assert!(matches!(
+        decode_actions(&bad),
+        Err(CodecError::BadValue { .. })
+    ));
+}
+
+#[test]
 fn truncated_encodings_are_errors() {
     for m in sample_matches() {
         let mut buf = Vec::new();
@@ -98,7 +193,7 @@ fn truncated_encodings_are_errors() {
             assert!(decode_match(&buf[..cut]).is_err(), "{m} cut at {cut}");
         }
     }
-    for actions in sample_actions() {
+    for actions in sample_actions().into_iter().chain(sample_nd_actions()) {
         for a in actions.iter().filter(|a| !a.is_instruction()) {
             let mut buf = Vec::new();
             encode_actions(std::slice::from_ref(a), &mut buf);

@@ -1,12 +1,13 @@
 //! The base pipeline on real OVS (netdev) with real traffic: pod <-> pod, pod <-> gateway
-//! (node) over IPv4 and IPv6, everything resolved to the virtual MAC.
+//! (node) over IPv4 and IPv6, everything resolved to the virtual MAC, IPv6 neighbor
+//! solicitations answered inside the pipeline.
 
 mod pipeline_support;
 
 use std::net::IpAddr;
 
 use anyhow::Result;
-use ovs_flows::pipeline::{delete_pod, VIRTUAL_MAC};
+use ovs_flows::pipeline::{delete_pod, tables, Registry, VIRTUAL_MAC};
 use pipeline_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,6 +48,33 @@ async fn pods_gateway_and_node_reach_each_other_through_the_virtual_mac() -> Res
             neighbor_mac(ns, &ip)?.as_deref(),
             Some(vmac.as_str()),
             "{ns} neighbor {ip}"
+        );
+    }
+
+    // IPv6 neighbor discovery never left the bridge: the pipeline answered every solicitation
+    // (the gateway's responder among them), and no solicitation reached the host's gateway
+    // interface or any pod, while the pods and the host did solicit and get advertisements.
+    let nd_table = Registry::wave1().number(&tables::NEIGHBOR_DISCOVERY);
+    let nd = table_packets(&node.ovs, nd_table)?;
+    let count = |needle: &str| -> u64 {
+        nd.iter()
+            .filter(|(text, _)| text.contains(needle))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let gw_responder = count(&format!("icmp_type=135,nd_target={GW6} actions="));
+    let first_pass = count("icmp_type=135,nd_target=");
+    let second_pass = count("reg0=0x100/0x100,icmp_type=136 ");
+    assert!(gw_responder >= 1, "gateway responder unused: {nd:#?}");
+    assert_eq!(first_pass, second_pass, "{nd:#?}");
+    assert_eq!(snmp6(host, GATEWAY, "Icmp6InNeighborSolicits")?, 0);
+    assert!(snmp6(host, GATEWAY, "Icmp6InNeighborAdvertisements")? >= 1);
+    for ns in [p1, p2, p3] {
+        assert_eq!(snmp6(ns, "eth0", "Icmp6InNeighborSolicits")?, 0, "{ns}");
+        assert!(snmp6(ns, "eth0", "Icmp6OutNeighborSolicits")? >= 1, "{ns}");
+        assert!(
+            snmp6(ns, "eth0", "Icmp6InNeighborAdvertisements")? >= 1,
+            "{ns}"
         );
     }
 

@@ -55,9 +55,9 @@ const BASE: &[&str] = &[
     "cookie=0x3020000000000, table=10, priority=200,arp,in_port=32769 actions=goto_table:11",
     "cookie=0x3020000000000, table=11, priority=210,arp,in_port=32769,arp_tpa=10.244.1.1 actions=drop",
     "cookie=0x3020000000000, table=11, priority=200,arp,arp_tpa=10.244.1.1,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:02:77:65:66:74:01->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:02:77:65:66:74:01->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.1.1->arp_spa,IN_PORT",
-    "cookie=0x3020000000000, table=31, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244:1::1 actions=set_field:02:77:65:66:74:01->eth_src,set_field:0a:58:0a:f4:00:01->eth_dst,set_field:02:77:65:66:74:01->nd_sll,output:32769",
-    "cookie=0x3020000000000, table=31, priority=200,icmp6,ipv6_dst=fd00:10:244:1::1,icmp_type=136 actions=set_field:02:77:65:66:74:01->eth_src,set_field:0a:58:0a:f4:00:01->eth_dst,set_field:02:77:65:66:74:01->nd_tll,output:32769",
-    "cookie=0x3020000000000, table=31, priority=200,icmp6,ipv6_dst=fe80::/10,icmp_type=136 actions=set_field:02:77:65:66:74:01->eth_src,set_field:0a:58:0a:f4:00:01->eth_dst,set_field:02:77:65:66:74:01->nd_tll,output:32769",
+    "cookie=0x3020000000000, table=31, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244:1::1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:02:77:65:66:74:01->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00:10:244:1::1->ipv6_src,set_field:136->icmpv6_type,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,set_field:0x100/0x100->reg0,resubmit(,31)",
+    "cookie=0x3010000000000, table=31, priority=200,icmp6,reg0=0x100/0x100,icmp_type=136 actions=set_field:02:77:65:66:74:01->nd_tll,IN_PORT",
+    "cookie=0x3010000000000, table=31, priority=210,icmp6,ipv6_src=::,icmp_type=135 actions=drop",
     "cookie=0x3010000000000, table=31, priority=100,icmp6,icmp_type=133 actions=drop",
     "cookie=0x3010000000000, table=31, priority=100,icmp6,icmp_type=134 actions=drop",
     "cookie=0x3010000000000, table=31, priority=100,icmp6,icmp_type=135 actions=drop",
@@ -77,7 +77,8 @@ const BASE: &[&str] = &[
     "cookie=0x3010000000000, table=71, priority=200,ip actions=dec_ttl,goto_table:80",
     "cookie=0x3010000000000, table=71, priority=200,ipv6 actions=dec_ttl,goto_table:80",
     "cookie=0x3020000000000, table=80, priority=200,dl_dst=0a:58:0a:f4:00:01 actions=set_field:0x8001->reg1,goto_table:120",
-    "cookie=0x3020000000000, table=120, priority=200,reg1=0x8001 actions=output:32769",
+    "cookie=0x3010000000000, table=120, priority=190,reg1=0 actions=drop",
+    "cookie=0x3010000000000, table=120, priority=100 actions=output:NXM_NX_REG1[]",
 ];
 
 const POD: &[&str] = &[
@@ -86,17 +87,13 @@ const POD: &[&str] = &[
     "cookie=0x3030000000005, table=11, priority=210,arp,in_port=5,arp_tpa=10.244.1.5 actions=drop",
     "cookie=0x3030000000005, table=11, priority=200,arp,arp_tpa=10.244.1.5,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:02:77:65:66:74:01->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:02:77:65:66:74:01->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.1.5->arp_spa,IN_PORT",
     "cookie=0x3030000000005, table=30, priority=200,ip,in_port=5,dl_src=0a:58:0a:f4:01:05,nw_src=10.244.1.5 actions=goto_table:31",
-    "cookie=0x3030000000005, table=30, priority=220,icmp6,in_port=5,dl_src=0a:58:0a:f4:01:05,ipv6_src=fd00:10:244:1::5,icmp_type=136,nd_target=fd00:10:244:1::5 actions=goto_table:31",
     "cookie=0x3030000000005, table=30, priority=200,ipv6,in_port=5,dl_src=0a:58:0a:f4:01:05,ipv6_src=fd00:10:244:1::5 actions=goto_table:31",
-    "cookie=0x3030000000005, table=30, priority=210,icmp6,in_port=5,icmp_type=136 actions=drop",
     "cookie=0x3030000000005, table=30, priority=200,ipv6,in_port=5,dl_src=0a:58:0a:f4:01:05,ipv6_src=fe80::/10 actions=goto_table:31",
     "cookie=0x3030000000005, table=30, priority=200,icmp6,in_port=5,dl_src=0a:58:0a:f4:01:05,ipv6_src=::,icmp_type=135 actions=goto_table:31",
-    "cookie=0x3030000000005, table=31, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244:1::5 actions=set_field:02:77:65:66:74:01->eth_src,set_field:0a:58:0a:f4:01:05->eth_dst,set_field:02:77:65:66:74:01->nd_sll,output:5",
-    "cookie=0x3030000000005, table=31, priority=200,icmp6,ipv6_dst=fd00:10:244:1::5,icmp_type=136 actions=set_field:02:77:65:66:74:01->eth_src,set_field:0a:58:0a:f4:01:05->eth_dst,set_field:02:77:65:66:74:01->nd_tll,output:5",
+    "cookie=0x3030000000005, table=31, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244:1::5 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:02:77:65:66:74:01->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00:10:244:1::5->ipv6_src,set_field:136->icmpv6_type,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,set_field:0x100/0x100->reg0,resubmit(,31)",
     "cookie=0x3030000000005, table=70, priority=200,ip,nw_dst=10.244.1.5 actions=set_field:02:77:65:66:74:01->eth_src,set_field:0a:58:0a:f4:01:05->eth_dst,goto_table:71",
     "cookie=0x3030000000005, table=70, priority=200,ipv6,ipv6_dst=fd00:10:244:1::5 actions=set_field:02:77:65:66:74:01->eth_src,set_field:0a:58:0a:f4:01:05->eth_dst,goto_table:71",
     "cookie=0x3030000000005, table=80, priority=200,dl_dst=0a:58:0a:f4:01:05 actions=set_field:0x5->reg1,goto_table:120",
-    "cookie=0x3030000000005, table=120, priority=200,reg1=0x5 actions=output:5",
 ];
 
 #[test]
@@ -181,16 +178,13 @@ fn spoof_guard_covers_each_family_of_the_pod() {
     assert!(has(
         "icmp6,in_port=5,dl_src=0a:58:0a:f4:01:05,ipv6_src=::,icmp_type=135 actions"
     ));
-    // Advertisements only for its own address; any other advertisement dropped.
-    assert!(has("priority=220,icmp6,in_port=5,dl_src=0a:58:0a:f4:01:05,ipv6_src=fd00:10:244:1::5,icmp_type=136,nd_target=fd00:10:244:1::5 actions"));
-    assert!(has(
-        "priority=210,icmp6,in_port=5,icmp_type=136 actions=drop"
-    ));
+    // No advertisement needs an allowance: NeighborDiscovery drops them all.
+    assert!(!has("icmp_type=136"));
     // Every allowance is tied to the pod's port and MAC.
-    for f in g.iter().filter(|f| !f.ends_with("actions=drop")) {
+    for f in &g {
         assert!(f.contains("in_port=5,dl_src=0a:58:0a:f4:01:05,"), "{f}");
     }
-    assert_eq!(g.len(), 7);
+    assert_eq!(g.len(), 5);
 
     // An IPv4-only pod gets no IPv6 allowance, an IPv6-only pod no IPv4 or ARP allowance.
     let v4 = LocalPod {
@@ -207,7 +201,7 @@ fn spoof_guard_covers_each_family_of_the_pod() {
         ..web()
     };
     let g6 = guards(&cfg, &v6);
-    assert_eq!(g6.len(), 5, "{g6:#?}");
+    assert_eq!(g6.len(), 3, "{g6:#?}");
     assert!(g6.iter().all(|f| !f.contains("arp") && !f.contains(",ip,")));
 }
 
@@ -323,4 +317,64 @@ fn virtual_mac_is_locally_administered_unicast() {
     assert_eq!(first & 0x02, 0x02, "locally administered");
     assert_eq!(first & 0x01, 0, "unicast");
     assert_eq!(VIRTUAL_MAC.to_string(), "02:77:65:66:74:01");
+}
+
+#[test]
+fn neighbor_discovery_is_answered_never_forwarded() {
+    let (cfg, pod) = (node(), web());
+    let nd = Registry::wave1().number(&tables::NEIGHBOR_DISCOVERY);
+    let flows: Vec<Flow> = base_flows(&cfg)
+        .into_iter()
+        .chain(pod_flows(&cfg, &pod))
+        .filter(|f| f.table == nd)
+        .collect();
+    // Every flow of the table drops, turns a solicitation into an advertisement and
+    // resubmits it, or sends that advertisement back out the ingress port (the miss flow lets
+    // non-ND packets continue).
+    for f in flows.iter().filter(|f| f.priority != priority::MISS) {
+        let t = f.to_string();
+        assert!(
+            t.ends_with("actions=drop")
+                || t.ends_with("->nd_options_type,set_field:0x100/0x100->reg0,resubmit(,31)")
+                || t.ends_with(
+                    "reg0=0x100/0x100,icmp_type=136 actions=set_field:02:77:65:66:74:01->nd_tll,IN_PORT"
+                ),
+            "{t}"
+        );
+    }
+    // One responder per gateway and pod IPv6 address, each answering for exactly that address.
+    let responders: Vec<String> = text(&flows)
+        .into_iter()
+        .filter(|t| t.ends_with("resubmit(,31)"))
+        .collect();
+    assert_eq!(responders.len(), 2, "{responders:#?}");
+    for ip in ["fd00:10:244:1::1", "fd00:10:244:1::5"] {
+        assert!(
+            responders.iter().any(|t| t
+                .contains(&format!("icmp_type=135,nd_target={ip} actions="))
+                && t.contains(&format!("set_field:{ip}->ipv6_src"))),
+            "{ip}: {responders:#?}"
+        );
+    }
+}
+
+#[test]
+fn output_is_one_flow_whatever_the_pods() {
+    let cfg = node();
+    let output = Registry::wave1().number(&tables::OUTPUT);
+    let pods = [web(), LocalPod { ofport: 6, ..web() }];
+    let out: Vec<String> = base_flows(&cfg)
+        .into_iter()
+        .chain(pods.iter().flat_map(|p| pod_flows(&cfg, p)))
+        .filter(|f| f.table == output)
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(
+        out,
+        [
+            "cookie=0x3010000000000, table=120, priority=0 actions=drop",
+            "cookie=0x3010000000000, table=120, priority=190,reg1=0 actions=drop",
+            "cookie=0x3010000000000, table=120, priority=100 actions=output:NXM_NX_REG1[]",
+        ]
+    );
 }

@@ -1,5 +1,5 @@
-//! Nicira extension actions (experimenter 0x00002320): resubmit, controller, ct, nat, note,
-//! learn and check_pkt_larger.
+//! Nicira extension actions (experimenter 0x00002320): resubmit, output to a register,
+//! controller, ct, nat, note, learn and check_pkt_larger.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -17,12 +17,17 @@ pub const NX_VENDOR_ID: u32 = 0x0000_2320;
 const NXAST_RESUBMIT: u16 = 1;
 const NXAST_NOTE: u16 = 8;
 const NXAST_RESUBMIT_TABLE: u16 = 14;
+const NXAST_OUTPUT_REG: u16 = 15;
 const NXAST_LEARN: u16 = 16;
 const NXAST_CONTROLLER: u16 = 20;
 const NXAST_CT: u16 = 35;
 const NXAST_NAT: u16 = 36;
 const NXAST_CONTROLLER2: u16 = 37;
+const NXAST_OUTPUT_REG2: u16 = 32;
 const NXAST_CHECK_PKT_LARGER: u16 = 49;
+
+/// `max_len` of an output-to-register action (only used if the register names the controller).
+const OUTPUT_REG_MAX_LEN: u16 = u16::MAX;
 
 /// `NXAC2PT_*` controller2 properties.
 const NXAC2PT_MAX_LEN: u16 = 0;
@@ -86,6 +91,14 @@ pub(crate) fn encode(a: &Action, out: &mut Vec<u8>) {
             put_u16(out, port::to_u16(p.unwrap_or(port::IN_PORT)));
             out.push(table.unwrap_or(0xff));
             finish(out, start, 16);
+        }
+        Action::OutputReg(src) => {
+            // NXAST_OUTPUT_REG, the form OVS itself sends for fields with a 32-bit header.
+            let start = begin(out, NXAST_OUTPUT_REG);
+            put_u16(out, ofs_nbits(src));
+            put_u32(out, nxm_header_of(src.field));
+            put_u16(out, OUTPUT_REG_MAX_LEN);
+            finish(out, start, 24);
         }
         Action::Controller(c) => encode_controller2(c, out),
         Action::Note(bytes) => {
@@ -310,6 +323,20 @@ pub(crate) fn decode(body: &[u8], depth: usize) -> Result<Action, CodecError> {
                 table,
             }
         }
+        NXAST_OUTPUT_REG => {
+            let ofs_nbits = b.u16()?;
+            let field = decode_field_header(b.u32()?)?;
+            b.skip(2)?; // max_len
+            must_be_zero(&mut b, "output_reg")?;
+            Action::OutputReg(subfield_of(field, ofs_nbits)?)
+        }
+        NXAST_OUTPUT_REG2 => {
+            let ofs_nbits = b.u16()?;
+            b.skip(2)?; // max_len
+            let field = decode_field_header(b.u32()?)?;
+            must_be_zero(&mut b, "output_reg2")?;
+            Action::OutputReg(subfield_of(field, ofs_nbits)?)
+        }
         NXAST_NOTE => Action::Note(b.bytes(b.remaining())?.to_vec()),
         NXAST_CONTROLLER => {
             let max_len = b.u16()?;
@@ -336,6 +363,23 @@ pub(crate) fn decode(body: &[u8], depth: usize) -> Result<Action, CodecError> {
         NXAST_LEARN => Action::Learn(decode_learn(&mut b)?),
         other => return Err(unsupported(other)),
     })
+}
+
+/// `nxm_decode_ofs` / `nxm_decode_n_bits` of `field`, validated.
+fn subfield_of(field: crate::flow::Field, ofs_nbits: u16) -> Result<SubField, CodecError> {
+    subfield(field, ofs_nbits >> 6, (ofs_nbits & 0x3f) + 1)
+}
+
+/// Checks that the rest of an action (its padding) is zero, as OVS requires.
+fn must_be_zero(b: &mut Reader<'_>, what: &'static str) -> Result<(), CodecError> {
+    let rest = b.bytes(b.remaining())?;
+    if rest.iter().any(|x| *x != 0) {
+        return Err(CodecError::BadValue {
+            what,
+            detail: format!("non-zero padding {rest:02x?}"),
+        });
+    }
+    Ok(())
 }
 
 fn decode_reason(v: u8) -> Result<PacketInReason, CodecError> {
@@ -398,8 +442,7 @@ fn decode_ct(b: &mut Reader<'_>, depth: usize) -> Result<Ct, CodecError> {
     let zone = if zone_src == 0 {
         CtZone::Imm(zone_val)
     } else {
-        let field = decode_field_header(zone_src)?;
-        CtZone::Field(subfield(field, zone_val >> 6, (zone_val & 0x3f) + 1)?)
+        CtZone::Field(subfield_of(decode_field_header(zone_src)?, zone_val)?)
     };
     let mut ct = Ct {
         commit: flags & NX_CT_F_COMMIT != 0,

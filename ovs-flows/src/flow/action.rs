@@ -16,6 +16,12 @@ pub enum Action {
     /// Output to a port (`output:N`, `IN_PORT`, `LOCAL`, `NORMAL`, ...). For the controller
     /// use [`Action::Controller`].
     Output(u32),
+    /// Nicira output to the port number held in a subfield (`output:NXM_NX_REG1[]`), e.g.
+    /// the target port an earlier table computed. Like `output:N`, nothing leaves when the
+    /// number is the ingress port or no port's (0, above 65535). The `max_len` sent on the
+    /// wire (bytes for the controller, if the subfield names it) is always 65535, as
+    /// ovs-ofctl sets it.
+    OutputReg(SubField),
     /// Send to the controller (`CONTROLLER:65535` or `controller(...)`).
     Controller(Controller),
     /// Nicira resubmit to a port and/or table (`resubmit:3`, `resubmit(,5)`, `resubmit(4,6)`).
@@ -376,6 +382,7 @@ impl fmt::Display for Action {
                     f.write_str(&port_name(*p))
                 }
             }
+            Action::OutputReg(src) => write!(f, "output:{src}"),
             Action::Controller(c) => fmt_controller(c, f),
             Action::Resubmit { port, table } => match (port, table) {
                 (Some(p), None) => write!(f, "resubmit:{}", port_name(*p)),

@@ -10,6 +10,8 @@ pub const OXM_CLASS_NXM1: u16 = 0x0001;
 pub const OXM_CLASS_OPENFLOW_BASIC: u16 = 0x8000;
 /// OXM class `PACKET_REGS` (OpenFlow 1.5 64-bit packet registers, OVS `xreg0`..`xreg7`).
 pub const OXM_CLASS_PACKET_REGS: u16 = 0x8001;
+/// OXM class `ERICOXM_OF` (Ericsson's extension fields: IPv6 ND reserved bits and option type).
+pub const OXM_CLASS_ERICOXM_OF: u16 = 0x1000;
 
 /// A header field known to Weft: usable in a [`crate::flow::Match`], as a `set_field`
 /// target, and (as a [`SubField`]) in `move`, `learn`, `ct(zone=...)` and `check_pkt_larger`.
@@ -71,6 +73,12 @@ pub enum Field {
     NdSll,
     /// IPv6 ND target link-layer address option.
     NdTll,
+    /// IPv6 ND 32-bit reserved field; in an advertisement its top bits are the R, S and O
+    /// flags (`0x60000000` = solicited + override). Exact match only.
+    NdReserved,
+    /// IPv6 ND type of the first option (1 source, 2 target link-layer address). Exact match
+    /// only.
+    NdOptionsType,
     /// Connection tracking state flags (see [`crate::flow::ct_state`]).
     CtState,
     /// Connection tracking zone.
@@ -116,12 +124,14 @@ impl Field {
     /// Every field with a fixed identity, for table-driven lookups (registers expanded).
     pub(crate) fn all() -> impl Iterator<Item = Field> {
         use Field::*;
-        const FIXED: [Field; 38] = [
+        // Kept compact by hand: rustfmt would put one name per line.
+        #[rustfmt::skip]
+        const FIXED: [Field; 40] = [
             InPort, InPortOxm, EthSrc, EthDst, EthType, VlanTci, IpProto, Ipv4Src, Ipv4Dst,
             Ipv6Src, Ipv6Dst, TcpSrc, TcpDst, UdpSrc, UdpDst, Icmpv4Type, Icmpv4Code, Icmpv6Type,
-            Icmpv6Code, ArpOp, ArpSpa, ArpTpa, ArpSha, ArpTha, NdTarget, NdSll, NdTll, CtState,
-            CtZone, CtMark, CtLabel, TunId, TunSrc, TunDst, TunIpv6Src, TunIpv6Dst, Metadata,
-            PktMark,
+            Icmpv6Code, ArpOp, ArpSpa, ArpTpa, ArpSha, ArpTha, NdTarget, NdSll, NdTll, NdReserved,
+            NdOptionsType, CtState, CtZone, CtMark, CtLabel, TunId, TunSrc, TunDst, TunIpv6Src,
+            TunIpv6Dst, Metadata, PktMark,
         ];
         FIXED
             .into_iter()
@@ -163,6 +173,8 @@ impl Field {
             NdTarget => (B, 31, 16),
             NdSll => (B, 32, 6),
             NdTll => (B, 33, 6),
+            NdReserved => (OXM_CLASS_ERICOXM_OF, 1, 4),
+            NdOptionsType => (OXM_CLASS_ERICOXM_OF, 2, 1),
             TunId => (B, 38, 8),
             Metadata => (B, 2, 8),
             Reg(i) => (N1, i, 4),
@@ -260,6 +272,8 @@ impl Field {
             NdTarget => "nd_target",
             NdSll => "nd_sll",
             NdTll => "nd_tll",
+            NdReserved => "nd_reserved",
+            NdOptionsType => "nd_options_type",
             CtState => "ct_state",
             CtZone => "ct_zone",
             CtMark => "ct_mark",
@@ -308,6 +322,8 @@ impl Field {
             NdTarget => "NXM_NX_ND_TARGET",
             NdSll => "NXM_NX_ND_SLL",
             NdTll => "NXM_NX_ND_TLL",
+            NdReserved => "ERICOXM_OF_ICMPV6_ND_RESERVED",
+            NdOptionsType => "ERICOXM_OF_ICMPV6_ND_OPTIONS_TYPE",
             CtState => "NXM_NX_CT_STATE",
             CtZone => "NXM_NX_CT_ZONE",
             CtMark => "NXM_NX_CT_MARK",
@@ -335,7 +351,7 @@ impl Field {
             Ipv4Src | Ipv4Dst | ArpSpa | ArpTpa | TunSrc | TunDst => ValueFormat::Ipv4,
             Ipv6Src | Ipv6Dst | NdTarget | TunIpv6Src | TunIpv6Dst => ValueFormat::Ipv6,
             IpProto | TcpSrc | TcpDst | UdpSrc | UdpDst | Icmpv4Type | Icmpv4Code | Icmpv6Type
-            | Icmpv6Code | ArpOp | CtZone => ValueFormat::Decimal,
+            | Icmpv6Code | ArpOp | CtZone | NdReserved | NdOptionsType => ValueFormat::Decimal,
             CtState => ValueFormat::CtState,
             EthType | VlanTci | CtMark | CtLabel | Reg(_) | Xreg(_) | TunId | Metadata
             | PktMark => ValueFormat::Hex,

@@ -323,6 +323,17 @@ impl Match {
         self.field(Field::NdTll, mac.to_u128())
     }
 
+    /// ND reserved field, exactly (needs `icmp6()` and type 135 or 136); in an advertisement
+    /// the top three bits are the R, S and O flags.
+    pub fn nd_reserved(self, value: u32) -> Self {
+        self.field(Field::NdReserved, u128::from(value))
+    }
+
+    /// Type of the first ND option, exactly (needs `icmp6()` and type 135 or 136).
+    pub fn nd_options_type(self, option: u8) -> Self {
+        self.field(Field::NdOptionsType, u128::from(option))
+    }
+
     /// ARP opcode (needs `arp()`).
     pub fn arp_op(self, op: u16) -> Self {
         self.field(Field::ArpOp, u128::from(op))
@@ -635,6 +646,17 @@ impl fmt::Display for Match {
             if let Some((v, m)) = g(field) {
                 let _ = write!(s, "{name}={},", mac_masked(v, m));
             }
+        }
+        if let Some((v, m)) = g(NdReserved) {
+            // C's `format_be32_masked`: decimal if exact, else `0x%08x/0x%08x`.
+            if m == NdReserved.all_ones() {
+                let _ = write!(s, "nd_reserved={v},");
+            } else {
+                let _ = write!(s, "nd_reserved=0x{v:08x}/0x{m:08x},");
+            }
+        }
+        if let Some((v, m)) = g(NdOptionsType) {
+            dec_masked(&mut s, "nd_options_type", v, m, NdOptionsType.all_ones());
         }
         let l4 = [
             (TcpSrc, "tp_src"),

@@ -14,8 +14,8 @@ pub use action::{
     Nat, NatKind, PacketInReason,
 };
 pub use field::{
-    port, Field, MacAddr, SubField, OXM_CLASS_NXM0, OXM_CLASS_NXM1, OXM_CLASS_OPENFLOW_BASIC,
-    OXM_CLASS_PACKET_REGS,
+    port, Field, MacAddr, SubField, OXM_CLASS_ERICOXM_OF, OXM_CLASS_NXM0, OXM_CLASS_NXM1,
+    OXM_CLASS_OPENFLOW_BASIC, OXM_CLASS_PACKET_REGS,
 };
 pub use matches::{ct_state, Match};
 

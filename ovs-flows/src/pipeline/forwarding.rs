@@ -1,5 +1,8 @@
 //! L3Forwarding, L3DecTTL, L2ForwardingCalc and Output.
 //!
+//! Output is a single flow, `output:NXM_NX_REG1[]` (the target port L2ForwardingCalc loaded
+//! into [`TARGET_OFPORT`]), above a drop of packets with no target (port 0).
+//!
 //! L3 forwarding routes on the destination IP whatever the destination MAC: a local pod's
 //! address gets the pod's MAC (source: the virtual MAC) and a TTL decrement; a gateway IP or
 //! anything else goes to the gateway with the gateway's MAC. Issue 4 adds peer pod CIDRs at
@@ -99,11 +102,26 @@ pub(super) fn base(ctx: &Ctx<'_>) -> Vec<Flow> {
             vec![Action::DecTtl, ctx.goto_next(&L3_DEC_TTL)],
         ));
     }
-    flows.extend(port_flows(ctx, gw, ctx.cfg.gateway_mac, ports::GATEWAY));
+    flows.push(l2_flow(ctx, gw, ctx.cfg.gateway_mac, ports::GATEWAY));
+    // Output: one flow for every port. OpenFlow port 0 is nobody's: no target, drop.
+    flows.push(ctx.flow(
+        &OUTPUT,
+        priority::DISCARD,
+        pipeline,
+        TARGET_OFPORT.matching(Match::new(), 0),
+        Vec::new(),
+    ));
+    flows.push(ctx.flow(
+        &OUTPUT,
+        priority::DEFAULT,
+        pipeline,
+        Match::new(),
+        vec![Action::OutputReg(TARGET_OFPORT.subfield())],
+    ));
     flows
 }
 
-/// Routes to the pod's addresses, and its L2 and output flows.
+/// Routes to the pod's addresses, and its L2 flow.
 pub(super) fn pod(ctx: &Ctx<'_>, pod: &LocalPod, cookie: u64) -> Vec<Flow> {
     let mut flows: Vec<Flow> = pod
         .ips
@@ -122,27 +140,17 @@ pub(super) fn pod(ctx: &Ctx<'_>, pod: &LocalPod, cookie: u64) -> Vec<Flow> {
             )
         })
         .collect();
-    flows.extend(port_flows(ctx, cookie, pod.mac, pod.ofport));
+    flows.push(l2_flow(ctx, cookie, pod.mac, pod.ofport));
     flows
 }
 
-/// `dl_dst=mac` targets `port` (L2ForwardingCalc); a packet targeting `port` leaves by it
-/// (Output).
-fn port_flows(ctx: &Ctx<'_>, cookie: u64, mac: MacAddr, port: u32) -> Vec<Flow> {
-    vec![
-        ctx.flow(
-            &L2_FORWARDING_CALC,
-            priority::NORMAL,
-            cookie,
-            Match::new().eth_dst(mac),
-            vec![TARGET_OFPORT.load(port), ctx.goto_next(&L2_FORWARDING_CALC)],
-        ),
-        ctx.flow(
-            &OUTPUT,
-            priority::NORMAL,
-            cookie,
-            TARGET_OFPORT.matching(Match::new(), port),
-            vec![Action::Output(port)],
-        ),
-    ]
+/// L2ForwardingCalc: `dl_dst=mac` targets `port` (Output sends it there).
+fn l2_flow(ctx: &Ctx<'_>, cookie: u64, mac: MacAddr, port: u32) -> Flow {
+    ctx.flow(
+        &L2_FORWARDING_CALC,
+        priority::NORMAL,
+        cookie,
+        Match::new().eth_dst(mac),
+        vec![TARGET_OFPORT.load(port), ctx.goto_next(&L2_FORWARDING_CALC)],
+    )
 }

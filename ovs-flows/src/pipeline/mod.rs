@@ -6,9 +6,9 @@
 //! [`Registry`]; registers in [`regs`]; cookies in [`Cookie`]. docs/ovs-pipeline.md describes
 //! every table and flow.
 //!
-//! Pods resolve the gateway (and every other on-link address) to [`VIRTUAL_MAC`], answered or
-//! rewritten by the pipeline, and L3 forwarding routes on the destination IP whatever the
-//! destination MAC: no pod or host connectivity depends on a host veth MAC.
+//! Pods resolve the gateway (and every other on-link address) to [`VIRTUAL_MAC`], answered by
+//! the pipeline's ARP and ND responders, and L3 forwarding routes on the destination IP
+//! whatever the destination MAC: no pod or host connectivity depends on a host veth MAC.
 
 mod arp;
 mod classify;
@@ -58,16 +58,17 @@ pub mod ports {
 pub mod priority {
     /// Table-miss flows.
     pub const MISS: u16 = 0;
-    /// Catch-alls: route to the gateway, drop unrelayed neighbor discovery.
+    /// Catch-alls: route to the gateway, output to the target port, drop unanswered neighbor
+    /// discovery.
     pub const DEFAULT: u16 = 100;
-    /// Destinations never routed: unallocated local pod IPs, link-local, multicast.
+    /// Destinations never routed: unallocated local pod IPs, link-local, multicast, no
+    /// target port.
     pub const DISCARD: u16 = 190;
     /// Per-object flows: a pod, a gateway IP (peers in issue 4 use this too).
     pub const NORMAL: u16 = 200;
-    /// Exceptions to [`NORMAL`] flows (a request for one's own address, from-gateway skips).
+    /// Exceptions to [`NORMAL`] flows (a request for one's own address, a DAD probe,
+    /// from-gateway skips).
     pub const EXCEPTION: u16 = 210;
-    /// SpoofGuard allowances above [`EXCEPTION`] drops (advertisements of own addresses).
-    pub const GUARD_ALLOW: u16 = 220;
 }
 
 /// Errors of pipeline declarations and inputs.
@@ -259,7 +260,8 @@ fn check_mac(owner: &str, mac: MacAddr) -> Result<(), PipelineError> {
 }
 
 /// Every flow the node needs with no pod: table-miss flows, root classification, the gateway's
-/// ARP/ND, classification, L3/L2 forwarding and output, all with cookie round `cfg.round`.
+/// ARP/ND responders, classification, L3/L2 forwarding and output, all with cookie round
+/// `cfg.round`.
 pub fn base_flows(cfg: &NodeConfig) -> Vec<Flow> {
     let ctx = Ctx::new(cfg);
     let mut flows = ctx.miss_flows();
@@ -271,7 +273,8 @@ pub fn base_flows(cfg: &NodeConfig) -> Vec<Flow> {
 }
 
 /// One local pod's flows (cookie category [`Category::Pod`], object id = its OpenFlow port):
-/// classification, ARP and IP SpoofGuard, ARP/ND for its addresses, L3/L2 forwarding, output.
+/// classification, ARP and IP SpoofGuard, ARP/ND responders for its addresses, L3/L2
+/// forwarding.
 pub fn pod_flows(cfg: &NodeConfig, pod: &LocalPod) -> Vec<Flow> {
     let ctx = Ctx::new(cfg);
     let cookie = pod.cookie(cfg.round);

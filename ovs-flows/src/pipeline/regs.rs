@@ -4,7 +4,8 @@
 //! |-----------------|------------------|--------------------|--------------------------------------|
 //! | `reg0[0..3]`    | [`SOURCE_KIND`]  | Classifier         | where the packet entered, [`SourceKind`] |
 //! | `reg0[4..7]`    | reserved         | (NetworkPolicy)    | destination kind                     |
-//! | `reg0[8..15]`   | reserved         | (later waves)      | single-bit marks (e.g. packet too big) |
+//! | `reg0[8]`       | [`ND_REPLY`]     | NeighborDiscovery  | the packet is an advertisement the pipeline built |
+//! | `reg0[9..15]`   | reserved         | (later waves)      | single-bit marks (e.g. packet too big) |
 //! | `reg1`          | [`TARGET_OFPORT`]| L2ForwardingCalc   | the OpenFlow port the packet leaves by |
 //! | `reg2`..`reg5`  | reserved         | (later waves)      | conntrack zone, service/endpoint, policy conjunction ids |
 //!
@@ -52,6 +53,15 @@ pub const SOURCE_KIND: RegField = RegField {
     reg: 0,
     start: 0,
     end: 3,
+};
+
+/// `reg0[8]`: the packet is a neighbor advertisement NeighborDiscovery built from a
+/// solicitation and resubmitted to itself (to set the target link-layer address, which OVS
+/// cannot set while the flow matches a solicitation).
+pub const ND_REPLY: RegField = RegField {
+    reg: 0,
+    start: 8,
+    end: 8,
 };
 
 /// `reg1`: the OpenFlow port the packet leaves by, set by L2ForwardingCalc and read by Output.
@@ -111,11 +121,16 @@ mod tests {
             SourceKind::Pod.matching(Match::new()).to_string(),
             "reg0=0x1/0xf"
         );
+        assert_eq!(ND_REPLY.load(1).to_string(), "set_field:0x100/0x100->reg0");
+        assert_eq!(
+            ND_REPLY.matching(Match::new(), 1).to_string(),
+            "reg0=0x100/0x100"
+        );
     }
 
     #[test]
     fn allocations_do_not_overlap() {
-        let all = [SOURCE_KIND, TARGET_OFPORT];
+        let all = [SOURCE_KIND, ND_REPLY, TARGET_OFPORT];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert!(

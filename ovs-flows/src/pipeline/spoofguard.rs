@@ -1,6 +1,7 @@
 //! SpoofGuard: IP from a pod must carry the pod's MAC and one of its addresses. For IPv6 the
 //! pod may also use its link-local addresses (neighbor discovery) and the unspecified address
-//! for duplicate address detection, and may only advertise its own addresses.
+//! for duplicate address detection probes. (Neighbor advertisements need no guard: the
+//! NeighborDiscovery table drops every one of them.)
 
 use std::net::Ipv6Addr;
 
@@ -15,8 +16,6 @@ pub(super) const LINK_LOCAL: Ipv6Net =
     Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10);
 /// ICMPv6 neighbor solicitation.
 pub(super) const ND_NS: u8 = 135;
-/// ICMPv6 neighbor advertisement.
-pub(super) const ND_NA: u8 = 136;
 
 /// The pod's SpoofGuard flows.
 pub(super) fn pod(ctx: &Ctx<'_>, pod: &LocalPod, cookie: u64) -> Vec<Flow> {
@@ -37,19 +36,6 @@ pub(super) fn pod(ctx: &Ctx<'_>, pod: &LocalPod, cookie: u64) -> Vec<Flow> {
         return flows;
     }
     for ip in &v6 {
-        flows.push(
-            ctx.flow(
-                &SPOOF_GUARD,
-                priority::GUARD_ALLOW,
-                cookie,
-                from_pod()
-                    .icmp6()
-                    .ipv6_src((*ip).into())
-                    .icmpv6_type(ND_NA)
-                    .nd_target(*ip),
-                next(),
-            ),
-        );
         flows.push(ctx.flow(
             &SPOOF_GUARD,
             priority::NORMAL,
@@ -58,13 +44,6 @@ pub(super) fn pod(ctx: &Ctx<'_>, pod: &LocalPod, cookie: u64) -> Vec<Flow> {
             next(),
         ));
     }
-    flows.push(ctx.flow(
-        &SPOOF_GUARD,
-        priority::EXCEPTION,
-        cookie,
-        Match::new().in_port(pod.ofport).icmp6().icmpv6_type(ND_NA),
-        Vec::new(),
-    ));
     flows.push(ctx.flow(
         &SPOOF_GUARD,
         priority::NORMAL,

@@ -145,7 +145,8 @@ pub mod tables {
     pub const CLASSIFIER: TableDecl = decl("Classifier", Stage::Classifier, Miss::Drop);
     /// IP from a pod must carry the pod's own MAC and IP addresses.
     pub const SPOOF_GUARD: TableDecl = decl("SpoofGuard", Stage::Validation, Miss::Drop);
-    /// IPv6 neighbor discovery: solicitations and advertisements relayed with the virtual MAC.
+    /// IPv6 neighbor discovery: solicitations for gateway and pod IPs answered with the
+    /// virtual MAC, every other ND message dropped.
     pub const NEIGHBOR_DISCOVERY: TableDecl =
         decl("NeighborDiscovery", Stage::Validation, Miss::Next);
     /// Routing by destination IP: local pods, the gateway, peers (issue 4).

@@ -98,6 +98,18 @@ pub fn sample_matches() -> Vec<Match> {
             .icmpv6_type(136)
             .nd_target(v6("fe80::1"))
             .nd_tll(mac("00:00:00:00:00:03")),
+        Match::new()
+            .icmp6()
+            .icmpv6_type(136)
+            .nd_reserved(0x6000_0000)
+            .nd_options_type(2),
+        Match::new()
+            .icmp6()
+            .icmpv6_type(135)
+            .nd_target(v6("fd00::1"))
+            .nd_sll(mac("00:00:00:00:00:04"))
+            .nd_reserved(0)
+            .nd_options_type(1),
         Match::new().ct_state(ct_state::TRK, ct_state::NEW).ip(),
         Match::new().ct_state(ct_state::TRK | ct_state::EST, 0),
         Match::new().ct_state(
@@ -170,6 +182,12 @@ pub fn sample_actions() -> Vec<Vec<Action>> {
         vec![Action::Output(port::IN_PORT)],
         vec![Action::Output(port::LOCAL), Action::Output(port::NORMAL)],
         vec![Action::Output(port::CONTROLLER)],
+        vec![
+            Action::OutputReg(SubField::full(reg(1))),
+            Action::OutputReg(SubField::bits(reg(2), 0, 15)),
+            Action::OutputReg(SubField::full(Field::InPort)),
+            Action::OutputReg(SubField::bits(Field::Xreg(1), 16, 31)),
+        ],
         vec![Action::Controller(Controller {
             max_len: 128,
             ..Controller::default()
@@ -375,7 +393,48 @@ pub fn sample_actions() -> Vec<Vec<Action>> {
     ]
 }
 
-/// Every sample as a flow; matches in table 1, actions in table 2, plus header fields.
+/// The match the [`sample_nd_actions`] need: a neighbor solicitation.
+pub fn nd_solicitation() -> Match {
+    Match::new().icmp6().icmpv6_type(135)
+}
+
+/// Sample action lists that need a neighbor solicitation match ([`nd_solicitation`]), one
+/// flow each (table 4): the in-pipeline ND responder's rewrites.
+pub fn sample_nd_actions() -> Vec<Vec<Action>> {
+    let vmac = 0x0277_6566_7401;
+    vec![
+        vec![
+            Action::move_bits(SubField::full(Field::EthSrc), SubField::full(Field::EthDst)),
+            Action::set_field(Field::EthSrc, vmac),
+            Action::move_bits(
+                SubField::full(Field::Ipv6Src),
+                SubField::full(Field::Ipv6Dst),
+            ),
+            Action::set_field(Field::Ipv6Src, u128::from(v6("fd00::1"))),
+            Action::set_field(Field::NdSll, vmac),
+            Action::set_field(Field::Icmpv6Type, 136),
+            Action::set_field(Field::NdReserved, 0x6000_0000),
+            Action::set_field(Field::NdOptionsType, 2),
+            Action::Output(port::IN_PORT),
+        ],
+        vec![
+            Action::set_field(Field::NdReserved, 0),
+            Action::set_field(Field::NdOptionsType, 255),
+            Action::move_bits(
+                SubField::bits(Field::Reg(0), 0, 7),
+                SubField::full(Field::NdOptionsType),
+            ),
+            Action::move_bits(
+                SubField::full(Field::NdReserved),
+                SubField::full(Field::Reg(1)),
+            ),
+            Action::OutputReg(SubField::full(Field::Reg(1))),
+        ],
+    ]
+}
+
+/// Every sample as a flow; matches in table 1, actions in table 2, ND actions in table 4,
+/// plus header fields.
 pub fn sample_flows() -> Vec<Flow> {
     let mut flows = Vec::new();
     for (i, m) in sample_matches().into_iter().enumerate() {
@@ -383,6 +442,9 @@ pub fn sample_flows() -> Vec<Flow> {
     }
     for (i, a) in sample_actions().into_iter().enumerate() {
         flows.push(flow(2, 100 + i as u16, Match::new().ip(), a));
+    }
+    for (i, a) in sample_nd_actions().into_iter().enumerate() {
+        flows.push(flow(4, 100 + i as u16, nd_solicitation(), a));
     }
     flows.push(Flow {
         table: 0,

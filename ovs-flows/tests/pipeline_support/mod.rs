@@ -391,3 +391,40 @@ pub fn miss_packets(ovs: &OvsInstance, table: u8) -> Result<u64> {
         .with_context(|| format!("no n_packets in: {line}"))?;
     Ok(n.parse()?)
 }
+
+/// Every flow of `table` as (`ovs-ofctl --no-stats` text, n_packets), from one dump.
+pub fn table_packets(ovs: &OvsInstance, table: u8) -> Result<Vec<(String, u64)>> {
+    let out = ovs.ofctl(&["dump-flows", BRIDGE, &format!("table={table}")])?;
+    let mut flows = Vec::new();
+    for line in out.lines().filter(|l| l.contains("actions=")) {
+        let mut n_packets = None;
+        let mut text = Vec::new();
+        for part in line.trim().split(", ") {
+            if let Some(n) = part.strip_prefix("n_packets=") {
+                n_packets = Some(n.parse::<u64>()?);
+            } else if !["duration=", "n_bytes=", "idle_age=", "hard_age="]
+                .iter()
+                .any(|p| part.starts_with(p))
+            {
+                text.push(part);
+            }
+        }
+        let n = n_packets.with_context(|| format!("no n_packets in: {line}"))?;
+        flows.push((text.join(", "), n));
+    }
+    Ok(flows)
+}
+
+/// A per-interface IPv6 counter of `dev` in `ns` (`/proc/net/dev_snmp6/DEV`, e.g.
+/// `Icmp6InNeighborSolicits`).
+pub fn snmp6(ns: &str, dev: &str, counter: &str) -> Result<u64> {
+    let out = netns::exec(ns, &["cat", &format!("/proc/net/dev_snmp6/{dev}")])?;
+    let value = out
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(counter)).then(|| words.next())?
+        })
+        .with_context(|| format!("no {counter} for {dev} in {ns}"))?;
+    Ok(value.parse()?)
+}

@@ -14,30 +14,33 @@ fn instance_runs_real_ovs_and_cleans_up_after_itself() -> anyhow::Result<()> {
         "netns {name} exists while running"
     );
 
-    ovs.add_bridge("br0")?;
-    ovs.ofctl(&["add-flow", "br0", "table=3,priority=7,ip,actions=drop"])?;
+    // A bridge name no other process on this machine uses.
+    let bridge = format!("brh{}", std::process::id() % 100_000);
+    let bridge = bridge.as_str();
+    ovs.add_bridge(bridge)?;
+    ovs.ofctl(&["add-flow", bridge, "table=3,priority=7,ip,actions=drop"])?;
     assert_eq!(
-        ovs.dump_flows("br0")?,
+        ovs.dump_flows(bridge)?,
         ["table=3, priority=7,ip actions=drop"]
     );
 
     // The bridge's internal port is a real device inside the instance's namespace only.
-    let links = netns::exec(&name, &["ip", "-o", "link", "show", "br0"])?;
-    assert!(links.contains("br0"), "{links}");
-    assert!(weft_e2e::cmd::run("ip", &["link", "show", "br0"]).is_err());
+    let links = netns::exec(&name, &["ip", "-o", "link", "show", bridge])?;
+    assert!(links.contains(bridge), "{links}");
+    assert!(weft_e2e::cmd::run("ip", &["link", "show", bridge]).is_err());
 
     // Restarts keep the configuration; flows do not survive a vswitchd restart.
     let old_pid = ovs.vswitchd_pid();
     ovs.restart_vswitchd()?;
     assert_ne!(old_pid, ovs.vswitchd_pid());
-    assert!(ovs.dump_flows("br0")?.is_empty());
+    assert!(ovs.dump_flows(bridge)?.is_empty());
     ovs.restart_ovsdb()?;
-    assert_eq!(ovs.vsctl(&["list-br"])?.trim(), "br0");
+    assert_eq!(ovs.vsctl(&["list-br"])?.trim(), bridge);
 
     // TCP listeners live inside the namespace.
     let db_addr = ovs.ovsdb_tcp_remote(1000)?;
     netns::tcp_connect_in(&name, db_addr)?;
-    let of_addr = ovs.openflow_tcp_remote("br0")?;
+    let of_addr = ovs.openflow_tcp_remote(bridge)?;
     netns::tcp_connect_in(&name, of_addr)?;
 
     let pids = [ovs.vswitchd_pid().unwrap(), ovs.ovsdb_pid().unwrap()];
