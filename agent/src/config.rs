@@ -98,6 +98,23 @@ pub struct AgentConfig {
     pub cni_bin_dir: PathBuf,
     /// Plugins chained after Weft in the conflist, in order: `portmap`, `bandwidth`.
     pub cni_chained_plugins: Vec<String>,
+    /// DNS settings returned in every CNI ADD result (empty: none; kubelet normally writes
+    /// the pod's resolv.conf itself).
+    pub cni_dns: CniDns,
+}
+
+/// The `cniDns` key: DNS settings for CNI ADD results.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CniDns {
+    /// Name server IP addresses, in priority order.
+    pub nameservers: Vec<String>,
+    /// Local domain.
+    pub domain: String,
+    /// Search domains, in priority order.
+    pub search: Vec<String>,
+    /// Resolver options (`ndots:5`, ...).
+    pub options: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -116,6 +133,7 @@ impl Default for AgentConfig {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_chained_plugins: Vec::new(),
+            cni_dns: CniDns::default(),
         }
     }
 }
@@ -218,6 +236,11 @@ impl AgentConfig {
                     plugin,
                     "unknown chained plugin (known: portmap, bandwidth)",
                 );
+            }
+        }
+        for server in &self.cni_dns.nameservers {
+            if server.parse::<std::net::IpAddr>().is_err() {
+                problem("cniDns.nameservers", server, "must be an IP address");
             }
         }
         if self.mtu != 0 && !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
@@ -397,6 +420,19 @@ mod tests {
             text.contains("ovsBridge: \"a-very-long-bridge-name\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn cni_dns_parses_and_validates_nameservers() {
+        let config =
+            parse("cniDns:\n  nameservers: [10.96.0.10]\n  search: [svc.cluster.local]\n").unwrap();
+        assert_eq!(config.cni_dns.nameservers, ["10.96.0.10"]);
+        assert_eq!(config.cni_dns.search, ["svc.cluster.local"]);
+        let err = parse("cniDns:\n  nameservers: [dns.example]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cniDns.nameservers: \"dns.example\""), "{err}");
+        assert!(parse("cniDns:\n  nameserver: [1.1.1.1]\n").is_err());
     }
 
     #[test]

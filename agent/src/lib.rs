@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod cniconf;
+pub mod cniserver;
 pub mod config;
 pub mod iface;
 pub mod ipam;

@@ -66,6 +66,10 @@ pub struct ApiServerOptions {
     pub history_limit: usize,
     /// Address to listen on; port 0 picks an ephemeral port.
     pub listen: SocketAddr,
+    /// Network namespace (`ip netns` name) to listen in; `None`: the caller's. A process
+    /// inside a node's namespace (an agent) cannot reach the test's own loopback, so the lab
+    /// and node tests listen inside the node's namespace.
+    pub netns: Option<String>,
 }
 
 impl Default for ApiServerOptions {
@@ -74,6 +78,7 @@ impl Default for ApiServerOptions {
             bookmark_interval: Duration::from_secs(1),
             history_limit: 1000,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            netns: None,
         }
     }
 }
@@ -122,6 +127,16 @@ impl Shared {
     }
 }
 
+/// Binds `addr`, inside the named network namespace when one is given (the socket keeps it).
+fn bind(addr: SocketAddr, netns: Option<&str>) -> Result<StdListener> {
+    match netns {
+        None => Ok(StdListener::bind(addr)?),
+        Some(name) => Ok(crate::netns::run_in(name, move || {
+            StdListener::bind(addr)
+        })??),
+    }
+}
+
 /// The accept loop while the server is up.
 struct Serving {
     task: JoinHandle<()>,
@@ -133,6 +148,7 @@ pub struct ApiServer {
     shared: Arc<Shared>,
     runtime: Option<Runtime>,
     addr: SocketAddr,
+    netns: Option<String>,
     serving: Option<Serving>,
 }
 
@@ -164,13 +180,14 @@ impl ApiServer {
             bookmark_interval: options.bookmark_interval,
             requests: Mutex::new(HashMap::new()),
         });
-        let listener = StdListener::bind(options.listen)
+        let listener = bind(options.listen, options.netns.as_deref())
             .with_context(|| format!("binding the test API server to {}", options.listen))?;
         let addr = listener.local_addr()?;
         let mut server = Self {
             shared,
             runtime: Some(runtime),
             addr,
+            netns: options.netns,
             serving: None,
         };
         server.serve(listener)?;
@@ -215,7 +232,7 @@ impl ApiServer {
     /// Serves again on the same address with the same objects and resourceVersions.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
-        let listener = StdListener::bind(self.addr)
+        let listener = bind(self.addr, self.netns.as_deref())
             .with_context(|| format!("binding the test API server to {} again", self.addr))?;
         self.serve(listener)
     }

@@ -12,6 +12,7 @@
 pub mod apiserver;
 pub mod cmd;
 pub mod netns;
+pub mod node;
 pub mod ovs;
 
 pub use apiserver::ApiServer;

@@ -1,5 +1,6 @@
-//! `weft-test-apiserver [--listen ADDR] [--kubeconfig PATH]`: runs the test API server for the lab
-//! until SIGINT or SIGTERM, printing its URL and the kubeconfig it wrote.
+//! `weft-test-apiserver [--listen ADDR] [--netns NAME] [--kubeconfig PATH]`: runs the test API
+//! server for the lab until SIGINT or SIGTERM, printing its URL and the kubeconfig it wrote.
+//! `--netns` listens inside that network namespace (where a node's agent can reach it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +17,12 @@ fn main() -> Result<()> {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
             "--listen" => options.listen = value()?.parse::<SocketAddr>()?,
+            "--netns" => options.netns = Some(value()?),
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("usage: weft-test-apiserver [--listen ADDR] [--kubeconfig PATH]");
+                println!(
+                    "usage: weft-test-apiserver [--listen ADDR] [--netns NAME] [--kubeconfig PATH]"
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other:?}"),

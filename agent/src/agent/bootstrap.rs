@@ -1,0 +1,465 @@
+//! Node bootstrap: from config and the own Node to a bridge whose pipeline is installed and
+//! whose pods are served.
+//!
+//! Steps, each idempotent so a crash at any point converges on the next start:
+//! 1. wait for the own Node's podCIDRs (kube watch, one log line while waiting);
+//! 2. MTU plan ([`plan_transport`], pure): until traffic modes arrive (issue 4) the mode is
+//!    encap/geneve; the transport interface is the one holding the node's InternalIP; the
+//!    configured `mtu` overrides the pod MTU, and is required when no transport interface is
+//!    found;
+//! 3. the restart round: the bridge's `weft-round` external id + 1, persisted before any flow
+//!    of the new round is installed; the applied mode, plan and transport are recorded next to
+//!    it;
+//! 4. the gateway port (fixed ofport, `mtu_request`, stable MAC) and its kernel side (MTU, up,
+//!    the first IP of every podCIDR);
+//! 5. the pod store rebuilt from OVS port external_ids, IPAM reconciled against it;
+//! 6. the base pipeline and every existing pod's flows in one bundle (round N), then every
+//!    other round deleted by cookie; only then `flow-restore-wait` is cleared.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{AddressAttribute, AddressScope};
+use netlink_packet_route::link::LinkAttribute;
+use ovs_flows::flow::MacAddr as FlowMac;
+use ovs_flows::pipeline::NodeConfig;
+
+use super::flows::{FlowError, FlowSet};
+use super::gateway::{self, GatewayError, GatewaySpec};
+use crate::cniserver::{PodNetwork, RebuildReport};
+use crate::config::AgentConfig;
+use crate::iface::{IfaceError, VethManager};
+use crate::ipam::{FileStore, Ipam, IpamError};
+use crate::k8s::{K8sError, LocalNode};
+use crate::mtu::{
+    self, Family, HostInterface, MtuError, MtuInput, MtuPlan, TrafficMode, TransportError,
+    TransportSelector, TunnelType,
+};
+use crate::netns::{Netns, NetnsError};
+use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, Record};
+
+/// Bridge external id holding the restart round of the installed flows.
+pub const ROUND_KEY: &str = "weft-round";
+/// Bridge external id recording the applied traffic mode.
+pub const MODE_KEY: &str = "weft-mode";
+/// Bridge external id recording the applied MTU plan (JSON).
+pub const MTU_PLAN_KEY: &str = "weft-mtu-plan";
+/// Bridge external id recording the transport interface (empty when `mtu` was configured and
+/// none was found).
+pub const TRANSPORT_KEY: &str = "weft-transport";
+
+/// The traffic mode until issue 4 makes it configurable.
+pub const DEFAULT_MODE: TrafficMode = TrafficMode::Encap(TunnelType::Geneve);
+
+/// Errors of the bootstrap; each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// Kubernetes failed.
+    #[error(transparent)]
+    Kube(#[from] K8sError),
+    /// The node has two podCIDRs of one family.
+    #[error("node {node} has more than one {family} podCIDR: {cidrs:?}")]
+    PodCidrs {
+        /// The node.
+        node: String,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// All of them.
+        cidrs: Vec<IpNet>,
+    },
+    /// Reading the host's interfaces failed.
+    #[error("cannot read the node's interfaces: {0}")]
+    HostInterfaces(String),
+    /// No transport interface and no `mtu` to fall back on.
+    #[error("no transport interface for node {node}: {source}; set `mtu` in the agent config to run without one")]
+    Transport {
+        /// The node.
+        node: String,
+        /// Why.
+        source: TransportError,
+    },
+    /// The MTU plan is impossible.
+    #[error(transparent)]
+    Mtu(#[from] MtuError),
+    /// OVSDB failed.
+    #[error("bridge {bridge}: {source}")]
+    Ovsdb {
+        /// The bridge.
+        bridge: String,
+        /// Why.
+        source: OvsdbError,
+    },
+    /// The gateway could not be converged.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// The flows could not be installed.
+    #[error(transparent)]
+    Flows(#[from] FlowError),
+    /// IPAM could not be opened or reconciled.
+    #[error("ipam: {0}")]
+    Ipam(#[from] IpamError),
+    /// The node's namespace could not be opened.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// The interface manager could not start.
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
+    /// Rebuilding the pod store failed.
+    #[error("rebuilding pods from ovs: {0}")]
+    Rebuild(String),
+}
+
+/// The transport side of the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportPlan {
+    /// The traffic mode.
+    pub mode: TrafficMode,
+    /// The transport interface, if one was found.
+    pub transport: Option<String>,
+    /// The MTU of every interface kind.
+    pub plan: MtuPlan,
+}
+
+/// Plans the MTU: the transport interface is the one holding one of the node's InternalIPs
+/// (first that matches); its MTU and family feed [`mtu::plan`]. Without a transport
+/// interface, `configured_mtu` (if not 0) is taken as the pod MTU and the transport is assumed
+/// to carry it plus the mode's IPv4 overhead.
+pub fn plan_transport(
+    node: &LocalNode,
+    configured_mtu: u32,
+    interfaces: &[HostInterface],
+) -> Result<TransportPlan, BootstrapError> {
+    let mode = DEFAULT_MODE;
+    let mut last_error = TransportError::NothingToChooseBy;
+    for ip in &node.internal_ips {
+        let selector = TransportSelector {
+            node_ip: Some(*ip),
+            ..TransportSelector::default()
+        };
+        match mtu::select_transport(&selector, interfaces) {
+            Ok(iface) => {
+                let plan = mtu::plan(&MtuInput {
+                    mode,
+                    underlay: family(ip),
+                    transport_mtu: iface.mtu,
+                    configured_mtu,
+                })?;
+                return Ok(TransportPlan {
+                    mode,
+                    transport: Some(iface.name.clone()),
+                    plan,
+                });
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    if configured_mtu == 0 {
+        return Err(BootstrapError::Transport {
+            node: node.name.clone(),
+            source: last_error,
+        });
+    }
+    let overhead = match mode {
+        TrafficMode::Encap(tunnel) => tunnel.ipv4_overhead(),
+        TrafficMode::NoEncap => 0,
+    };
+    let plan = mtu::plan(&MtuInput {
+        mode,
+        underlay: Family::Ipv4,
+        transport_mtu: configured_mtu + overhead,
+        configured_mtu,
+    })?;
+    Ok(TransportPlan {
+        mode,
+        transport: None,
+        plan,
+    })
+}
+
+fn family(ip: &IpAddr) -> Family {
+    match ip {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    }
+}
+
+/// The round after the one recorded in the bridge's external_ids (0 if none or unreadable).
+pub fn next_round(bridge_ids: &BTreeMap<String, String>) -> u16 {
+    bridge_ids
+        .get(ROUND_KEY)
+        .and_then(|r| r.parse::<u16>().ok())
+        .map_or(0, |r| r.wrapping_add(1))
+}
+
+/// Checks that the node has at most one podCIDR per family.
+pub fn check_pod_cidrs(node: &LocalNode) -> Result<(), BootstrapError> {
+    for (v4, family) in [(true, "IPv4"), (false, "IPv6")] {
+        let of_family: Vec<IpNet> = node
+            .pod_cidrs
+            .iter()
+            .filter(|c| matches!(c, IpNet::V4(_)) == v4)
+            .copied()
+            .collect();
+        if of_family.len() > 1 {
+            return Err(BootstrapError::PodCidrs {
+                node: node.name.clone(),
+                family,
+                cidrs: node.pod_cidrs.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every interface of the namespace `handle` talks to, with its MTU and addresses.
+pub async fn host_interfaces(
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<HostInterface>, BootstrapError> {
+    let err = |e: rtnetlink::Error| BootstrapError::HostInterfaces(e.to_string());
+    let links: Vec<_> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err)?;
+    let addresses: Vec<_> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(err)?;
+    let mut interfaces = Vec::new();
+    for link in links {
+        let mut name = None;
+        let mut mtu = None;
+        for attr in &link.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Mtu(m) => mtu = Some(*m),
+                _ => {}
+            }
+        }
+        let (Some(name), Some(mtu)) = (name, mtu) else {
+            continue;
+        };
+        let addrs = addresses
+            .iter()
+            .filter(|a| a.header.index == link.header.index)
+            .filter(|a| a.header.scope == AddressScope::Universe)
+            .filter_map(|a| {
+                let ip = a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    _ => None,
+                });
+                let ip = ip.or_else(|| {
+                    a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })
+                })?;
+                IpNet::new(ip, a.header.prefix_len).ok()
+            })
+            .collect();
+        interfaces.push(HostInterface { name, mtu, addrs });
+    }
+    Ok(interfaces)
+}
+
+/// What bootstrap produced.
+#[derive(Debug)]
+pub struct Bootstrapped {
+    /// The pod network to hand to the CNI server.
+    pub network: std::sync::Arc<PodNetwork>,
+    /// The applied transport plan.
+    pub transport: TransportPlan,
+    /// The restart round of the installed flows.
+    pub round: u16,
+    /// The gateway as converged.
+    pub gateway: GatewaySpec,
+    /// What the pod store rebuild found.
+    pub rebuild: RebuildReport,
+    /// Rounds whose flows were deleted.
+    pub stale_rounds: Vec<u16>,
+}
+
+/// Runs steps 2-6 for `node` (whose podCIDRs are known) on a converged bridge.
+pub async fn bootstrap(
+    config: &AgentConfig,
+    ovs: &Ovs,
+    node: &LocalNode,
+) -> Result<Bootstrapped, BootstrapError> {
+    check_pod_cidrs(node)?;
+    let bridge = config.ovs_bridge.clone();
+    let ovs_err = |source| BootstrapError::Ovsdb {
+        bridge: bridge.clone(),
+        source,
+    };
+    let host = Netns::current()?;
+    let host_nl = host.rtnetlink().await?;
+
+    let interfaces = host_interfaces(&host_nl).await?;
+    let transport = plan_transport(node, config.mtu, &interfaces)?;
+    let plan = transport.plan;
+    tracing::info!(
+        mode = %transport.mode, transport = ?transport.transport, pod_mtu = plan.pod,
+        gateway_mtu = plan.gateway, uplink_mtu = plan.uplink, "mtu plan"
+    );
+
+    let record = Record::Bridge(bridge.clone());
+    let ids = ovs.external_ids(&record).await.map_err(ovs_err)?;
+    let round = next_round(&ids);
+    let applied = BTreeMap::from([
+        (ROUND_KEY.to_string(), round.to_string()),
+        (MODE_KEY.to_string(), transport.mode.to_string()),
+        (
+            MTU_PLAN_KEY.to_string(),
+            serde_json::to_string(&plan).unwrap_or_default(),
+        ),
+        (
+            TRANSPORT_KEY.to_string(),
+            transport.transport.clone().unwrap_or_default(),
+        ),
+    ]);
+    ovs.set_external_ids(&record, &applied)
+        .await
+        .map_err(ovs_err)?;
+    tracing::info!(round, previous = ?ids.get(ROUND_KEY), "restart round persisted");
+
+    let gateway = GatewaySpec::new(
+        &config.node_name,
+        &config.host_gateway,
+        plan.gateway,
+        &node.pod_cidrs,
+    );
+    gateway::ensure_port(ovs, &bridge, &gateway).await?;
+    let changes = gateway::ensure_link(&host_nl, host.path(), &gateway).await?;
+    tracing::info!(gateway = %gateway.name, mac = %gateway.mac, addresses = ?gateway.addresses, ?changes, "gateway converged");
+
+    let node_config = NodeConfig {
+        round,
+        gateway_mac: FlowMac(gateway.mac.0),
+        gateway_ips: gateway.ips(),
+        pod_cidrs: node.pod_cidrs.clone(),
+        node_ips: node.internal_ips.clone(),
+    };
+    let flows = FlowSet::connect(config.bridge_mgmt_socket(), node_config, ovs.clone()).await?;
+
+    let ipam = Ipam::open(&node.pod_cidrs, FileStore::in_dir(&config.data_dir))?;
+    let network = PodNetwork::new(
+        crate::cniserver::attach_config(config, plan, gateway.clone()),
+        ovs.clone(),
+        flows.clone(),
+        VethManager::new(host).await?,
+        ipam,
+    );
+    let rebuild = network
+        .rebuild()
+        .await
+        .map_err(|e| BootstrapError::Rebuild(e.to_string()))?;
+    for reason in &rebuild.unreadable {
+        tracing::warn!(%reason, "ignoring unreadable pod port");
+    }
+    let rejected = flows.install_all(network.local_pods()).await?;
+    for (pod, reason) in rejected {
+        tracing::warn!(pod = %pod.key(), ofport = pod.ofport, %reason, "pod left without flows");
+    }
+    let stale_rounds = flows.delete_stale_rounds().await?;
+    ovs.set_flow_restore_wait(false).await.map_err(ovs_err)?;
+    tracing::info!(
+        round, pods = rebuild.pods, released = ?rebuild.released, ?stale_rounds,
+        "pipeline installed, flow-restore-wait cleared"
+    );
+    Ok(Bootstrapped {
+        network: std::sync::Arc::new(network),
+        transport,
+        round,
+        gateway,
+        rebuild,
+        stale_rounds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(ips: &[&str]) -> LocalNode {
+        LocalNode {
+            name: "n1".into(),
+            pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
+            internal_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn iface(name: &str, mtu: u32, addrs: &[&str]) -> HostInterface {
+        HostInterface {
+            name: name.into(),
+            mtu,
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn transport_is_the_interface_holding_the_node_ip() {
+        let ifaces = [
+            iface("lo", 65536, &["127.0.0.1/8"]),
+            iface("eth0", 9000, &["192.168.1.10/24"]),
+        ];
+        let plan = plan_transport(&node(&["192.168.1.10"]), 0, &ifaces).unwrap();
+        assert_eq!(plan.transport.as_deref(), Some("eth0"));
+        assert_eq!(plan.mode.to_string(), "encap/geneve");
+        assert_eq!((plan.plan.pod, plan.plan.uplink), (8950, 9000));
+        // IPv6 underlay costs 20 more.
+        let ifaces6 = [iface("eth0", 1500, &["2001:db8::10/64"])];
+        let plan6 = plan_transport(&node(&["2001:db8::10"]), 0, &ifaces6).unwrap();
+        assert_eq!(plan6.plan.pod, 1430);
+        // The configured MTU wins, within what the mode allows.
+        assert_eq!(
+            plan_transport(&node(&["192.168.1.10"]), 1400, &ifaces)
+                .unwrap()
+                .plan
+                .pod,
+            1400
+        );
+    }
+
+    #[test]
+    fn no_transport_needs_a_configured_mtu() {
+        let ifaces = [iface("eth0", 1500, &["10.0.0.1/24"])];
+        let err = plan_transport(&node(&["192.168.1.10"]), 0, &ifaces).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no transport interface for node n1: no interface holds the node IP 192.168.1.10; set `mtu` in the agent config to run without one"
+        );
+        let err = plan_transport(&node(&[]), 0, &ifaces).unwrap_err();
+        assert!(err.to_string().contains("no transportInterface"), "{err}");
+        let plan = plan_transport(&node(&[]), 1400, &ifaces).unwrap();
+        assert_eq!((plan.transport, plan.plan.pod), (None, 1400));
+    }
+
+    #[test]
+    fn rounds_increase_and_wrap() {
+        let ids = |r: &str| BTreeMap::from([(ROUND_KEY.to_string(), r.to_string())]);
+        assert_eq!(next_round(&BTreeMap::new()), 0);
+        assert_eq!(next_round(&ids("4")), 5);
+        assert_eq!(next_round(&ids("65535")), 0);
+        assert_eq!(next_round(&ids("junk")), 0);
+    }
+
+    #[test]
+    fn one_pod_cidr_per_family() {
+        let mut n = node(&[]);
+        n.pod_cidrs.push("fd00::/64".parse().unwrap());
+        assert!(check_pod_cidrs(&n).is_ok());
+        n.pod_cidrs.push("10.244.2.0/24".parse().unwrap());
+        assert!(check_pod_cidrs(&n)
+            .unwrap_err()
+            .to_string()
+            .contains("more than one IPv4 podCIDR"));
+    }
+}

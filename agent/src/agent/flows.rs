@@ -1,0 +1,249 @@
+//! The node's flow set on the bridge: the desired flows (base pipeline + every local pod, all
+//! in the current restart round) and their installation over OpenFlow.
+//!
+//! Guarantees:
+//! - A pod's flows are added or removed in one bundle (all-or-nothing).
+//! - The desired set is kept here, so on every OpenFlow reconnection (ovs-vswitchd restarted
+//!   and lost its flows) the reconnect hook replays all of it in one bundle before any other
+//!   request is sent, then clears `flow-restore-wait` again.
+//! - Stale restart rounds are found by reading the flows back and deleted by cookie only after
+//!   the current round is installed, so there is no datapath gap across agent restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ovs_flows::flow::Flow;
+use ovs_flows::ofp::{Client, ClientConfig, ClientError, Endpoint, FlowMod, FlowStatsRequest};
+use ovs_flows::pipeline::{
+    add_all, base_flows, delete_pod, delete_round, pod_flows, Cookie, CookieFilter, LocalPod,
+    NodeConfig, PipelineError,
+};
+
+use crate::ovsdb::{Ovs, OvsBridgeClient};
+
+/// Errors of the flow set.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The OpenFlow connection to the bridge could not be made.
+    #[error("cannot connect openflow to bridge management socket {socket}: {source}")]
+    Connect {
+        /// The management socket.
+        socket: PathBuf,
+        /// Why.
+        source: ClientError,
+    },
+    /// The switch refused or did not answer a request.
+    #[error("{what}: {source}")]
+    OpenFlow {
+        /// What was being done, e.g. `installing flows of pod default/web`.
+        what: String,
+        /// Why.
+        source: ClientError,
+    },
+    /// The node or a pod cannot be turned into flows.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+#[derive(Debug)]
+struct Desired {
+    node: NodeConfig,
+    /// Local pods by OpenFlow port.
+    pods: BTreeMap<u32, LocalPod>,
+}
+
+impl Desired {
+    fn all_flows(&self) -> Vec<Flow> {
+        let mut flows = base_flows(&self.node);
+        for pod in self.pods.values() {
+            flows.extend(pod_flows(&self.node, pod));
+        }
+        flows
+    }
+}
+
+/// The bridge's flows: desired state plus the OpenFlow client that installs it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FlowSet {
+    client: Client,
+    desired: Arc<Mutex<Desired>>,
+}
+
+impl FlowSet {
+    /// Connects to the bridge management socket `socket` and registers the replay hook. Installs
+    /// nothing yet ([`FlowSet::install_all`] does).
+    pub async fn connect(socket: PathBuf, node: NodeConfig, ovs: Ovs) -> Result<Self, FlowError> {
+        node.validate()?;
+        let config = ClientConfig {
+            request_timeout: Duration::from_secs(20),
+            ..ClientConfig::default()
+        };
+        let client = Client::connect(Endpoint::Unix(socket.clone()), config)
+            .await
+            .map_err(|source| FlowError::Connect { socket, source })?;
+        let desired = Arc::new(Mutex::new(Desired {
+            node,
+            pods: BTreeMap::new(),
+        }));
+        let replay = Arc::clone(&desired);
+        client.on_reconnect(move |client| {
+            let flows = lock(&replay).all_flows();
+            let ovs = ovs.clone();
+            async move {
+                let count = flows.len();
+                client.bundle(&add_all(flows)).await?;
+                tracing::info!(
+                    flows = count,
+                    "openflow reconnected: replayed every flow in one bundle"
+                );
+                if let Err(error) = ovs.set_flow_restore_wait(false).await {
+                    tracing::warn!(%error, "cannot clear flow-restore-wait after replay");
+                }
+                Ok(())
+            }
+        });
+        Ok(FlowSet { client, desired })
+    }
+
+    /// The node configuration the flows are computed from.
+    pub fn node(&self) -> NodeConfig {
+        lock(&self.desired).node.clone()
+    }
+
+    /// Adds `pods` to the desired set and installs the base pipeline and every pod's flows in
+    /// one bundle. Pods that cannot be wired are skipped and returned with the reason.
+    pub async fn install_all(
+        &self,
+        pods: Vec<LocalPod>,
+    ) -> Result<Vec<(LocalPod, PipelineError)>, FlowError> {
+        let mut rejected = Vec::new();
+        let flows = {
+            let mut desired = lock(&self.desired);
+            for pod in pods {
+                match pod.validate(&desired.node) {
+                    Ok(()) => {
+                        desired.pods.insert(pod.ofport, pod);
+                    }
+                    Err(error) => rejected.push((pod, error)),
+                }
+            }
+            desired.all_flows()
+        };
+        let count = flows.len();
+        self.send(&add_all(flows), || format!("installing {count} flows"))
+            .await?;
+        Ok(rejected)
+    }
+
+    /// Deletes every Weft flow of a round other than the current one; returns those rounds.
+    pub async fn delete_stale_rounds(&self) -> Result<Vec<u16>, FlowError> {
+        let round = lock(&self.desired).node.round;
+        let entries = self
+            .client
+            .dump_flows(&FlowStatsRequest::default())
+            .await
+            .map_err(|source| FlowError::OpenFlow {
+                what: "reading flows back".into(),
+                source,
+            })?;
+        let stale: BTreeSet<u16> = entries
+            .iter()
+            .filter_map(|e| Cookie::from_u64(e.flow.cookie))
+            .map(|c| c.round)
+            .filter(|r| *r != round)
+            .collect();
+        let deletes: Vec<FlowMod> = stale.iter().map(|r| delete_round(*r)).collect();
+        self.send(&deletes, || {
+            format!("deleting flows of stale rounds {stale:?}")
+        })
+        .await?;
+        Ok(stale.into_iter().collect())
+    }
+
+    /// Adds one pod and installs its flows in one bundle. On error the pod is not in the
+    /// desired set and none of its flows are installed.
+    pub async fn add_pod(&self, pod: LocalPod) -> Result<(), FlowError> {
+        let flows = {
+            let mut desired = lock(&self.desired);
+            pod.validate(&desired.node)?;
+            let flows = pod_flows(&desired.node, &pod);
+            desired.pods.insert(pod.ofport, pod.clone());
+            flows
+        };
+        let result = self
+            .send(&add_all(flows), || {
+                format!("installing flows of pod {}", pod.key())
+            })
+            .await;
+        if result.is_err() {
+            lock(&self.desired).pods.remove(&pod.ofport);
+        }
+        result
+    }
+
+    /// Removes the pod on `ofport` from the desired set and deletes its flows (every round).
+    pub async fn remove_pod(&self, ofport: u32) -> Result<(), FlowError> {
+        lock(&self.desired).pods.remove(&ofport);
+        self.send(&[delete_pod(ofport)], || {
+            format!("deleting flows of the pod on ofport {ofport}")
+        })
+        .await
+    }
+
+    /// Compares the pod's installed flows with the desired ones; each difference is one line.
+    pub async fn check_pod(&self, pod: &LocalPod) -> Result<Vec<String>, FlowError> {
+        let node = self.node();
+        let want: BTreeSet<String> = pod_flows(&node, pod).iter().map(Flow::to_string).collect();
+        let filter = CookieFilter::pod(pod.ofport);
+        let request = FlowStatsRequest {
+            cookie: filter.cookie,
+            cookie_mask: filter.mask,
+            ..FlowStatsRequest::default()
+        };
+        let have: BTreeSet<String> = self
+            .client
+            .dump_flows(&request)
+            .await
+            .map_err(|source| FlowError::OpenFlow {
+                what: format!("reading flows of pod {}", pod.key()),
+                source,
+            })?
+            .iter()
+            .map(|e| e.flow.to_string())
+            .collect();
+        let mut found: Vec<String> = want
+            .difference(&have)
+            .map(|f| format!("flow missing: {f}"))
+            .collect();
+        found.extend(
+            have.difference(&want)
+                .map(|f| format!("unexpected flow: {f}")),
+        );
+        Ok(found)
+    }
+
+    /// How many pods are in the desired set.
+    pub fn pod_count(&self) -> usize {
+        lock(&self.desired).pods.len()
+    }
+
+    async fn send(
+        &self,
+        flow_mods: &[FlowMod],
+        what: impl FnOnce() -> String,
+    ) -> Result<(), FlowError> {
+        self.client
+            .bundle(flow_mods)
+            .await
+            .map_err(|source| FlowError::OpenFlow {
+                what: what(),
+                source,
+            })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

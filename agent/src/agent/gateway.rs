@@ -1,0 +1,283 @@
+//! The host gateway: an OVS internal port on the fixed OpenFlow port [`ports::GATEWAY`], with
+//! a stable MAC, an explicit MTU from the plan, and the first address of every pod CIDR.
+//!
+//! Desired state ([`GatewaySpec`]) is a pure function of config and node; [`ensure_port`]
+//! converges OVSDB and [`ensure_link`] converges the kernel interface (both idempotent). The
+//! MAC is set through the Interface `mac` column, so ovs-vswitchd itself re-applies it when it
+//! recreates the device (the netdev datapath's tap devices die with ovs-vswitchd), and through
+//! netlink when the kernel still shows another one.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressScope,
+};
+use ovs_flows::pipeline::ports;
+use rtnetlink::LinkUnspec;
+
+use super::{OWNER_KEY, OWNER_VALUE};
+use crate::iface::{stable_mac, MacAddr};
+use crate::ovsdb::{
+    Condition, Operation, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row,
+};
+
+/// How long OVS may take to give the gateway its OpenFlow port and kernel device.
+const APPEAR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors converging the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// OVSDB refused or failed.
+    #[error("gateway port {port}: {source}")]
+    Ovsdb {
+        /// The gateway's name.
+        port: String,
+        /// Why.
+        source: OvsdbError,
+    },
+    /// OVS gave the gateway another OpenFlow port than the fixed one.
+    #[error("gateway port {port} got ofport {got}, expected {want} (another port holds it?)")]
+    WrongOfport {
+        /// The gateway's name.
+        port: String,
+        /// What OVS assigned.
+        got: u32,
+        /// The fixed port.
+        want: u32,
+    },
+    /// The kernel device did not appear.
+    #[error("gateway interface {port} did not appear in the node's netns within {timeout:?}")]
+    NoDevice {
+        /// The gateway's name.
+        port: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// A netlink request failed.
+    #[error("cannot {action} gateway interface {port} in netns {netns}: {source}")]
+    Netlink {
+        /// What was attempted.
+        action: String,
+        /// The gateway's name.
+        port: String,
+        /// The node's namespace.
+        netns: PathBuf,
+        /// The kernel's answer.
+        source: std::io::Error,
+    },
+}
+
+/// What the gateway should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySpec {
+    /// Interface (and port) name: config `hostGateway`.
+    pub name: String,
+    /// Its MAC: stable per node and name.
+    pub mac: MacAddr,
+    /// Its MTU: the plan's gateway MTU.
+    pub mtu: u32,
+    /// The first address of every pod CIDR, with the CIDR's prefix length.
+    pub addresses: Vec<IpNet>,
+}
+
+impl GatewaySpec {
+    /// The gateway of node `node_name` for `pod_cidrs`.
+    pub fn new(node_name: &str, name: &str, mtu: u32, pod_cidrs: &[IpNet]) -> Self {
+        GatewaySpec {
+            name: name.to_string(),
+            mac: stable_mac(&format!("{node_name}/{name}")),
+            mtu,
+            addresses: pod_cidrs.iter().filter_map(gateway_address).collect(),
+        }
+    }
+
+    /// The gateway IPs without prefix lengths.
+    pub fn ips(&self) -> Vec<IpAddr> {
+        self.addresses.iter().map(IpNet::addr).collect()
+    }
+}
+
+/// The first host address of `cidr` with its prefix length (`None` for a /32 or /128).
+pub fn gateway_address(cidr: &IpNet) -> Option<IpNet> {
+    let cidr = cidr.trunc();
+    let first = cidr.hosts().find(|ip| *ip != cidr.network())?;
+    IpNet::new(first, cidr.prefix_len()).ok()
+}
+
+/// Creates or updates the gateway port: internal, ofport 32769, `mtu_request`, MAC; waits for
+/// OVS to assign the fixed OpenFlow port.
+pub async fn ensure_port(ovs: &Ovs, bridge: &str, spec: &GatewaySpec) -> Result<(), GatewayError> {
+    let err = |source| GatewayError::Ovsdb {
+        port: spec.name.clone(),
+        source,
+    };
+    let port = PortSpec::new(&spec.name, PortKind::Internal)
+        .with_ofport_request(ports::GATEWAY)
+        .with_mtu_request(spec.mtu)
+        .with_external_id(OWNER_KEY, OWNER_VALUE);
+    ovs.ensure_port(bridge, &port).await.map_err(err)?;
+    ovs.client()
+        .transact(vec![Operation::update(
+            "Interface",
+            vec![Condition::eq("name", spec.name.as_str())],
+            Row::new().with("mac", spec.mac.to_string().as_str()),
+        )])
+        .await
+        .map_err(err)?;
+    let got = ovs
+        .wait_for_ofport(&spec.name, APPEAR_TIMEOUT)
+        .await
+        .map_err(err)?;
+    if got != ports::GATEWAY {
+        return Err(GatewayError::WrongOfport {
+            port: spec.name.clone(),
+            got,
+            want: ports::GATEWAY,
+        });
+    }
+    Ok(())
+}
+
+/// Converges the kernel side of the gateway in the namespace `handle` talks to: MAC, MTU, up,
+/// exactly the spec's global addresses. Waits for OVS to create the device. Returns what it
+/// changed (empty when all was in place).
+pub async fn ensure_link(
+    handle: &rtnetlink::Handle,
+    netns: &std::path::Path,
+    spec: &GatewaySpec,
+) -> Result<Vec<String>, GatewayError> {
+    let nl_err = |action: &str, source: std::io::Error| GatewayError::Netlink {
+        action: action.to_string(),
+        port: spec.name.clone(),
+        netns: netns.to_path_buf(),
+        source,
+    };
+    let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
+    let link = loop {
+        let found = crate::iface::link::get_by_name(handle, netns, &spec.name)
+            .await
+            .map_err(|e| nl_err("look up", std::io::Error::other(e.to_string())))?;
+        if let Some(link) = found {
+            break link;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(GatewayError::NoDevice {
+                port: spec.name.clone(),
+                timeout: APPEAR_TIMEOUT,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut changes = Vec::new();
+    let mut set = LinkUnspec::new_with_index(link.index);
+    if link.mac != Some(spec.mac) {
+        set = set.address(spec.mac.octets().to_vec());
+        changes.push(format!("mac {}", spec.mac));
+    }
+    if link.mtu != Some(spec.mtu) {
+        set = set.mtu(spec.mtu);
+        changes.push(format!("mtu {}", spec.mtu));
+    }
+    if !link.admin_up {
+        set = set.up();
+        changes.push("up".to_string());
+    }
+    if !changes.is_empty() {
+        handle
+            .link()
+            .set(set.build())
+            .execute()
+            .await
+            .map_err(|e| nl_err("configure", crate::iface::netlink_io(e)))?;
+    }
+
+    let existing: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(link.index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl_err("list addresses of", crate::iface::netlink_io(e)))?;
+    let mut have = Vec::new();
+    for message in existing {
+        if message.header.scope != AddressScope::Universe {
+            continue;
+        }
+        let ip = message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let ip = ip.or_else(|| {
+            message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        });
+        match ip.and_then(|ip| IpNet::new(ip, message.header.prefix_len).ok()) {
+            Some(net) if spec.addresses.contains(&net) => have.push(net),
+            Some(net) => {
+                handle
+                    .address()
+                    .del(message)
+                    .execute()
+                    .await
+                    .map_err(|e| nl_err("remove address from", crate::iface::netlink_io(e)))?;
+                changes.push(format!("removed {net}"));
+            }
+            None => {}
+        }
+    }
+    for address in spec.addresses.iter().filter(|a| !have.contains(a)) {
+        let mut request = handle
+            .address()
+            .add(link.index, address.addr(), address.prefix_len());
+        if address.addr().is_ipv6() {
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
+            Ok(()) => changes.push(format!("added {address}")),
+            Err(e) => {
+                let source = crate::iface::netlink_io(e);
+                if source.raw_os_error() != Some(nix::errno::Errno::EEXIST as i32) {
+                    return Err(nl_err(&format!("add address {address} to"), source));
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_is_the_first_host_of_each_cidr() {
+        let cidrs: Vec<IpNet> = vec![
+            "10.244.1.0/24".parse().unwrap(),
+            "fd00:10:244:1::/64".parse().unwrap(),
+        ];
+        let spec = GatewaySpec::new("node-a", "weft-gw0", 1450, &cidrs);
+        assert_eq!(
+            spec.addresses,
+            vec![
+                "10.244.1.1/24".parse::<IpNet>().unwrap(),
+                "fd00:10:244:1::1/64".parse().unwrap()
+            ]
+        );
+        assert_eq!(spec.ips()[0].to_string(), "10.244.1.1");
+        assert!(spec.mac.is_local_unicast());
+        assert_eq!(spec.mac, GatewaySpec::new("node-a", "weft-gw0", 1, &[]).mac);
+        assert_ne!(spec.mac, GatewaySpec::new("node-b", "weft-gw0", 1, &[]).mac);
+        assert_eq!(gateway_address(&"10.0.0.0/32".parse().unwrap()), None);
+    }
+}

@@ -1,0 +1,987 @@
+//! Pod attachments: ADD, DEL, CHECK and GC against the real node (IPAM, kernel, OVSDB,
+//! OpenFlow), and the rebuild of the attachment store from OVSDB after a restart.
+//!
+//! Guarantees:
+//! - Calls for one container id are serialised ([`KeyedLocks`]); different pods run
+//!   concurrently.
+//! - ADD is all-or-nothing: every step pushes its undo, and a failure runs the undos in reverse
+//!   (flows, port, veth, IPs). An ADD of an attachment that already exists returns its result.
+//! - DEL is idempotent: an unknown attachment, a vanished netns or veth is success. Steps run
+//!   flows, port, veth, IPs; a failing step fails the DEL and keeps the record, so the runtime's
+//!   retry finishes the job.
+//! - The store is only ever what OVSDB says plus what this process wired, so IPs are never
+//!   handed out twice across restarts: IPAM is durable, and [`PodNetwork::rebuild`] releases
+//!   only allocations no OVS port accounts for, before any ADD is served.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use ovs_flows::flow::MacAddr as FlowMac;
+use ovs_flows::pipeline::LocalPod;
+use weft_cni::error::code as spec;
+use weft_cni::result::{CniResult, Dns, Interface, IpConfig, Route};
+use weft_cni::rpc::CniRequest;
+use weft_cni::CniError;
+
+use super::code;
+use super::locks::KeyedLocks;
+use super::pods::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
+use crate::agent::flows::{FlowError, FlowSet};
+use crate::agent::gateway::GatewaySpec;
+use crate::iface::{
+    host_mac, host_veth_name, validate_ifname, DeleteOutcome, IfaceError, PodRoute, PodVethSpec,
+    VethManager,
+};
+use crate::ipam::{FileStore, Ipam, IpamError, Owner};
+use crate::mtu::MtuPlan;
+use crate::netns::{Netns, NetnsError};
+use crate::ovsdb::{DatapathType, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec};
+
+/// How long OVS may take to give a pod port its OpenFlow port.
+const OFPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the pod network is configured with.
+#[derive(Debug, Clone)]
+pub struct PodNetworkConfig {
+    /// The bridge pods attach to.
+    pub bridge: String,
+    /// Its datapath type (netdev: pod TX checksum offload off).
+    pub datapath: DatapathType,
+    /// The MTU plan: pods and host veth ends get `plan.pod`.
+    pub plan: MtuPlan,
+    /// The gateway (its IPs are the pods' default gateways).
+    pub gateway: GatewaySpec,
+    /// DNS settings put in every ADD result.
+    pub dns: Dns,
+}
+
+/// The node's pod network: everything ADD/DEL/CHECK/GC act on.
+pub struct PodNetwork {
+    config: PodNetworkConfig,
+    ovs: Ovs,
+    flows: FlowSet,
+    veths: VethManager,
+    ipam: Arc<Mutex<Ipam<FileStore>>>,
+    pods: Mutex<BTreeMap<(String, String), PodRecord>>,
+    locks: KeyedLocks,
+}
+
+impl std::fmt::Debug for PodNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodNetwork")
+            .field("bridge", &self.config.bridge)
+            .field("pods", &lock(&self.pods).len())
+            .finish()
+    }
+}
+
+/// What [`PodNetwork::rebuild`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Attachments rebuilt from OVS ports.
+    pub pods: usize,
+    /// Pod ports whose external_ids could not be decoded (left alone), with the reason.
+    pub unreadable: Vec<String>,
+    /// Addresses released because no OVS port accounts for them.
+    pub released: Vec<IpAddr>,
+}
+
+/// Why an attachment operation failed; each maps to one CNI code ([`AttachError::code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// A CNI variable the verb needs is missing or invalid.
+    #[error("invalid {variable}: {reason}")]
+    InvalidEnv {
+        /// The variable, e.g. `CNI_NETNS`.
+        variable: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// IPAM failed.
+    #[error("pod {pod}: {source}")]
+    Ipam {
+        /// `namespace/name`.
+        pod: String,
+        /// Why.
+        source: IpamError,
+    },
+    /// The kernel side failed.
+    #[error("pod {pod}: {source}")]
+    Iface {
+        /// `namespace/name`.
+        pod: String,
+        /// Why.
+        source: IfaceError,
+    },
+    /// OVSDB failed.
+    #[error("pod {pod}: port {port}: {source}")]
+    Ovsdb {
+        /// `namespace/name`.
+        pod: String,
+        /// The OVS port.
+        port: String,
+        /// Why.
+        source: OvsdbError,
+    },
+    /// OpenFlow failed.
+    #[error("pod {pod}: {source}")]
+    Flows {
+        /// `namespace/name`.
+        pod: String,
+        /// Why.
+        source: Box<FlowError>,
+    },
+    /// CHECK of an attachment the agent does not know.
+    #[error("no attachment of container {container_id} interface {ifname}")]
+    Unknown {
+        /// The container id.
+        container_id: String,
+        /// The interface.
+        ifname: String,
+    },
+    /// CHECK found differences.
+    #[error("pod {pod} interface {ifname}: {} mismatches", .mismatches.len())]
+    Mismatches {
+        /// `namespace/name`.
+        pod: String,
+        /// The pod interface.
+        ifname: String,
+        /// Every difference.
+        mismatches: Vec<String>,
+    },
+    /// A failed ADD whose rollback failed too.
+    #[error("{cause}; rollback failed: {}", .failures.join("; "))]
+    Rollback {
+        /// The original failure.
+        cause: Box<AttachError>,
+        /// What could not be undone.
+        failures: Vec<String>,
+    },
+}
+
+impl AttachError {
+    /// The CNI error code.
+    pub fn code(&self) -> u32 {
+        match self {
+            AttachError::InvalidEnv { .. } => spec::INVALID_ENVIRONMENT,
+            AttachError::Ipam {
+                source: IpamError::Exhausted { .. },
+                ..
+            } => code::IPAM_EXHAUSTED,
+            AttachError::Ipam { .. } => code::IPAM_FAILURE,
+            AttachError::Iface { source, .. } => match source {
+                IfaceError::PodNameTaken { .. } => code::INTERFACE_EXISTS,
+                IfaceError::HostNameTaken { .. } => code::HOST_NAME_TAKEN,
+                IfaceError::InvalidName { .. } => spec::INVALID_ENVIRONMENT,
+                IfaceError::Netns(NetnsError::NotFound { .. } | NetnsError::NotNetns { .. }) => {
+                    spec::INVALID_ENVIRONMENT
+                }
+                _ => code::INTERFACE_FAILURE,
+            },
+            AttachError::Ovsdb { .. } => code::OVSDB_FAILURE,
+            AttachError::Flows { .. } => code::FLOW_FAILURE,
+            AttachError::Unknown { .. } => spec::UNKNOWN_CONTAINER,
+            AttachError::Mismatches { .. } => code::CHECK_FAILED,
+            AttachError::Rollback { cause, .. } => cause.code(),
+        }
+    }
+
+    /// The CNI error object: a short message and the full chain in `details`.
+    pub fn to_cni(&self, verb: &str) -> CniError {
+        let msg = match self {
+            AttachError::InvalidEnv { variable, .. } => format!("{verb}: invalid {variable}"),
+            AttachError::Ipam {
+                source: IpamError::Exhausted { cidr, .. },
+                ..
+            } => format!("{verb}: pod cidr {cidr} is exhausted"),
+            AttachError::Ipam { .. } => format!("{verb}: ipam failed"),
+            AttachError::Iface {
+                source: IfaceError::PodNameTaken { name, .. },
+                ..
+            } => format!("{verb}: interface {name} already exists in the pod netns"),
+            AttachError::Iface { .. } => {
+                format!("{verb}: pod interface setup failed")
+            }
+            AttachError::Ovsdb { port, .. } => format!("{verb}: ovs port {port} failed"),
+            AttachError::Flows { .. } => format!("{verb}: pod flows failed"),
+            AttachError::Unknown { .. } => format!("{verb}: unknown attachment"),
+            AttachError::Mismatches { .. } => format!("{verb}: pod network differs from its spec"),
+            AttachError::Rollback { cause, .. } => return rollback_cni(cause, self, verb),
+        };
+        let details = match self {
+            AttachError::Mismatches { mismatches, .. } => {
+                format!("{self}: {}", mismatches.join("; "))
+            }
+            _ => self.to_string(),
+        };
+        CniError::new(self.code(), msg, details)
+    }
+}
+
+fn rollback_cni(cause: &AttachError, whole: &AttachError, verb: &str) -> CniError {
+    let inner = cause.to_cni(verb);
+    CniError::new(inner.code, inner.msg, whole.to_string())
+}
+
+/// The attachment a request names.
+#[derive(Debug, Clone)]
+struct Target {
+    container_id: String,
+    ifname: String,
+    netns: Option<String>,
+    namespace: String,
+    name: String,
+}
+
+impl Target {
+    fn from_request(req: &CniRequest, needs_netns: bool) -> Result<Self, AttachError> {
+        let missing = |variable| AttachError::InvalidEnv {
+            variable,
+            reason: "not set".into(),
+        };
+        let container_id = req
+            .container_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| missing("CNI_CONTAINERID"))?;
+        let ifname = req.ifname.clone().ok_or_else(|| missing("CNI_IFNAME"))?;
+        validate_ifname(&ifname).map_err(|e| AttachError::InvalidEnv {
+            variable: "CNI_IFNAME",
+            reason: e.to_string(),
+        })?;
+        let netns = req.netns.clone().filter(|n| !n.is_empty());
+        if needs_netns && netns.is_none() {
+            return Err(missing("CNI_NETNS"));
+        }
+        let namespace = req.pod_namespace().unwrap_or_default().to_string();
+        let name = req
+            .pod_name()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&container_id)
+            .to_string();
+        Ok(Target {
+            container_id,
+            ifname,
+            netns,
+            namespace,
+            name,
+        })
+    }
+
+    fn pod(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    fn key(&self) -> (String, String) {
+        (self.container_id.clone(), self.ifname.clone())
+    }
+
+    fn owner(&self) -> Owner {
+        Owner {
+            container_id: self.container_id.clone(),
+            ifname: self.ifname.clone(),
+            pod: self.pod(),
+        }
+    }
+}
+
+/// One step of an ADD to undo on failure.
+#[derive(Debug)]
+enum Undo {
+    ReleaseIps(Owner),
+    DeleteVeth { host: String, container_id: String },
+    DeletePort(String),
+    RemoveFlows(u32),
+}
+
+impl PodNetwork {
+    /// Assembles the pod network.
+    pub fn new(
+        config: PodNetworkConfig,
+        ovs: Ovs,
+        flows: FlowSet,
+        veths: VethManager,
+        ipam: Ipam<FileStore>,
+    ) -> Self {
+        PodNetwork {
+            config,
+            ovs,
+            flows,
+            veths,
+            ipam: Arc::new(Mutex::new(ipam)),
+            pods: Mutex::new(BTreeMap::new()),
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    /// The flow set pods are added to.
+    pub fn flows(&self) -> &FlowSet {
+        &self.flows
+    }
+
+    /// Every attachment, ordered by (container id, ifname).
+    pub fn records(&self) -> Vec<PodRecord> {
+        lock(&self.pods).values().cloned().collect()
+    }
+
+    /// The local pods to install flows for (attachments with an OpenFlow port).
+    pub fn local_pods(&self) -> Vec<LocalPod> {
+        lock(&self.pods).values().filter_map(local_pod).collect()
+    }
+
+    /// Rebuilds the attachment store from the pod ports on the bridge (OVSDB cache) and releases
+    /// every IP allocation no port accounts for. Call before serving.
+    pub async fn rebuild(&self) -> Result<RebuildReport, AttachError> {
+        let mut report = RebuildReport::default();
+        let found = self.pod_ports();
+        {
+            let mut pods = lock(&self.pods);
+            pods.clear();
+            for entry in found {
+                match entry {
+                    Ok(record) => {
+                        pods.insert((record.container_id.clone(), record.ifname.clone()), record);
+                    }
+                    Err(e) => report.unreadable.push(e),
+                }
+            }
+            report.pods = pods.len();
+        }
+        let keep: Vec<Owner> = self.records().iter().map(PodRecord::owner).collect();
+        report.released = self
+            .ipam_call("agent", move |ipam| ipam.retain(&keep))
+            .await?;
+        Ok(report)
+    }
+
+    /// Decodes every Weft pod port on the bridge from the OVSDB cache.
+    fn pod_ports(&self) -> Vec<Result<PodRecord, String>> {
+        let bridge = self.config.bridge.clone();
+        self.ovs.client().read_cache(|cache| {
+            let Some((_, bridge_row)) = cache.by_name("Bridge", &bridge) else {
+                return Vec::new();
+            };
+            bridge_row
+                .get_uuids("ports")
+                .iter()
+                .filter_map(|uuid| cache.row("Port", uuid))
+                .filter_map(|port| {
+                    let name = port.get_str("name")?.to_string();
+                    let ids = port.get_map("external_ids");
+                    if !PodRecord::is_pod_port(&ids) {
+                        return None;
+                    }
+                    let ofport = cache
+                        .by_name("Interface", &name)
+                        .and_then(|(_, iface)| iface.get_i64("ofport"));
+                    Some(
+                        PodRecord::from_external_ids(&name, &ids, ofport)
+                            .map_err(|e| e.to_string()),
+                    )
+                })
+                .collect()
+        })
+    }
+
+    /// CNI ADD.
+    pub async fn add(&self, req: &CniRequest) -> Result<CniResult, CniError> {
+        let target = Target::from_request(req, true).map_err(|e| e.to_cni("add"))?;
+        let _guard = self.locks.lock(&target.container_id).await;
+        if let Some(existing) = lock(&self.pods).get(&target.key()).cloned() {
+            tracing::info!(pod = %existing.key(), container = %existing.container_id, "add of an existing attachment: returning its result");
+            return Ok(self.result(&existing));
+        }
+        let started = Instant::now();
+        let mut undo = Vec::new();
+        match self.add_steps(&target, &mut undo).await {
+            Ok(record) => {
+                tracing::info!(
+                    pod = %record.key(), container = %record.container_id, netns = %record.netns,
+                    interface = %record.host_ifname, ofport = ?record.ofport, ips = ?record.ips,
+                    elapsed_ms = started.elapsed().as_millis() as u64, "pod attached"
+                );
+                let result = self.result(&record);
+                lock(&self.pods).insert(target.key(), record);
+                Ok(result)
+            }
+            Err(cause) => {
+                let failures = self.run_undo(undo).await;
+                let error = if failures.is_empty() {
+                    cause
+                } else {
+                    AttachError::Rollback {
+                        cause: Box::new(cause),
+                        failures,
+                    }
+                };
+                tracing::warn!(pod = %target.pod(), container = %target.container_id, error = %error, "add failed, rolled back");
+                Err(error.to_cni("add"))
+            }
+        }
+    }
+
+    async fn add_steps(
+        &self,
+        target: &Target,
+        undo: &mut Vec<Undo>,
+    ) -> Result<PodRecord, AttachError> {
+        let pod = target.pod();
+        let netns_path = target.netns.clone().unwrap_or_default();
+        let pod_ns = Netns::open(&netns_path).map_err(|e| AttachError::InvalidEnv {
+            variable: "CNI_NETNS",
+            reason: e.to_string(),
+        })?;
+
+        let owner = target.owner();
+        let alloc_owner = owner.clone();
+        let ips = self
+            .ipam_call(&pod, move |ipam| ipam.allocate(&alloc_owner))
+            .await?;
+        undo.push(Undo::ReleaseIps(owner));
+
+        let mut veth = PodVethSpec::new(
+            &target.container_id,
+            &target.namespace,
+            &target.name,
+            &target.ifname,
+            self.config.plan.pod,
+        );
+        veth.addresses = ips.clone();
+        veth.routes = self
+            .config
+            .gateway
+            .ips()
+            .into_iter()
+            .filter(|gw| ips.iter().any(|ip| ip.addr().is_ipv4() == gw.is_ipv4()))
+            .map(PodRoute::default_via)
+            .collect();
+        veth.disable_tx_checksum = self.config.datapath == DatapathType::Netdev;
+        let iface_err = |source| AttachError::Iface {
+            pod: pod.clone(),
+            source,
+        };
+        self.veths.create(&pod_ns, &veth).await.map_err(iface_err)?;
+        undo.push(Undo::DeleteVeth {
+            host: veth.host_ifname.clone(),
+            container_id: target.container_id.clone(),
+        });
+
+        let mut record = PodRecord {
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            container_id: target.container_id.clone(),
+            ifname: target.ifname.clone(),
+            host_ifname: veth.host_ifname.clone(),
+            netns: netns_path,
+            ips,
+            mac: veth.pod_mac,
+            ofport: None,
+        };
+        let ovs_err = |source| AttachError::Ovsdb {
+            pod: pod.clone(),
+            port: record.host_ifname.clone(),
+            source,
+        };
+        let mut port = PortSpec::new(&record.host_ifname, PortKind::System)
+            .with_mtu_request(self.config.plan.pod);
+        port.external_ids = record.external_ids();
+        self.ovs
+            .ensure_port(&self.config.bridge, &port)
+            .await
+            .map_err(ovs_err)?;
+        undo.push(Undo::DeletePort(record.host_ifname.clone()));
+        let ofport = self
+            .ovs
+            .wait_for_ofport(&record.host_ifname, OFPORT_TIMEOUT)
+            .await
+            .map_err(ovs_err)?;
+        record.ofport = Some(ofport);
+
+        undo.push(Undo::RemoveFlows(ofport));
+        let local = local_pod(&record).ok_or_else(|| AttachError::Ovsdb {
+            pod: pod.clone(),
+            port: record.host_ifname.clone(),
+            source: OvsdbError::invalid("ofport", ofport.to_string()),
+        })?;
+        self.flows
+            .add_pod(local)
+            .await
+            .map_err(|source| AttachError::Flows {
+                pod: pod.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(record)
+    }
+
+    /// Runs undo steps in reverse order; returns what failed.
+    async fn run_undo(&self, undo: Vec<Undo>) -> Vec<String> {
+        let mut failures = Vec::new();
+        for step in undo.into_iter().rev() {
+            let outcome = match &step {
+                Undo::RemoveFlows(ofport) => self
+                    .flows
+                    .remove_pod(*ofport)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Undo::DeletePort(name) => self
+                    .ovs
+                    .delete_port(name)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Undo::DeleteVeth { host, container_id } => self
+                    .veths
+                    .delete(host, container_id)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Undo::ReleaseIps(owner) => {
+                    let owner = owner.clone();
+                    self.ipam_call("rollback", move |ipam| ipam.release(&owner))
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+            };
+            if let Err(e) = outcome {
+                failures.push(format!("{step:?}: {e}"));
+            }
+        }
+        failures
+    }
+
+    /// CNI DEL.
+    pub async fn del(&self, req: &CniRequest) -> Result<(), CniError> {
+        let target = Target::from_request(req, false).map_err(|e| e.to_cni("del"))?;
+        let _guard = self.locks.lock(&target.container_id).await;
+        let started = Instant::now();
+        let record = lock(&self.pods).get(&target.key()).cloned();
+        let outcome = match &record {
+            Some(record) => self.teardown(record).await,
+            None => self.teardown_unknown(&target).await,
+        };
+        match outcome {
+            Ok(()) => {
+                lock(&self.pods).remove(&target.key());
+                tracing::info!(
+                    pod = %target.pod(), container = %target.container_id, known = record.is_some(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, "pod detached"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(pod = %target.pod(), container = %target.container_id, error = %e, "del failed");
+                Err(e.to_cni("del"))
+            }
+        }
+    }
+
+    async fn teardown(&self, record: &PodRecord) -> Result<(), AttachError> {
+        let pod = record.key();
+        if let Some(ofport) = record.ofport {
+            self.flows
+                .remove_pod(ofport)
+                .await
+                .map_err(|source| AttachError::Flows {
+                    pod: pod.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        self.ovs
+            .delete_port(&record.host_ifname)
+            .await
+            .map_err(|source| AttachError::Ovsdb {
+                pod: pod.clone(),
+                port: record.host_ifname.clone(),
+                source,
+            })?;
+        self.delete_veth(&pod, &record.host_ifname, &record.container_id)
+            .await?;
+        let owner = record.owner();
+        self.ipam_call(&pod, move |ipam| ipam.release(&owner))
+            .await?;
+        Ok(())
+    }
+
+    /// DEL of an attachment not in the store (never added, added by a crashed agent, or DEL
+    /// repeated): removes whatever still carries its container id.
+    async fn teardown_unknown(&self, target: &Target) -> Result<(), AttachError> {
+        let pod = target.pod();
+        let ports: Vec<(String, Option<i64>)> = self.ovs.client().read_cache(|cache| {
+            cache
+                .table("Port")
+                .filter(|(_, port)| {
+                    let ids = port.get_map("external_ids");
+                    ids.get(KEY_CONTAINER_ID) == Some(&target.container_id)
+                        && ids.get(KEY_IFNAME) == Some(&target.ifname)
+                })
+                .filter_map(|(_, port)| port.get_str("name").map(str::to_string))
+                .map(|name| {
+                    let ofport = cache
+                        .by_name("Interface", &name)
+                        .and_then(|(_, i)| i.get_i64("ofport"));
+                    (name, ofport)
+                })
+                .collect()
+        });
+        for (name, ofport) in ports {
+            if let Some(ofport) = ofport
+                .filter(|p| *p > 0)
+                .and_then(|p| u32::try_from(p).ok())
+            {
+                self.flows
+                    .remove_pod(ofport)
+                    .await
+                    .map_err(|source| AttachError::Flows {
+                        pod: pod.clone(),
+                        source: Box::new(source),
+                    })?;
+            }
+            self.ovs
+                .delete_port(&name)
+                .await
+                .map_err(|source| AttachError::Ovsdb {
+                    pod: pod.clone(),
+                    port: name.clone(),
+                    source,
+                })?;
+        }
+        let host = host_veth_name(&target.namespace, &target.name);
+        self.delete_veth(&pod, &host, &target.container_id).await?;
+        let owner = target.owner();
+        self.ipam_call(&pod, move |ipam| ipam.release(&owner))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_veth(
+        &self,
+        pod: &str,
+        host: &str,
+        container_id: &str,
+    ) -> Result<(), AttachError> {
+        match self.veths.delete(host, container_id).await {
+            Ok(DeleteOutcome::OwnedByOtherContainer { owner }) => {
+                tracing::info!(%pod, interface = %host, %owner, "host veth belongs to a newer sandbox; left alone");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(source) => Err(AttachError::Iface {
+                pod: pod.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// CNI CHECK: interface, MAC, addresses, routes, MTU, OVS port and flows; every mismatch is
+    /// reported.
+    pub async fn check(&self, req: &CniRequest) -> Result<(), CniError> {
+        let target = Target::from_request(req, true).map_err(|e| e.to_cni("check"))?;
+        let _guard = self.locks.lock(&target.container_id).await;
+        let result = self.check_steps(&target, req).await;
+        result.map_err(|e| e.to_cni("check"))
+    }
+
+    async fn check_steps(&self, target: &Target, req: &CniRequest) -> Result<(), AttachError> {
+        let record = lock(&self.pods)
+            .get(&target.key())
+            .cloned()
+            .ok_or_else(|| AttachError::Unknown {
+                container_id: target.container_id.clone(),
+                ifname: target.ifname.clone(),
+            })?;
+        let pod = record.key();
+        let mut found = Vec::new();
+        let netns = target.netns.clone().unwrap_or_default();
+        if netns != record.netns {
+            found.push(format!(
+                "netns is {netns}, the attachment was made in {}",
+                record.netns
+            ));
+        }
+        let pod_ns = Netns::open(&netns).map_err(|e| AttachError::InvalidEnv {
+            variable: "CNI_NETNS",
+            reason: e.to_string(),
+        })?;
+        let spec = self.veth_spec(&record);
+        let mismatches =
+            self.veths
+                .check(&pod_ns, &spec)
+                .await
+                .map_err(|source| AttachError::Iface {
+                    pod: pod.clone(),
+                    source,
+                })?;
+        found.extend(mismatches.iter().map(ToString::to_string));
+
+        if let Some(prev) = &req.prev_result {
+            for ip in &prev.ips {
+                if !record.ips.contains(&ip.address) {
+                    found.push(format!(
+                        "prevResult address {} is not the pod's",
+                        ip.address
+                    ));
+                }
+            }
+        }
+
+        let want_ids = record.external_ids();
+        let port_state = self.ovs.client().read_cache(|cache| {
+            let port = cache
+                .by_name("Port", &record.host_ifname)
+                .map(|(_, p)| p.get_map("external_ids"));
+            let iface = cache
+                .by_name("Interface", &record.host_ifname)
+                .map(|(_, i)| (i.get_i64("ofport"), i.get_i64("mtu_request")));
+            (port, iface)
+        });
+        match port_state {
+            (None, _) => found.push(format!(
+                "ovs port {} is not on bridge {}",
+                record.host_ifname, self.config.bridge
+            )),
+            (Some(ids), iface) => {
+                for (key, value) in &want_ids {
+                    if ids.get(key) != Some(value) {
+                        found.push(format!(
+                            "ovs port {} has external_ids {key}={:?}, expected {value:?}",
+                            record.host_ifname,
+                            ids.get(key).map(String::as_str).unwrap_or("")
+                        ));
+                    }
+                }
+                let (ofport, mtu_request) = iface.unwrap_or((None, None));
+                let want_ofport = record.ofport.map(i64::from);
+                if ofport != want_ofport || want_ofport.is_none() {
+                    found.push(format!(
+                        "ovs interface {} has ofport {ofport:?}, expected {want_ofport:?}",
+                        record.host_ifname
+                    ));
+                }
+                let want_mtu = i64::from(self.config.plan.pod);
+                if mtu_request != Some(want_mtu) {
+                    found.push(format!(
+                        "ovs interface {} has mtu_request {mtu_request:?}, expected {want_mtu}",
+                        record.host_ifname
+                    ));
+                }
+            }
+        }
+
+        if let Some(local) = local_pod(&record) {
+            let flows =
+                self.flows
+                    .check_pod(&local)
+                    .await
+                    .map_err(|source| AttachError::Flows {
+                        pod: pod.clone(),
+                        source: Box::new(source),
+                    })?;
+            found.extend(flows);
+        }
+
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(AttachError::Mismatches {
+                pod,
+                ifname: record.ifname,
+                mismatches: found,
+            })
+        }
+    }
+
+    /// CNI GC: removes every attachment and IP allocation not in `cni.dev/valid-attachments`.
+    /// Without that list nothing is removed.
+    pub async fn gc(&self, req: &CniRequest) -> Result<(), CniError> {
+        let Some(valid) = &req.valid_attachments else {
+            tracing::info!("gc without cni.dev/valid-attachments: nothing removed");
+            return Ok(());
+        };
+        let valid: BTreeSet<(String, String)> = valid
+            .iter()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        let stale: Vec<PodRecord> = self
+            .records()
+            .into_iter()
+            .filter(|r| !valid.contains(&(r.container_id.clone(), r.ifname.clone())))
+            .collect();
+        let mut failures = Vec::new();
+        for record in &stale {
+            let _guard = self.locks.lock(&record.container_id).await;
+            let key = (record.container_id.clone(), record.ifname.clone());
+            // Re-read under the lock: a DEL may have finished meanwhile.
+            let Some(current) = lock(&self.pods).get(&key).cloned() else {
+                continue;
+            };
+            match self.teardown(&current).await {
+                Ok(()) => {
+                    lock(&self.pods).remove(&key);
+                    tracing::info!(pod = %current.key(), container = %current.container_id, "gc removed attachment");
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        // Allocations of neither a valid nor a known attachment (a crashed ADD). Each is
+        // released under its container's lock, so an ADD in flight keeps its addresses.
+        let owners: Vec<Owner> = {
+            let ipam = lock(&self.ipam);
+            ipam.owners().into_iter().collect()
+        };
+        for owner in owners {
+            let key = (owner.container_id.clone(), owner.ifname.clone());
+            if valid.contains(&key) {
+                continue;
+            }
+            let _guard = self.locks.lock(&owner.container_id).await;
+            if lock(&self.pods).contains_key(&key) {
+                continue;
+            }
+            let release = owner.clone();
+            match self
+                .ipam_call("gc", move |ipam| ipam.release(&release))
+                .await
+            {
+                Ok(released) if !released.is_empty() => {
+                    tracing::info!(container = %owner.container_id, ?released, "gc released addresses");
+                }
+                Ok(_) => {}
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                code::INTERFACE_FAILURE,
+                "gc: some attachments could not be removed",
+                failures.join("; "),
+            ))
+        }
+    }
+
+    /// The veth a record should have (for CHECK).
+    fn veth_spec(&self, record: &PodRecord) -> PodVethSpec {
+        let mut spec = PodVethSpec::new(
+            &record.container_id,
+            &record.namespace,
+            &record.name,
+            &record.ifname,
+            self.config.plan.pod,
+        );
+        spec.host_ifname = record.host_ifname.clone();
+        spec.pod_mac = record.mac;
+        spec.addresses = record.ips.clone();
+        spec.routes = self.routes(record);
+        spec.disable_tx_checksum = self.config.datapath == DatapathType::Netdev;
+        spec
+    }
+
+    fn routes(&self, record: &PodRecord) -> Vec<PodRoute> {
+        self.config
+            .gateway
+            .ips()
+            .into_iter()
+            .filter(|gw| {
+                record
+                    .ips
+                    .iter()
+                    .any(|ip| ip.addr().is_ipv4() == gw.is_ipv4())
+            })
+            .map(PodRoute::default_via)
+            .collect()
+    }
+
+    /// The ADD result of a record: host end (index 0), pod end (index 1), its IPs with their
+    /// gateways, default routes, DNS.
+    fn result(&self, record: &PodRecord) -> CniResult {
+        let mtu = Some(self.config.plan.pod);
+        let gateway_of = |ip: &IpNet| {
+            self.config
+                .gateway
+                .addresses
+                .iter()
+                .find(|gw| gw.contains(&ip.addr()))
+                .map(IpNet::addr)
+        };
+        CniResult {
+            interfaces: vec![
+                Interface {
+                    name: record.host_ifname.clone(),
+                    mac: Some(host_mac(&record.container_id, &record.ifname).to_string()),
+                    mtu,
+                    ..Interface::default()
+                },
+                Interface {
+                    name: record.ifname.clone(),
+                    mac: Some(record.mac.to_string()),
+                    mtu,
+                    sandbox: Some(record.netns.clone()),
+                    ..Interface::default()
+                },
+            ],
+            ips: record
+                .ips
+                .iter()
+                .map(|ip| IpConfig {
+                    address: *ip,
+                    gateway: gateway_of(ip),
+                    interface: Some(1),
+                })
+                .collect(),
+            routes: self
+                .routes(record)
+                .into_iter()
+                .map(|r| Route {
+                    dst: r.dst,
+                    gw: Some(r.gateway),
+                    mtu: None,
+                    advmss: None,
+                    priority: None,
+                    table: None,
+                    scope: None,
+                })
+                .collect(),
+            dns: self.config.dns.clone(),
+        }
+    }
+
+    /// Runs an IPAM call off the async workers (the store fsyncs).
+    async fn ipam_call<T: Send + 'static>(
+        &self,
+        pod: &str,
+        f: impl FnOnce(&mut Ipam<FileStore>) -> Result<T, IpamError> + Send + 'static,
+    ) -> Result<T, AttachError> {
+        let ipam = Arc::clone(&self.ipam);
+        let joined = tokio::task::spawn_blocking(move || f(&mut lock(&ipam))).await;
+        let result = joined.unwrap_or_else(|e| {
+            Err(IpamError::Store {
+                path: "ipam".into(),
+                message: format!("ipam task failed: {e}"),
+            })
+        });
+        result.map_err(|source| AttachError::Ipam {
+            pod: pod.to_string(),
+            source,
+        })
+    }
+}
+
+/// The pipeline's view of an attachment; `None` without an OpenFlow port.
+fn local_pod(record: &PodRecord) -> Option<LocalPod> {
+    Some(LocalPod {
+        namespace: record.namespace.clone(),
+        name: record.name.clone(),
+        ofport: record.ofport?,
+        mac: FlowMac(record.mac.0),
+        ips: record.addrs(),
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,228 @@
+//! The agent's CNI server: the `weft` plugin's verbs, served over jsonrpsee on the unix socket
+//! `cniSocket` (directory created 0700, socket 0600, root only).
+//!
+//! The socket is served from the agent's first moment; until bootstrap hands over the
+//! [`PodNetwork`] ([`CniService::set_ready`]) ADD, DEL, CHECK and GC answer code 11 (try again
+//! later) and STATUS answers code 50 (not available).
+//!
+//! Per ADD ([`PodNetwork::add`]): validate the netns path and ifname; calls for one container id
+//! are serialised, different pods run concurrently; allocate IPs; create the veth (pod end
+//! directly in the pod netns, host end named from namespace/pod, MTU from the plan, explicit
+//! MACs, addresses, default routes via the gateway IPs, TX checksum off with the netdev datapath);
+//! host end made inert for the host stack (no ARP, no IPv6); attach it to the bridge with the
+//! attachment in its external_ids; install the pod's flows in one bundle. Any failure undoes
+//! every step already done, in reverse order.
+//!
+//! Error codes the agent returns (the plugin passes them through; 100 and 101 are the plugin's
+//! own):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 3 | CHECK of an attachment the agent does not know |
+//! | 4 | missing or invalid CNI_NETNS / CNI_IFNAME / CNI_CONTAINERID (e.g. netns does not exist) |
+//! | 11 | agent bootstrap not complete: try again later |
+//! | 50 | STATUS: agent bootstrap not complete |
+//! | 110 | the interface name is already taken inside the pod netns |
+//! | 111 | a pod CIDR is exhausted |
+//! | 112 | IPAM store failure |
+//! | 113 | kernel interface failure (veth, addresses, routes) |
+//! | 114 | OVSDB failure (port create/delete, no ofport) |
+//! | 115 | OpenFlow failure (pod flows) |
+//! | 116 | CHECK found mismatches (each listed in `details`) |
+//! | 117 | the host-side veth name is taken by another interface |
+
+mod attach;
+pub mod locks;
+pub mod pods;
+
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::RpcModule;
+use weft_cni::error::code as spec;
+use weft_cni::rpc::{method, server, CniRequest, CniResponse};
+use weft_cni::CniError;
+
+pub use attach::{AttachError, PodNetwork, PodNetworkConfig, RebuildReport};
+
+use crate::agent::gateway::GatewaySpec;
+use crate::config::AgentConfig;
+use crate::mtu::MtuPlan;
+
+/// The pod network's configuration from the agent config, the MTU plan and the gateway.
+pub fn attach_config(
+    config: &AgentConfig,
+    plan: MtuPlan,
+    gateway: GatewaySpec,
+) -> PodNetworkConfig {
+    let dns = &config.cni_dns;
+    PodNetworkConfig {
+        bridge: config.ovs_bridge.clone(),
+        datapath: config.ovs_datapath_type,
+        plan,
+        gateway,
+        dns: weft_cni::result::Dns {
+            nameservers: dns.nameservers.clone(),
+            domain: (!dns.domain.is_empty()).then(|| dns.domain.clone()),
+            search: dns.search.clone(),
+            options: dns.options.clone(),
+        },
+    }
+}
+
+/// Error codes the agent returns beyond the spec's.
+pub mod code {
+    /// The pod-side interface name is already taken in the pod netns.
+    pub const INTERFACE_EXISTS: u32 = 110;
+    /// A pod CIDR has no free address.
+    pub const IPAM_EXHAUSTED: u32 = 111;
+    /// The IPAM store failed.
+    pub const IPAM_FAILURE: u32 = 112;
+    /// A kernel interface operation failed.
+    pub const INTERFACE_FAILURE: u32 = 113;
+    /// An OVSDB operation failed.
+    pub const OVSDB_FAILURE: u32 = 114;
+    /// An OpenFlow operation failed.
+    pub const FLOW_FAILURE: u32 = 115;
+    /// CHECK found differences.
+    pub const CHECK_FAILED: u32 = 116;
+    /// The host-side veth name is in use.
+    pub const HOST_NAME_TAKEN: u32 = 117;
+}
+
+/// Errors serving the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket's directory, the stale socket or the socket itself could not be set up.
+    #[error("cannot serve cni socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something other than a socket is in the way.
+    #[error("cannot serve cni socket {path}: a file that is not a socket is in the way")]
+    NotASocket {
+        /// The socket path.
+        path: PathBuf,
+    },
+}
+
+/// The service behind the socket: ready or not, and the pod network once ready.
+#[derive(Debug, Default)]
+pub struct CniService {
+    network: OnceLock<Arc<PodNetwork>>,
+}
+
+impl CniService {
+    /// A service that is not ready yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Hands over the bootstrapped pod network: from now on requests are served.
+    pub fn set_ready(&self, network: Arc<PodNetwork>) {
+        if self.network.set(network).is_err() {
+            tracing::warn!("cni service was already ready");
+        }
+    }
+
+    /// The pod network, or code 11 while bootstrap runs.
+    fn network(&self) -> Result<&Arc<PodNetwork>, CniError> {
+        self.network.get().ok_or_else(|| {
+            CniError::new(
+                spec::TRY_AGAIN_LATER,
+                "weft-agent is not ready",
+                "node bootstrap has not completed",
+            )
+        })
+    }
+
+    /// The jsonrpsee methods: `cni_add`, `cni_del`, `cni_check`, `cni_status`, `cni_gc`.
+    pub fn rpc_module(self: &Arc<Self>) -> RpcModule<Arc<CniService>> {
+        let mut module = RpcModule::new(Arc::clone(self));
+        // Registration fails only for duplicate names, which these are not.
+        let _ = module.register_async_method(method::ADD, |params, ctx, _| async move {
+            let request: CniRequest = params.one()?;
+            let network = ctx.network().map_err(rpc_error)?;
+            let result = network.add(&request).await.map_err(rpc_error)?;
+            Ok::<_, ErrorObjectOwned>(CniResponse {
+                result: Some(result),
+            })
+        });
+        let _ = module.register_async_method(method::DEL, |params, ctx, _| async move {
+            let request: CniRequest = params.one()?;
+            let network = ctx.network().map_err(rpc_error)?;
+            network.del(&request).await.map_err(rpc_error)?;
+            Ok::<_, ErrorObjectOwned>(CniResponse::default())
+        });
+        let _ = module.register_async_method(method::CHECK, |params, ctx, _| async move {
+            let request: CniRequest = params.one()?;
+            let network = ctx.network().map_err(rpc_error)?;
+            network.check(&request).await.map_err(rpc_error)?;
+            Ok::<_, ErrorObjectOwned>(CniResponse::default())
+        });
+        let _ = module.register_async_method(method::STATUS, |_params, ctx, _| async move {
+            match ctx.network.get() {
+                Some(_) => Ok(CniResponse::default()),
+                None => Err(rpc_error(CniError::new(
+                    spec::PLUGIN_NOT_AVAILABLE,
+                    "weft-agent is not ready",
+                    "node bootstrap has not completed",
+                ))),
+            }
+        });
+        let _ = module.register_async_method(method::GC, |params, ctx, _| async move {
+            let request: CniRequest = params.one()?;
+            let network = ctx.network().map_err(rpc_error)?;
+            network.gc(&request).await.map_err(rpc_error)?;
+            Ok::<_, ErrorObjectOwned>(CniResponse::default())
+        });
+        module
+    }
+
+    /// Binds `path` (directory created 0700 if missing, a stale socket replaced, the socket
+    /// 0600) and serves it until the returned task is aborted.
+    pub fn serve(self: &Arc<Self>, path: &Path) -> Result<tokio::task::JoinHandle<()>, ServeError> {
+        let listener = bind(path)?;
+        let module = self.rpc_module();
+        Ok(tokio::spawn(server::serve(listener, module)))
+    }
+}
+
+fn rpc_error(err: CniError) -> ErrorObjectOwned {
+    ErrorObjectOwned::from(err)
+}
+
+/// Binds the unix socket with root-only permissions.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
+    let err = |source| ServeError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(ServeError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
