@@ -47,13 +47,19 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Finds the binaries in `target/<profile>/`, next to the running test's `deps/` directory.
+    /// Finds the binaries in `target/<profile>/`: next to the running executable (the lab), or
+    /// next to the running test's `deps/` directory.
     pub fn locate() -> Result<Self> {
         let exe = std::env::current_exe()?;
-        let dir = exe
+        let here = exe
             .parent()
-            .and_then(Path::parent)
             .ok_or_else(|| anyhow!("cannot locate target dir from {}", exe.display()))?;
+        let dir = if here.join("weft-agent").exists() {
+            here
+        } else {
+            here.parent()
+                .ok_or_else(|| anyhow!("cannot locate target dir from {}", exe.display()))?
+        };
         let bins = Binaries {
             agent: dir.join("weft-agent"),
             plugin: dir.join("weft"),

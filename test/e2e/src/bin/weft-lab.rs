@@ -1,0 +1,197 @@
+//! `weft-lab`: the process behind `build/lab up`. It starts a node exactly as the e2e tests do
+//! (own OVS in a network namespace, the test API server, the real `weft-agent`), creates pods by
+//! calling the real `weft` plugin as a runtime does, prints nodes, pods, IPs, the MTU plan and a
+//! ping matrix, writes a state file for `build/lab status|exec`, and keeps everything up until it
+//! receives SIGTERM or SIGINT; then it deletes the pods through the plugin and tears the node down.
+
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use weft_e2e::node::{Node, NodeOptions, Pod, BRIDGE, NODE_IP4, NODE_IP6};
+
+const USAGE: &str =
+    "usage: weft-lab up --state FILE [--pods-per-node N] [--ip-family ipv4|ipv6|dual]";
+
+struct Args {
+    state: PathBuf,
+    pods: usize,
+    family: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() != Some("up") {
+        bail!("{USAGE}");
+    }
+    let mut parsed = Args {
+        state: PathBuf::new(),
+        pods: 3,
+        family: "dual".into(),
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| anyhow!("{flag} needs a value"));
+        match flag.as_str() {
+            "--state" => parsed.state = value()?.into(),
+            "--pods-per-node" => {
+                let v = value()?;
+                parsed.pods = v
+                    .parse()
+                    .with_context(|| format!("--pods-per-node {v:?}: not a number"))?;
+            }
+            "--ip-family" => parsed.family = value()?,
+            other => bail!("unknown option {other:?}; {USAGE}"),
+        }
+    }
+    if parsed.state.as_os_str().is_empty() {
+        bail!("--state is required; {USAGE}");
+    }
+    if !["ipv4", "ipv6", "dual"].contains(&parsed.family.as_str()) {
+        bail!(
+            "--ip-family {:?}: expected ipv4, ipv6 or dual",
+            parsed.family
+        );
+    }
+    Ok(parsed)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let cidrs: &[&str] = match args.family.as_str() {
+        "ipv4" => &["10.244.1.0/24"],
+        "ipv6" => &["fd00:244:1::/64"],
+        _ => &["10.244.1.0/24", "fd00:244:1::/64"],
+    };
+    let node = Node::start(NodeOptions::new(cidrs))?;
+    println!("== node {} (netns {})", node.name, node.netns());
+    let plan = node
+        .ovs
+        .vsctl(&["get", "Bridge", BRIDGE, "external_ids:weft-mtu-plan"])
+        .unwrap_or_default();
+    println!(
+        "MTU plan: {}",
+        plan.trim().trim_matches('"').replace("\\\"", "\"")
+    );
+    println!(
+        "node IPs: {NODE_IP4}, {NODE_IP6}; pod CIDRs: {}",
+        cidrs.join(", ")
+    );
+
+    let mut pods = Vec::new();
+    let mut pod_ips = Vec::new();
+    for i in 1..=args.pods {
+        let pod = Pod::create(&node, &format!("pod-{i}"))?;
+        let result = node.add(&pod).with_context(|| format!("ADD pod-{i}"))?;
+        pod_ips.push(addresses(&result));
+        pods.push(pod);
+    }
+    println!("== pods");
+    for (pod, ips) in pods.iter().zip(&pod_ips) {
+        let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+        println!("{:<8} netns {:<24} {}", pod.name, pod.netns, ips.join(", "));
+    }
+    print_ping_matrix(&pods, &pod_ips, cidrs);
+
+    let state = json!({
+        "pid": std::process::id(),
+        "node": node.name,
+        "netns": node.netns(),
+        "rundir": node.ovs.rundir(),
+        "agentLog": node.log,
+        "pods": pods.iter().zip(&pod_ips).map(|(p, ips)| json!({
+            "name": p.name, "netns": p.netns, "ips": ips,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&args.state, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("cannot write {}", args.state.display()))?;
+    println!("lab is up (state: {})", args.state.display());
+
+    wait_for_shutdown()?;
+    println!("== taking the lab down");
+    for pod in &pods {
+        if let Err(err) = node.del(pod) {
+            eprintln!("DEL {}: {err:#}", pod.name);
+        }
+    }
+    drop(pods);
+    drop(node);
+    let _ = std::fs::remove_file(&args.state);
+    println!("lab is down");
+    Ok(())
+}
+
+/// The addresses of a CNI result.
+fn addresses(result: &Value) -> Vec<IpAddr> {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str())
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .collect()
+}
+
+/// Pings every pod, the gateway and the node from every pod; prints a matrix of ok / FAIL.
+fn print_ping_matrix(pods: &[Pod], pod_ips: &[Vec<IpAddr>], cidrs: &[&str]) {
+    let mut targets: Vec<(String, IpAddr)> = Vec::new();
+    for (pod, ips) in pods.iter().zip(pod_ips) {
+        for ip in ips {
+            targets.push((pod.name.clone(), *ip));
+        }
+    }
+    for cidr in cidrs {
+        if let Some(gw) = first_host(cidr) {
+            targets.push(("gateway".into(), gw));
+        }
+    }
+    for node_ip in [NODE_IP4, NODE_IP6] {
+        if let Ok(ip) = node_ip.parse::<IpAddr>() {
+            if targets.iter().any(|(_, t)| t.is_ipv4() == ip.is_ipv4()) {
+                targets.push(("node".into(), ip));
+            }
+        }
+    }
+    println!("== ping matrix (1 echo request each, DF off)");
+    print!("{:<8}", "from\\to");
+    for (name, ip) in &targets {
+        print!(" {:>22}", format!("{name} {ip}"));
+    }
+    println!();
+    for pod in pods {
+        print!("{:<8}", pod.name);
+        for (_, ip) in &targets {
+            let ok = pod
+                .exec(&["ping", "-c", "1", "-W", "1", &ip.to_string()])
+                .is_ok();
+            print!(" {:>22}", if ok { "ok" } else { "FAIL" });
+        }
+        println!();
+    }
+}
+
+fn first_host(cidr: &str) -> Option<IpAddr> {
+    let (addr, _) = cidr.split_once('/')?;
+    match addr.parse().ok()? {
+        IpAddr::V4(v4) => Some(IpAddr::V4((u32::from(v4) + 1).into())),
+        IpAddr::V6(v6) => Some(IpAddr::V6((u128::from(v6) + 1).into())),
+    }
+}
+
+fn wait_for_shutdown() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}
