@@ -81,7 +81,8 @@ pub struct Journal {
 impl Journal {
     /// Whether every attach step is done and no detach started.
     pub fn attached(&self) -> bool {
-        self.operation == Operation::Attach && AttachStep::ALL.iter().all(|s| self.attach.contains(s))
+        self.operation == Operation::Attach
+            && AttachStep::ALL.iter().all(|s| self.attach.contains(s))
     }
 }
 
@@ -108,13 +109,12 @@ pub fn load(path: &Path) -> Result<Option<Journal>, JournalError> {
             reason: format!("{len} bytes, more than {MAX_BYTES}"),
         });
     }
-    let journal: Journal =
-        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
-            JournalError::Corrupt {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
+    let journal: Journal = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
+        JournalError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
     if journal.version != VERSION {
         return Err(JournalError::Corrupt {
             path: path.to_path_buf(),

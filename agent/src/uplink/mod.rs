@@ -38,7 +38,9 @@ pub use system::Kernel;
 use crate::agent::{OWNER_KEY, OWNER_VALUE};
 use crate::cniserver::pods::parse_mac;
 use crate::netns::NetnsError;
-use crate::ovsdb::{Condition, Operation as DbOp, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row};
+use crate::ovsdb::{
+    Condition, Operation as DbOp, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row,
+};
 use plan::Found;
 
 /// external_ids key on the uplink and internal ports: the NIC's original name.
@@ -306,7 +308,11 @@ impl<F: UplinkFlows> Run<'_, F> {
     }
 
     /// Journals `step` done, honouring the crash point; `Err(Stopped)` means stop here.
-    fn attach_done(&mut self, j: &mut Journal, step: AttachStep) -> Result<Result<(), Stopped>, UplinkError> {
+    fn attach_done(
+        &mut self,
+        j: &mut Journal,
+        step: AttachStep,
+    ) -> Result<Result<(), Stopped>, UplinkError> {
         self.outcome.ran.push(format!("attach:{}", kebab(&step)));
         if self.crash == Some(CrashPoint::Attach(step, Journaled::Before)) {
             self.outcome.stopped = true;
@@ -323,7 +329,11 @@ impl<F: UplinkFlows> Run<'_, F> {
         Ok(Ok(()))
     }
 
-    fn detach_done(&mut self, j: &mut Journal, step: DetachStep) -> Result<Result<(), Stopped>, UplinkError> {
+    fn detach_done(
+        &mut self,
+        j: &mut Journal,
+        step: DetachStep,
+    ) -> Result<Result<(), Stopped>, UplinkError> {
         self.outcome.ran.push(format!("detach:{}", kebab(&step)));
         if self.crash == Some(CrashPoint::Detach(step, Journaled::Before)) {
             self.outcome.stopped = true;
@@ -382,18 +392,21 @@ impl<F: UplinkFlows> Run<'_, F> {
             .install(self.spec.flows.clone())
             .await
             .map_err(UplinkError::Flows)?;
-        if self.attach_done(&mut j, AttachStep::FlowsInstalled)?.is_err() {
+        if self
+            .attach_done(&mut j, AttachStep::FlowsInstalled)?
+            .is_err()
+        {
             return Ok(());
         }
 
-        let link = self
-            .kernel
-            .link_by_index(nic.index)
-            .await?
-            .ok_or_else(|| UplinkError::NicGone {
-                name: nic.name.clone(),
-                index: nic.index,
-            })?;
+        let link =
+            self.kernel
+                .link_by_index(nic.index)
+                .await?
+                .ok_or_else(|| UplinkError::NicGone {
+                    name: nic.name.clone(),
+                    index: nic.index,
+                })?;
         if link.name != uplink {
             if let Some(other) = self.kernel.link_by_name(&uplink).await? {
                 return Err(UplinkError::NameTaken {
@@ -412,7 +425,9 @@ impl<F: UplinkFlows> Run<'_, F> {
         self.kernel
             .write_sysctl(format!("net/ipv4/conf/{uplink}/rp_filter"), "1".into())
             .await?;
-        self.kernel.configure(nic.index, &uplink, false, mtu).await?;
+        self.kernel
+            .configure(nic.index, &uplink, false, mtu)
+            .await?;
         if self.attach_done(&mut j, AttachStep::NicRenamed)?.is_err() {
             return Ok(());
         }
@@ -423,7 +438,10 @@ impl<F: UplinkFlows> Run<'_, F> {
             .with_external_id(OWNER_KEY, OWNER_VALUE)
             .with_external_id(UPLINK_OF_KEY, &nic.name);
         self.ensure_port(&port, ports::UPLINK).await?;
-        if self.attach_done(&mut j, AttachStep::UplinkPortAdded)?.is_err() {
+        if self
+            .attach_done(&mut j, AttachStep::UplinkPortAdded)?
+            .is_err()
+        {
             return Ok(());
         }
 
@@ -464,7 +482,10 @@ impl<F: UplinkFlows> Run<'_, F> {
         self.kernel
             .configure(internal.index, &nic.name, nic.arp, mtu)
             .await?;
-        if self.attach_done(&mut j, AttachStep::InternalPortAdded)?.is_err() {
+        if self
+            .attach_done(&mut j, AttachStep::InternalPortAdded)?
+            .is_err()
+        {
             return Ok(());
         }
 
@@ -476,12 +497,17 @@ impl<F: UplinkFlows> Run<'_, F> {
         self.kernel
             .remove_addresses(nic.index, &uplink, &nic.addresses)
             .await?;
-        if self.attach_done(&mut j, AttachStep::AddressesMoved)?.is_err() {
+        if self
+            .attach_done(&mut j, AttachStep::AddressesMoved)?
+            .is_err()
+        {
             return Ok(());
         }
 
         for route in &nic.routes {
-            self.kernel.add_route(internal.index, &nic.name, route).await?;
+            self.kernel
+                .add_route(internal.index, &nic.name, route)
+                .await?;
         }
         if self.attach_done(&mut j, AttachStep::RoutesMoved)?.is_err() {
             return Ok(());
@@ -511,7 +537,10 @@ impl<F: UplinkFlows> Run<'_, F> {
     }
 
     /// Waits for the internal port's device: the NIC's name on another index.
-    async fn wait_internal(&self, nic: &NicSnapshot) -> Result<crate::iface::InterfaceInfo, UplinkError> {
+    async fn wait_internal(
+        &self,
+        nic: &NicSnapshot,
+    ) -> Result<crate::iface::InterfaceInfo, UplinkError> {
         let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
         loop {
             if let Some(link) = self.kernel.link_by_name(&nic.name).await? {
@@ -576,7 +605,10 @@ impl<F: UplinkFlows> Run<'_, F> {
         let uplink = j.uplink.clone();
 
         self.remove_internal(&nic).await?;
-        if self.detach_done(&mut j, DetachStep::InternalPortRemoved)?.is_err() {
+        if self
+            .detach_done(&mut j, DetachStep::InternalPortRemoved)?
+            .is_err()
+        {
             return Ok(());
         }
 
@@ -584,18 +616,21 @@ impl<F: UplinkFlows> Run<'_, F> {
             .delete_port(&uplink)
             .await
             .map_err(Self::ovs_err(&uplink))?;
-        if self.detach_done(&mut j, DetachStep::UplinkPortRemoved)?.is_err() {
+        if self
+            .detach_done(&mut j, DetachStep::UplinkPortRemoved)?
+            .is_err()
+        {
             return Ok(());
         }
 
-        let link = self
-            .kernel
-            .link_by_index(nic.index)
-            .await?
-            .ok_or_else(|| UplinkError::NicGone {
-                name: nic.name.clone(),
-                index: nic.index,
-            })?;
+        let link =
+            self.kernel
+                .link_by_index(nic.index)
+                .await?
+                .ok_or_else(|| UplinkError::NicGone {
+                    name: nic.name.clone(),
+                    index: nic.index,
+                })?;
         if link.name != nic.name {
             if let Some(other) = self.kernel.link_by_name(&nic.name).await? {
                 return Err(UplinkError::NameTaken {
@@ -607,12 +642,18 @@ impl<F: UplinkFlows> Run<'_, F> {
         }
         if let Some(value) = &nic.disable_ipv6 {
             self.kernel
-                .write_sysctl(format!("net/ipv6/conf/{}/disable_ipv6", nic.name), value.clone())
+                .write_sysctl(
+                    format!("net/ipv6/conf/{}/disable_ipv6", nic.name),
+                    value.clone(),
+                )
                 .await?;
         }
         if let Some(value) = &nic.rp_filter {
             self.kernel
-                .write_sysctl(format!("net/ipv4/conf/{}/rp_filter", nic.name), value.clone())
+                .write_sysctl(
+                    format!("net/ipv4/conf/{}/rp_filter", nic.name),
+                    value.clone(),
+                )
                 .await?;
         }
         self.kernel
@@ -623,16 +664,24 @@ impl<F: UplinkFlows> Run<'_, F> {
         }
 
         for address in &nic.addresses {
-            self.kernel.add_address(nic.index, &nic.name, *address).await?;
+            self.kernel
+                .add_address(nic.index, &nic.name, *address)
+                .await?;
         }
-        if self.detach_done(&mut j, DetachStep::AddressesRestored)?.is_err() {
+        if self
+            .detach_done(&mut j, DetachStep::AddressesRestored)?
+            .is_err()
+        {
             return Ok(());
         }
 
         for route in &nic.routes {
             self.kernel.add_route(nic.index, &nic.name, route).await?;
         }
-        if self.detach_done(&mut j, DetachStep::RoutesRestored)?.is_err() {
+        if self
+            .detach_done(&mut j, DetachStep::RoutesRestored)?
+            .is_err()
+        {
             return Ok(());
         }
         journal::remove(&self.spec.journal)?;
@@ -691,7 +740,11 @@ mod tests {
             (true, DatapathType::Netdev, false, false),
             (false, DatapathType::Netdev, false, false),
         ] {
-            assert_eq!(wanted(no_encap, dp, transport), want, "{no_encap} {dp:?} {transport}");
+            assert_eq!(
+                wanted(no_encap, dp, transport),
+                want,
+                "{no_encap} {dp:?} {transport}"
+            );
         }
     }
 }

@@ -53,7 +53,11 @@ pub struct Applied {
 
 impl Applied {
     /// Reads the bridge's external_ids.
-    pub fn from_external_ids(ids: &BTreeMap<String, String>, mode_key: &str, plan_key: &str) -> Self {
+    pub fn from_external_ids(
+        ids: &BTreeMap<String, String>,
+        mode_key: &str,
+        plan_key: &str,
+    ) -> Self {
         Applied {
             mode: ids.get(mode_key).cloned(),
             plan: ids
@@ -203,7 +207,10 @@ mod tests {
                     assert!(s.mtu_changes.iter().all(|c| c.kind != "uplink"), "{ctx}");
                     let kinds: Vec<_> = s.mtu_changes.iter().map(|c| c.kind).collect();
                     if pod_changed {
-                        assert!(kinds.contains(&"pod") && kinds.contains(&"gateway"), "{ctx}");
+                        assert!(
+                            kinds.contains(&"pod") && kinds.contains(&"gateway"),
+                            "{ctx}"
+                        );
                     } else {
                         assert!(!kinds.contains(&"pod"), "{ctx}");
                     }
@@ -212,7 +219,11 @@ mod tests {
                         (a, b) if a == b => assert!(tunnel_change.is_none(), "{ctx}"),
                         (a, b) => assert_eq!(
                             tunnel_change,
-                            Some(&MtuChange { kind: "tunnel", from: a, to: b }),
+                            Some(&MtuChange {
+                                kind: "tunnel",
+                                from: a,
+                                to: b
+                            }),
                             "{ctx}"
                         ),
                     }
@@ -230,9 +241,21 @@ mod tests {
         assert_eq!(
             s.mtu_changes,
             vec![
-                MtuChange { kind: "pod", from: Some(1450), to: Some(1500) },
-                MtuChange { kind: "gateway", from: Some(1450), to: Some(1500) },
-                MtuChange { kind: "tunnel", from: Some(1450), to: None },
+                MtuChange {
+                    kind: "pod",
+                    from: Some(1450),
+                    to: Some(1500)
+                },
+                MtuChange {
+                    kind: "gateway",
+                    from: Some(1450),
+                    to: Some(1500)
+                },
+                MtuChange {
+                    kind: "tunnel",
+                    from: Some(1450),
+                    to: None
+                },
             ]
         );
         // The uplink is 1500 from the plan, not the 1450 of the old pods.

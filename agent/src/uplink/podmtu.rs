@@ -141,7 +141,13 @@ pub async fn fix(ovs: &Ovs, host: &Netns, pod: &PodMtu) -> Result<(), PodMtuErro
             )
             .execute()
             .await
-            .map_err(|e| kernel(&format!("set mtu {} on", pod.planned), ifname, e.to_string()))?;
+            .map_err(|e| {
+                kernel(
+                    &format!("set mtu {} on", pod.planned),
+                    ifname,
+                    e.to_string(),
+                )
+            })?;
     }
     ovs.client()
         .transact(vec![Operation::update(

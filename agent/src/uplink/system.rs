@@ -60,7 +60,14 @@ impl Kernel {
 
     /// The link named `name`, raw.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>, UplinkError> {
-        let result = self.nl.link().get().match_name(name).execute().try_next().await;
+        let result = self
+            .nl
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_next()
+            .await;
         match result {
             Ok(msg) => Ok(msg),
             Err(e) => {
@@ -178,7 +185,11 @@ impl Kernel {
 
     /// Every route whose output interface is `index`, except the local table and the
     /// kernel's own prefix routes; multipath routes are not recorded.
-    pub async fn routes_via(&self, index: u32, ifname: &str) -> Result<Vec<SavedRoute>, UplinkError> {
+    pub async fn routes_via(
+        &self,
+        index: u32,
+        ifname: &str,
+    ) -> Result<Vec<SavedRoute>, UplinkError> {
         let mut all: Vec<RouteMessage> = self
             .nl
             .route()
@@ -230,7 +241,11 @@ impl Kernel {
         mtu: u32,
     ) -> Result<(), UplinkError> {
         self.set(
-            LinkUnspec::new_with_index(index).arp(arp).mtu(mtu).up().build(),
+            LinkUnspec::new_with_index(index)
+                .arp(arp)
+                .mtu(mtu)
+                .up()
+                .build(),
             &format!("set arp {arp}, mtu {mtu} and up on"),
             ifname,
         )
@@ -252,23 +267,30 @@ impl Kernel {
         let path = self.ns.path().to_path_buf();
         let outcome = self
             .ns
-            .run(move || match std::fs::write(format!("/proc/sys/{key}"), &value) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(UplinkError::Sysctl {
-                    key,
-                    value,
-                    netns: path,
-                    source,
-                }),
-                Ok(()) => Ok(()),
-            })
+            .run(
+                move || match std::fs::write(format!("/proc/sys/{key}"), &value) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(source) => Err(UplinkError::Sysctl {
+                        key,
+                        value,
+                        netns: path,
+                        source,
+                    }),
+                    Ok(()) => Ok(()),
+                },
+            )
             .await
             .map_err(UplinkError::Netns)?;
         outcome
     }
 
     /// Adds `net` to link `index` (IPv6 without DAD: usable at once).
-    pub async fn add_address(&self, index: u32, ifname: &str, net: IpNet) -> Result<(), UplinkError> {
+    pub async fn add_address(
+        &self,
+        index: u32,
+        ifname: &str,
+        net: IpNet,
+    ) -> Result<(), UplinkError> {
         let mut request = self.nl.address().add(index, net.addr(), net.prefix_len());
         if net.addr().is_ipv6() {
             let message = request.message_mut();
@@ -303,7 +325,10 @@ impl Kernel {
             }
             if let Err(e) = self.nl.address().del(message).execute().await {
                 let source = netlink_io(e);
-                if !errno_is(&source, &[Errno::EADDRNOTAVAIL, Errno::ENOENT, Errno::ENODEV]) {
+                if !errno_is(
+                    &source,
+                    &[Errno::EADDRNOTAVAIL, Errno::ENOENT, Errno::ENODEV],
+                ) {
                     return Err(self.err(format!("remove address {net} from"), ifname, source));
                 }
             }
@@ -312,7 +337,12 @@ impl Kernel {
     }
 
     /// Adds `route` with output interface `index`; an existing one counts as done.
-    pub async fn add_route(&self, index: u32, ifname: &str, route: &SavedRoute) -> Result<(), UplinkError> {
+    pub async fn add_route(
+        &self,
+        index: u32,
+        ifname: &str,
+        route: &SavedRoute,
+    ) -> Result<(), UplinkError> {
         let message = route_message(route, index).map_err(|reason| {
             self.err(
                 format!("build route {}", route.destination),
