@@ -748,3 +748,139 @@ mod tests {
         }
     }
 }
+
+/// The interface name of the flow-based tunnel port (removed when switching to noEncap).
+pub const TUNNEL_PORT: &str = "weft-tun0";
+
+/// What [`at_start`] did, for the bootstrap's report.
+#[derive(Debug, Clone)]
+pub struct StartReport {
+    /// The mode switch as planned.
+    pub switch: modeswitch::Switch,
+    /// The uplink spec when the uplink is attached.
+    pub uplink: Option<UplinkSpec>,
+    /// Every pod's MTU against the plan, before any fix.
+    pub pods: Vec<podmtu::PodMtu>,
+    /// Pods whose MTU was fixed (`reconcilePodMTU`).
+    pub fixed: Vec<String>,
+}
+
+/// The inputs of [`at_start`].
+#[derive(Debug, Clone)]
+pub struct StartInput<'a> {
+    /// The agent config.
+    pub config: &'a crate::config::AgentConfig,
+    /// The mode this start runs.
+    pub mode: crate::mtu::TrafficMode,
+    /// The plan.
+    pub plan: crate::mtu::MtuPlan,
+    /// The transport interface (the NIC), if any.
+    pub transport: Option<String>,
+    /// The bridge's external_ids as found, before this start recorded its own.
+    pub applied: &'a std::collections::BTreeMap<String, String>,
+    /// The node config of the flows (round, pod CIDRs).
+    pub node: &'a ovs_flows::pipeline::NodeConfig,
+}
+
+/// The bootstrap's uplink and mode-switch part, run after the flow set is connected and before
+/// the pipeline is installed: plans the switch from what the bridge recorded, removes the
+/// tunnel port when the mode has none, converges the uplink on attached or detached (the
+/// journal finishes or undoes whatever a killed run left).
+pub async fn at_start(
+    input: &StartInput<'_>,
+    ovs: &Ovs,
+    flows: &impl UplinkFlows,
+    host: &crate::netns::Netns,
+) -> Result<StartReport, UplinkError> {
+    let no_encap = matches!(input.mode, crate::mtu::TrafficMode::NoEncap);
+    let want = wanted(
+        no_encap,
+        input.config.ovs_datapath_type,
+        input.transport.is_some(),
+    );
+    let applied = modeswitch::Applied::from_external_ids(
+        input.applied,
+        crate::agent::bootstrap::MODE_KEY,
+        crate::agent::bootstrap::MTU_PLAN_KEY,
+    );
+    let switch = modeswitch::plan_switch(
+        &applied,
+        &modeswitch::Wanted {
+            mode: input.mode,
+            plan: input.plan,
+            uplink: want,
+        },
+    );
+    if switch.mode_changed || !switch.mtu_changes.is_empty() {
+        tracing::warn!(
+            from = ?applied.mode, to = %input.mode, changes = ?switch.mtu_changes,
+            "traffic mode or mtu plan changed since the last start: re-applying the plan to every managed interface"
+        );
+    }
+    if switch.remove_tunnel_port
+        && ovs
+            .delete_port(TUNNEL_PORT)
+            .await
+            .map_err(|source| UplinkError::Ovsdb {
+                port: TUNNEL_PORT.into(),
+                source,
+            })?
+    {
+        tracing::info!(port = TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
+    }
+    let journal_path = journal::path_in(&input.config.data_dir);
+    let kernel = Kernel::open(host.clone()).await?;
+    let spec = UplinkSpec {
+        nic: input
+            .transport
+            .clone()
+            .or_else(|| recorded_nic(&journal_path).map(|n| n.name))
+            .unwrap_or_default(),
+        bridge: input.config.ovs_bridge.clone(),
+        mtu: input.plan.uplink,
+        journal: journal_path,
+        flows: ovs_flows::pipeline::uplink::uplink_flows(input.node),
+    };
+    let target = if want {
+        Target::Attached
+    } else {
+        Target::Detached
+    };
+    let outcome = converge(ovs, flows, &kernel, &spec, target).await?;
+    tracing::info!(?target, plan = ?outcome.plan, steps = ?outcome.ran, nic = %spec.nic, mtu = spec.mtu, "uplink converged");
+    Ok(StartReport {
+        switch,
+        uplink: want.then_some(spec),
+        pods: Vec::new(),
+        fixed: Vec::new(),
+    })
+}
+
+/// Lists every pod whose MTU differs from `planned` (one warning per pod) and, with
+/// `reconcile`, fixes them live; returns the survey and the pods fixed.
+pub async fn check_pods(
+    ovs: &Ovs,
+    host: &crate::netns::Netns,
+    pods: &[crate::cniserver::pods::PodRecord],
+    planned: u32,
+    reconcile: bool,
+) -> (Vec<podmtu::PodMtu>, Vec<String>) {
+    let survey = podmtu::survey(host, pods, planned).await;
+    let mut fixed = Vec::new();
+    for pod in survey.iter().filter(|p| p.differs()) {
+        tracing::warn!(
+            pod = %pod.pod, host_veth = %pod.host_ifname, pod_mtu = ?pod.pod_mtu,
+            host_mtu = ?pod.host_mtu, planned, reconcile, "pod mtu differs from the plan"
+        );
+        if reconcile {
+            match podmtu::fix(ovs, host, pod).await {
+                Ok(()) => {
+                    tracing::info!(pod = %pod.pod, mtu = planned, "pod mtu fixed live");
+                    fixed.push(pod.pod.clone());
+                }
+                Err(error) => tracing::warn!(%error, "cannot fix pod mtu"),
+            }
+        }
+    }
+    (survey, fixed)
+}

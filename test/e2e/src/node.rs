@@ -372,8 +372,19 @@ impl Node {
             .collect())
     }
 
-    /// Names of the ports on the bridge.
+    /// Names of the ports on the bridge, except the uplink's two (the attached NIC
+    /// `uplink0~` and the host internal port `uplink0`, present with the netdev datapath).
     pub fn ports(&self) -> Result<Vec<String>> {
+        let renamed = format!("{UPLINK}~");
+        Ok(self
+            .all_ports()?
+            .into_iter()
+            .filter(|p| p != UPLINK && *p != renamed)
+            .collect())
+    }
+
+    /// Names of every port on the bridge.
+    pub fn all_ports(&self) -> Result<Vec<String>> {
         Ok(self
             .ovs
             .vsctl(&["list-ports", BRIDGE])?
