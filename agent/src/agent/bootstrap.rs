@@ -318,7 +318,9 @@ pub async fn bootstrap(
     let mut interfaces = host_interfaces(&host_nl).await?;
     // While the NIC is attached its MTU is the one recorded before the attach, never what the
     // bridge's ports left on the internal port (field report 2).
-    if let Some(nic) = crate::uplink::recorded_nic(&crate::uplink::journal::path_in(&config.data_dir)) {
+    if let Some(nic) =
+        crate::uplink::recorded_nic(&crate::uplink::journal::path_in(&config.data_dir))
+    {
         for iface in interfaces.iter_mut().filter(|i| i.name == nic.name) {
             iface.mtu = nic.mtu;
         }

@@ -199,7 +199,14 @@ pub async fn run_with(
                 converge_gateway(&config, &ovs, nl, ns, &gateway).await;
                 // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
                 if let Some(spec) = &booted.uplink.uplink {
-                    converge_uplink(&ovs, booted.network.flows(), ns, spec, crate::uplink::Target::Attached).await;
+                    converge_uplink(
+                        &ovs,
+                        booted.network.flows(),
+                        ns,
+                        spec,
+                        crate::uplink::Target::Attached,
+                    )
+                    .await;
                 }
             }
         }
@@ -207,7 +214,14 @@ pub async fn run_with(
     tracing::info!("weft-agent stopping");
     if options.restore_uplink {
         if let (Some(ns), Some(spec)) = (&host, &booted.uplink.uplink) {
-            converge_uplink(&ovs, booted.network.flows(), ns, spec, crate::uplink::Target::Detached).await;
+            converge_uplink(
+                &ovs,
+                booted.network.flows(),
+                ns,
+                spec,
+                crate::uplink::Target::Detached,
+            )
+            .await;
         }
     }
     let _ = std::fs::remove_file(&config.cni_socket);

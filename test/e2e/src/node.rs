@@ -85,6 +85,8 @@ pub struct NodeOptions {
     pub extra_config: String,
     /// Wait until STATUS succeeds before returning (default true).
     pub wait_ready: bool,
+    /// Extra `weft-agent` flags (e.g. `--restore-uplink`).
+    pub agent_args: Vec<String>,
 }
 
 impl NodeOptions {
@@ -94,6 +96,7 @@ impl NodeOptions {
             pod_cidrs: pod_cidrs.iter().map(|s| s.to_string()).collect(),
             extra_config: String::new(),
             wait_ready: true,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -127,6 +130,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// The agent's log file (all its runs, appended).
     pub log: PathBuf,
+    /// Extra `weft-agent` flags, passed on every start.
+    pub agent_args: Vec<String>,
 }
 
 impl Node {
@@ -228,6 +233,7 @@ impl Node {
             cni_socket,
             data_dir,
             log: dir.join("weft-agent.log"),
+            agent_args: options.agent_args.clone(),
         };
         node.start_agent()?;
         if options.wait_ready {
@@ -255,6 +261,7 @@ impl Node {
             .arg(&self.bins.agent)
             .arg("--config")
             .arg(&self.config)
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
