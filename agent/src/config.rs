@@ -101,6 +101,23 @@ pub struct AgentConfig {
     /// DNS settings returned in every CNI ADD result (empty: none; kubelet normally writes
     /// the pod's resolv.conf itself).
     pub cni_dns: CniDns,
+    /// How pod traffic crosses nodes: `encap` (tunnel) or `noEncap` (routed on the underlay).
+    pub traffic_encap_mode: TrafficEncapMode,
+    /// Fix the MTU of existing pods whose MTU differs from the plan (both veth ends), live.
+    #[serde(rename = "reconcilePodMTU")]
+    pub reconcile_pod_mtu: bool,
+}
+
+/// The `trafficEncapMode` key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrafficEncapMode {
+    /// Pod traffic between nodes goes through a tunnel of `tunnelType`.
+    #[default]
+    #[serde(rename = "encap")]
+    Encap,
+    /// Pod traffic between nodes is routed on the underlay.
+    #[serde(rename = "noEncap")]
+    NoEncap,
 }
 
 /// The `cniDns` key: DNS settings for CNI ADD results.
@@ -134,6 +151,8 @@ impl Default for AgentConfig {
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_chained_plugins: Vec::new(),
             cni_dns: CniDns::default(),
+            traffic_encap_mode: TrafficEncapMode::Encap,
+            reconcile_pod_mtu: false,
         }
     }
 }
@@ -433,6 +452,18 @@ mod tests {
             .to_string();
         assert!(err.contains("cniDns.nameservers: \"dns.example\""), "{err}");
         assert!(parse("cniDns:\n  nameserver: [1.1.1.1]\n").is_err());
+    }
+
+    #[test]
+    fn traffic_mode_keys() {
+        let config = parse("trafficEncapMode: noEncap\nreconcilePodMTU: true\n").unwrap();
+        assert_eq!(config.traffic_encap_mode, TrafficEncapMode::NoEncap);
+        assert!(config.reconcile_pod_mtu);
+        assert_eq!(
+            parse("{}").unwrap().traffic_encap_mode,
+            TrafficEncapMode::Encap
+        );
+        assert!(parse("trafficEncapMode: noencap\n").is_err());
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub enum BootstrapError {
     /// The interface manager could not start.
     #[error(transparent)]
     Iface(#[from] IfaceError),
+    /// The uplink could not be attached or detached.
+    #[error(transparent)]
+    Uplink(#[from] crate::uplink::UplinkError),
     /// Rebuilding the pod store failed.
     #[error("rebuilding pods from ovs: {0}")]
     Rebuild(String),
@@ -131,7 +134,16 @@ pub fn plan_transport(
     configured_mtu: u32,
     interfaces: &[HostInterface],
 ) -> Result<TransportPlan, BootstrapError> {
-    let mode = DEFAULT_MODE;
+    plan_transport_for(DEFAULT_MODE, node, configured_mtu, interfaces)
+}
+
+/// [`plan_transport`] for traffic mode `mode`.
+pub fn plan_transport_for(
+    mode: TrafficMode,
+    node: &LocalNode,
+    configured_mtu: u32,
+    interfaces: &[HostInterface],
+) -> Result<TransportPlan, BootstrapError> {
     let mut last_error = TransportError::NothingToChooseBy;
     for ip in &node.internal_ips {
         let selector = TransportSelector {
@@ -284,6 +296,8 @@ pub struct Bootstrapped {
     pub rebuild: RebuildReport,
     /// Rounds whose flows were deleted.
     pub stale_rounds: Vec<u16>,
+    /// The mode switch, the uplink and the pods' MTUs against the plan.
+    pub uplink: crate::uplink::StartReport,
 }
 
 /// Runs steps 2-6 for `node` (whose podCIDRs are known) on a converged bridge.
@@ -301,8 +315,21 @@ pub async fn bootstrap(
     let host = Netns::current()?;
     let host_nl = host.rtnetlink().await?;
 
-    let interfaces = host_interfaces(&host_nl).await?;
-    let transport = plan_transport(node, config.mtu, &interfaces)?;
+    let mut interfaces = host_interfaces(&host_nl).await?;
+    // While the NIC is attached its MTU is the one recorded before the attach, never what the
+    // bridge's ports left on the internal port (field report 2).
+    if let Some(nic) =
+        crate::uplink::recorded_nic(&crate::uplink::journal::path_in(&config.data_dir))
+    {
+        for iface in interfaces.iter_mut().filter(|i| i.name == nic.name) {
+            iface.mtu = nic.mtu;
+        }
+    }
+    let mode = match config.traffic_encap_mode {
+        crate::config::TrafficEncapMode::Encap => DEFAULT_MODE,
+        crate::config::TrafficEncapMode::NoEncap => TrafficMode::NoEncap,
+    };
+    let transport = plan_transport_for(mode, node, config.mtu, &interfaces)?;
     let plan = transport.plan;
     tracing::info!(
         mode = %transport.mode, transport = ?transport.transport, pod_mtu = plan.pod,
@@ -346,14 +373,33 @@ pub async fn bootstrap(
         pod_cidrs: node.pod_cidrs.clone(),
         node_ips: node.internal_ips.clone(),
     };
-    let flows = FlowSet::connect(config.bridge_mgmt_socket(), node_config, ovs.clone()).await?;
+    let flows = FlowSet::connect(
+        config.bridge_mgmt_socket(),
+        node_config.clone(),
+        ovs.clone(),
+    )
+    .await?;
+    let mut uplink = crate::uplink::at_start(
+        &crate::uplink::StartInput {
+            config,
+            mode: transport.mode,
+            plan,
+            transport: transport.transport.clone(),
+            applied: &ids,
+            node: &node_config,
+        },
+        ovs,
+        &flows,
+        &host,
+    )
+    .await?;
 
     let ipam = Ipam::open(&node.pod_cidrs, FileStore::in_dir(&config.data_dir))?;
     let network = PodNetwork::new(
         crate::cniserver::attach_config(config, plan, gateway.clone()),
         ovs.clone(),
         flows.clone(),
-        VethManager::new(host).await?,
+        VethManager::new(host.clone()).await?,
         ipam,
     );
     let rebuild = network
@@ -363,6 +409,16 @@ pub async fn bootstrap(
     for reason in &rebuild.unreadable {
         tracing::warn!(%reason, "ignoring unreadable pod port");
     }
+    let (pods, fixed) = crate::uplink::check_pods(
+        ovs,
+        &host,
+        &network.records(),
+        plan.pod,
+        config.reconcile_pod_mtu,
+    )
+    .await;
+    uplink.pods = pods;
+    uplink.fixed = fixed;
     let rejected = flows.install_all(network.local_pods()).await?;
     for (pod, reason) in rejected {
         tracing::warn!(pod = %pod.key(), ofport = pod.ofport, %reason, "pod left without flows");
@@ -380,6 +436,7 @@ pub async fn bootstrap(
         gateway,
         rebuild,
         stale_rounds,
+        uplink,
     })
 }
 

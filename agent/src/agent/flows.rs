@@ -52,6 +52,8 @@ struct Desired {
     node: NodeConfig,
     /// Local pods by OpenFlow port.
     pods: BTreeMap<u32, LocalPod>,
+    /// Flows of infrastructure ports installed outside the base pipeline (the uplink's).
+    statics: Vec<Flow>,
 }
 
 impl Desired {
@@ -60,6 +62,7 @@ impl Desired {
         for pod in self.pods.values() {
             flows.extend(pod_flows(&self.node, pod));
         }
+        flows.extend(self.statics.iter().cloned());
         flows
     }
 }
@@ -86,6 +89,7 @@ impl FlowSet {
         let desired = Arc::new(Mutex::new(Desired {
             node,
             pods: BTreeMap::new(),
+            statics: Vec::new(),
         }));
         let replay = Arc::clone(&desired);
         client.on_reconnect(move |client| {
@@ -135,6 +139,18 @@ impl FlowSet {
         self.send(&add_all(flows), || format!("installing {count} flows"))
             .await?;
         Ok(rejected)
+    }
+
+    /// Installs `flows` in one bundle and keeps them in the desired set (replayed on
+    /// reconnect, part of every later full install), replacing earlier static flows.
+    pub async fn install_static(&self, flows: Vec<Flow>) -> Result<(), FlowError> {
+        let count = flows.len();
+        self.send(&add_all(flows.clone()), || {
+            format!("installing {count} infrastructure flows")
+        })
+        .await?;
+        lock(&self.desired).statics = flows;
+        Ok(())
     }
 
     /// Deletes every Weft flow of a round other than the current one; returns those rounds.

@@ -86,10 +86,27 @@ pub fn bridge_matches(config: &AgentConfig, row: &Row) -> bool {
             == Some("true")
 }
 
+/// Options of a run that are flags, not configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// On shutdown, detach the uplink: its addresses and routes go back to the NIC
+    /// (`weft-agent --restore-uplink`).
+    pub restore_uplink: bool,
+}
+
 /// Runs the agent until `shutdown` completes.
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    run_with(config, shutdown, RunOptions::default()).await
+}
+
+/// [`run`] with flag options.
+pub async fn run_with(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+    options: RunOptions,
 ) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
     tracing::info!(node = %config.node_name, bridge = %config.ovs_bridge, "weft-agent starting");
@@ -180,10 +197,33 @@ pub async fn run(
         if check_gateway {
             if let (Some(ns), Some(nl)) = (&host, &host_nl) {
                 converge_gateway(&config, &ovs, nl, ns, &gateway).await;
+                // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
+                if let Some(spec) = &booted.uplink.uplink {
+                    converge_uplink(
+                        &ovs,
+                        booted.network.flows(),
+                        ns,
+                        spec,
+                        crate::uplink::Target::Attached,
+                    )
+                    .await;
+                }
             }
         }
     }
     tracing::info!("weft-agent stopping");
+    if options.restore_uplink {
+        if let (Some(ns), Some(spec)) = (&host, &booted.uplink.uplink) {
+            converge_uplink(
+                &ovs,
+                booted.network.flows(),
+                ns,
+                spec,
+                crate::uplink::Target::Detached,
+            )
+            .await;
+        }
+    }
     let _ = std::fs::remove_file(&config.cni_socket);
     Ok(())
 }
@@ -233,6 +273,30 @@ async fn converge_gateway(
         }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "cannot converge gateway interface, will retry"),
+    }
+}
+
+/// Converges the uplink on `target`, logging instead of failing (the next event retries).
+async fn converge_uplink(
+    ovs: &Ovs,
+    flows: &flows::FlowSet,
+    host: &Netns,
+    spec: &crate::uplink::UplinkSpec,
+    target: crate::uplink::Target,
+) {
+    let kernel = match crate::uplink::Kernel::open(host.clone()).await {
+        Ok(kernel) => kernel,
+        Err(error) => {
+            tracing::warn!(%error, "cannot open the node's netlink for the uplink");
+            return;
+        }
+    };
+    match crate::uplink::converge(ovs, flows, &kernel, spec, target).await {
+        Ok(outcome) if target == crate::uplink::Target::Detached => {
+            tracing::info!(steps = ?outcome.ran, nic = %spec.nic, "uplink restored to the nic")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, ?target, "cannot converge the uplink, will retry"),
     }
 }
 

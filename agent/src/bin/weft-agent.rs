@@ -17,6 +17,10 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// On shutdown, detach the uplink NIC from the bridge and move the node's addresses and
+    /// routes back to it.
+    #[arg(long)]
+    restore_uplink: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -52,7 +56,14 @@ fn main() -> anyhow::Result<()> {
         return install_cni(&config, plugin);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(weft_agent::agent::run(config, shutdown_signal()))?;
+    let options = weft_agent::agent::RunOptions {
+        restore_uplink: args.restore_uplink,
+    };
+    runtime.block_on(weft_agent::agent::run_with(
+        config,
+        shutdown_signal(),
+        options,
+    ))?;
     Ok(())
 }
 

@@ -15,9 +15,11 @@ mod classify;
 mod cookie;
 mod forwarding;
 mod nd;
+pub mod noencap;
 pub mod regs;
 mod spoofguard;
 mod table;
+pub mod uplink;
 
 use std::net::IpAddr;
 

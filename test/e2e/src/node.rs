@@ -85,6 +85,8 @@ pub struct NodeOptions {
     pub extra_config: String,
     /// Wait until STATUS succeeds before returning (default true).
     pub wait_ready: bool,
+    /// Extra `weft-agent` flags (e.g. `--restore-uplink`).
+    pub agent_args: Vec<String>,
 }
 
 impl NodeOptions {
@@ -94,6 +96,7 @@ impl NodeOptions {
             pod_cidrs: pod_cidrs.iter().map(|s| s.to_string()).collect(),
             extra_config: String::new(),
             wait_ready: true,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -127,6 +130,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// The agent's log file (all its runs, appended).
     pub log: PathBuf,
+    /// Extra `weft-agent` flags, passed on every start.
+    pub agent_args: Vec<String>,
 }
 
 impl Node {
@@ -228,6 +233,7 @@ impl Node {
             cni_socket,
             data_dir,
             log: dir.join("weft-agent.log"),
+            agent_args: options.agent_args.clone(),
         };
         node.start_agent()?;
         if options.wait_ready {
@@ -255,6 +261,7 @@ impl Node {
             .arg(&self.bins.agent)
             .arg("--config")
             .arg(&self.config)
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -372,8 +379,19 @@ impl Node {
             .collect())
     }
 
-    /// Names of the ports on the bridge.
+    /// Names of the ports on the bridge, except the uplink's two (the attached NIC
+    /// `uplink0~` and the host internal port `uplink0`, present with the netdev datapath).
     pub fn ports(&self) -> Result<Vec<String>> {
+        let renamed = format!("{UPLINK}~");
+        Ok(self
+            .all_ports()?
+            .into_iter()
+            .filter(|p| p != UPLINK && *p != renamed)
+            .collect())
+    }
+
+    /// Names of every port on the bridge.
+    pub fn all_ports(&self) -> Result<Vec<String>> {
         Ok(self
             .ovs
             .vsctl(&["list-ports", BRIDGE])?
