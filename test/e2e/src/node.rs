@@ -675,3 +675,11 @@ fn stop_child(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+impl Node {
+    /// The pid of the running agent process, if it was started and not stopped (`ip netns exec`
+    /// execs the agent in place, so this is the agent itself).
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|agent| agent.0.id())
+    }
+}
