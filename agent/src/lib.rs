@@ -15,3 +15,4 @@ pub mod k8s;
 pub mod mtu;
 pub mod netns;
 pub mod ovsdb;
+pub mod peer_routes;
