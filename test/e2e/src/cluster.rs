@@ -127,6 +127,8 @@ pub struct Cluster {
     options: ClusterOptions,
     bins: Binaries,
     kubeconfig_dir: tempfile::TempDir,
+    /// Indexes are never reused, so a removed node's CIDR and IP stay unused.
+    next_index: usize,
 }
 
 impl Cluster {
@@ -143,7 +145,15 @@ impl Cluster {
         cmd::run("ip", &["-n", u, "link", "add", "br0", "type", "bridge"])?;
         cmd::run(
             "ip",
-            &["-n", u, "addr", "add", &format!("{UNDERLAY_GW}/24"), "dev", "br0"],
+            &[
+                "-n",
+                u,
+                "addr",
+                "add",
+                &format!("{UNDERLAY_GW}/24"),
+                "dev",
+                "br0",
+            ],
         )?;
         cmd::run("ip", &["-n", u, "link", "set", "br0", "up"])?;
         let listen: SocketAddr = format!("{UNDERLAY_GW}:0").parse()?;
@@ -161,6 +171,7 @@ impl Cluster {
             options: options.clone(),
             bins,
             kubeconfig_dir,
+            next_index: 1,
         };
         for _ in 0..options.nodes {
             cluster.add_node_no_wait()?;
@@ -188,7 +199,8 @@ impl Cluster {
     }
 
     fn add_node_no_wait(&mut self) -> Result<()> {
-        let index = self.nodes.iter().map(|n| n.index).max().unwrap_or(0) + 1;
+        let index = self.next_index;
+        self.next_index += 1;
         if index > 200 {
             bail!("too many nodes");
         }
@@ -206,11 +218,16 @@ impl Cluster {
                 &ns,
             ],
         )?;
-        cmd::run("ip", &["-n", &u, "link", "set", &port, "master", "br0", "up"])?;
+        cmd::run(
+            "ip",
+            &["-n", &u, "link", "set", &port, "master", "br0", "up"],
+        )?;
         for (netns_name, dev) in [(u.as_str(), port.as_str()), (ns.as_str(), UPLINK)] {
             netns::exec(
                 netns_name,
-                &["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off"],
+                &[
+                    "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                ],
             )?;
         }
         let ip: IpAddr = format!("192.168.60.{}", 10 + index).parse()?;

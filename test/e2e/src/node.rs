@@ -382,6 +382,17 @@ impl Node {
             .collect())
     }
 
+    /// Names of the bridge's ports other than the infrastructure ports (gateway, tunnel, and
+    /// the uplink NIC and host internal port attached in netdev encap mode): the pod ports.
+    pub fn pod_ports(&self) -> Result<Vec<String>> {
+        let nic = format!("{UPLINK}~");
+        Ok(self
+            .ports()?
+            .into_iter()
+            .filter(|p| ![GATEWAY, "weft-tun0", UPLINK, nic.as_str()].contains(&p.as_str()))
+            .collect())
+    }
+
     /// Flows on the bridge whose cookie has Weft's pod category (3), as `ovs-ofctl` prints them.
     pub fn pod_flows(&self) -> Result<Vec<String>> {
         Ok(self

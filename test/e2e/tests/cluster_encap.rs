@@ -55,13 +55,19 @@ fn cross_node(tunnel: &str, pod_mtu: u32) -> Result<()> {
 /// Every interface Weft manages on `node` carries the plan's MTU.
 fn check_mtus(node: &ClusterNode, pod_mtu: u32) -> Result<()> {
     let ns = node.netns();
-    ensure!(ClusterNode::link_mtu(ns, GATEWAY)? == pod_mtu, "gateway mtu");
+    ensure!(
+        ClusterNode::link_mtu(ns, GATEWAY)? == pod_mtu,
+        "gateway mtu"
+    );
     ensure!(node.interface_column(GATEWAY, "mtu_request")? == pod_mtu.to_string());
     ensure!(node.interface_column(TUNNEL, "mtu_request")? == pod_mtu.to_string());
     ensure!(node.interface_column(TUNNEL, "ofport")? == "32768");
     // The uplink (netdev: NIC on the bridge, the node IP on an internal port) keeps the
     // transport MTU, never a minimum over the bridge's ports.
-    ensure!(ClusterNode::link_mtu(ns, UPLINK)? == 1500, "uplink host port mtu");
+    ensure!(
+        ClusterNode::link_mtu(ns, UPLINK)? == 1500,
+        "uplink host port mtu"
+    );
     ensure!(node.interface_column(UPLINK, "mtu_request")? == "1500");
     ensure!(node.interface_column("uplink0~", "mtu_request")? == "1500");
     for link in cmd_links(ns)? {
