@@ -6,8 +6,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::mtu::TrafficMode;
+
+pub use crate::mtu::TunnelType;
 pub use crate::ovsdb::DatapathType;
 
 /// Where the agent reads its configuration unless `--config` says otherwise.
@@ -103,9 +107,26 @@ pub struct AgentConfig {
     pub cni_dns: CniDns,
     /// How pod traffic crosses nodes: `encap` (tunnel) or `noEncap` (routed on the underlay).
     pub traffic_encap_mode: TrafficEncapMode,
+    /// Tunnel protocol in encap mode: `geneve`, `vxlan` or `gre` (IPv4 underlay only).
+    pub tunnel_type: TunnelType,
+    /// Tunnel UDP destination port. 0: the protocol's default (Geneve 6081, VXLAN 4789);
+    /// must be 0 with GRE.
+    pub tunnel_port: u16,
+    /// Name of the transport interface (carries tunnel / noEncap traffic). Empty: chosen by
+    /// `transportInterfaceCIDRs`, else the interface holding the node's InternalIP.
+    pub transport_interface: String,
+    /// CIDRs: the transport interface is the first one with an address inside one of them.
+    #[serde(rename = "transportInterfaceCIDRs")]
+    pub transport_interface_cidrs: Vec<String>,
+    /// MTU of the transport interface. 0: read it from the interface.
+    #[serde(rename = "transportMTU")]
+    pub transport_mtu: u32,
     /// Fix the MTU of existing pods whose MTU differs from the plan (both veth ends), live.
     #[serde(rename = "reconcilePodMTU")]
     pub reconcile_pod_mtu: bool,
+    /// Do not masquerade pod traffic leaving the cluster.
+    #[serde(rename = "noSNAT")]
+    pub no_snat: bool,
 }
 
 /// The `trafficEncapMode` key.
@@ -152,7 +173,13 @@ impl Default for AgentConfig {
             cni_chained_plugins: Vec::new(),
             cni_dns: CniDns::default(),
             traffic_encap_mode: TrafficEncapMode::Encap,
+            tunnel_type: TunnelType::Geneve,
+            tunnel_port: 0,
+            transport_interface: String::new(),
+            transport_interface_cidrs: Vec::new(),
+            transport_mtu: 0,
             reconcile_pod_mtu: false,
+            no_snat: false,
         }
     }
 }
@@ -269,10 +296,77 @@ impl AgentConfig {
                 &format!("must be 0 (use the MTU plan) or between {MIN_MTU} and {MAX_MTU}"),
             );
         }
+        if !self.transport_interface.is_empty() {
+            if let Err(reason) = check_ifname(&self.transport_interface) {
+                problem("transportInterface", &self.transport_interface, &reason);
+            }
+        }
+        for cidr in &self.transport_interface_cidrs {
+            if cidr.parse::<IpNet>().is_err() {
+                problem(
+                    "transportInterfaceCIDRs",
+                    cidr,
+                    "must be a CIDR (address/prefix length)",
+                );
+            }
+        }
+        if self.transport_mtu != 0 && !(MIN_MTU..=MAX_MTU).contains(&self.transport_mtu) {
+            problem(
+                "transportMTU",
+                &self.transport_mtu,
+                &format!(
+                    "must be 0 (read it from the interface) or between {MIN_MTU} and {MAX_MTU}"
+                ),
+            );
+        }
+        if self.tunnel_type == TunnelType::Gre && self.tunnel_port != 0 {
+            problem(
+                "tunnelPort",
+                &self.tunnel_port,
+                "must be 0 with tunnelType gre (GRE has no port)",
+            );
+        }
+        let cidrs: Vec<IpNet> = self.transport_cidrs();
+        if self.traffic_encap_mode == TrafficEncapMode::Encap
+            && self.tunnel_type == TunnelType::Gre
+            && !cidrs.is_empty()
+            && cidrs.iter().all(|c| matches!(c, IpNet::V6(_)))
+        {
+            problem(
+                "tunnelType",
+                &"gre",
+                "needs an IPv4 underlay, but every transportInterfaceCIDRs entry is IPv6",
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The traffic mode for the MTU plan and the pipeline.
+    pub fn traffic_mode(&self) -> TrafficMode {
+        match self.traffic_encap_mode {
+            TrafficEncapMode::Encap => TrafficMode::Encap(self.tunnel_type),
+            TrafficEncapMode::NoEncap => TrafficMode::NoEncap,
+        }
+    }
+
+    /// `transportInterfaceCIDRs` parsed (entries that do not parse are left out; validation
+    /// reports them).
+    pub fn transport_cidrs(&self) -> Vec<IpNet> {
+        self.transport_interface_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+
+    /// The tunnel's UDP destination port: `tunnelPort`, else the protocol's default.
+    pub fn effective_tunnel_port(&self) -> Option<u16> {
+        match self.tunnel_port {
+            0 => self.tunnel_type.default_port(),
+            port => Some(port),
         }
     }
 
@@ -455,18 +549,6 @@ mod tests {
     }
 
     #[test]
-    fn traffic_mode_keys() {
-        let config = parse("trafficEncapMode: noEncap\nreconcilePodMTU: true\n").unwrap();
-        assert_eq!(config.traffic_encap_mode, TrafficEncapMode::NoEncap);
-        assert!(config.reconcile_pod_mtu);
-        assert_eq!(
-            parse("{}").unwrap().traffic_encap_mode,
-            TrafficEncapMode::Encap
-        );
-        assert!(parse("trafficEncapMode: noencap\n").is_err());
-    }
-
-    #[test]
     fn mtu_bounds() {
         assert!(parse("mtu: 1280").is_ok());
         assert!(parse("mtu: 9000").is_ok());
@@ -488,5 +570,72 @@ mod tests {
     fn empty_or_comment_only_file_means_defaults() {
         let config = AgentConfig::from_yaml("# nothing\n---\n", Path::new("x")).unwrap();
         assert_eq!(config.ovs_bridge, "br-int");
+    }
+
+    #[test]
+    fn traffic_mode_keys_parse_with_defaults() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.traffic_encap_mode, TrafficEncapMode::Encap);
+        assert_eq!(config.tunnel_type, TunnelType::Geneve);
+        assert_eq!(config.traffic_mode().to_string(), "encap/geneve");
+        assert_eq!(config.effective_tunnel_port(), Some(6081));
+        assert_eq!(
+            (
+                config.tunnel_port,
+                config.transport_mtu,
+                config.reconcile_pod_mtu,
+                config.no_snat
+            ),
+            (0, 0, false, false)
+        );
+        let config = parse(
+            "trafficEncapMode: noEncap\ntunnelType: vxlan\ntunnelPort: 8472\n\
+             transportInterface: eth1\ntransportInterfaceCIDRs: [192.168.60.0/24]\n\
+             transportMTU: 9000\nreconcilePodMTU: true\nnoSNAT: true\n",
+        )
+        .unwrap();
+        assert_eq!(config.traffic_mode(), TrafficMode::NoEncap);
+        assert_eq!(config.tunnel_type, TunnelType::Vxlan);
+        assert_eq!(config.effective_tunnel_port(), Some(8472));
+        assert_eq!(
+            config.transport_cidrs(),
+            ["192.168.60.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(config.transport_mtu, 9000);
+        assert!(config.reconcile_pod_mtu && config.no_snat);
+        let gre = parse("tunnelType: gre\n").unwrap();
+        assert_eq!(gre.effective_tunnel_port(), None);
+    }
+
+    #[test]
+    fn traffic_mode_problems_name_key_and_value() {
+        let err = parse("trafficEncapMode: tunnel\n").unwrap_err().to_string();
+        assert!(err.contains("tunnel"), "{err}");
+        // The mode names are case-sensitive, as documented.
+        let err = parse("trafficEncapMode: noencap\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("noencap"), "{err}");
+        let err = parse("tunnelType: ipip\n").unwrap_err().to_string();
+        assert!(err.contains("ipip"), "{err}");
+        let err = parse(
+            "tunnelType: gre\ntunnelPort: 99\ntransportInterface: 'a b'\n\
+             transportInterfaceCIDRs: [fd00::/64, nope]\ntransportMTU: 100\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = &err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let found: Vec<(&str, &str)> = problems.iter().map(|p| (p.key, p.value.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                ("transportInterface", "a b"),
+                ("transportInterfaceCIDRs", "nope"),
+                ("transportMTU", "100"),
+                ("tunnelPort", "99"),
+                ("tunnelType", "gre"),
+            ]
+        );
     }
 }

@@ -15,4 +15,5 @@ pub mod k8s;
 pub mod mtu;
 pub mod netns;
 pub mod ovsdb;
+pub mod peer_routes;
 pub mod uplink;

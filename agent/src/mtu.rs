@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How pod traffic crosses nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -21,8 +21,8 @@ pub enum TrafficMode {
     NoEncap,
 }
 
-/// Tunnel protocol in encap mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Tunnel protocol in encap mode (config key `tunnelType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TunnelType {
     /// Geneve (UDP 6081).
@@ -44,6 +44,24 @@ impl TunnelType {
             TunnelType::Vxlan => 50,
             // 20 IPv4 + 8 GRE with key + 14 inner Ethernet.
             TunnelType::Gre => 42,
+        }
+    }
+
+    /// The OVS interface type (`geneve`, `vxlan`, `gre`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelType::Geneve => "geneve",
+            TunnelType::Vxlan => "vxlan",
+            TunnelType::Gre => "gre",
+        }
+    }
+
+    /// The UDP port the protocol uses by default (`None` for GRE, which has no port).
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            TunnelType::Geneve => Some(6081),
+            TunnelType::Vxlan => Some(4789),
+            TunnelType::Gre => None,
         }
     }
 }

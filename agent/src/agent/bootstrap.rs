@@ -3,15 +3,17 @@
 //!
 //! Steps, each idempotent so a crash at any point converges on the next start:
 //! 1. wait for the own Node's podCIDRs (kube watch, one log line while waiting);
-//! 2. MTU plan ([`plan_transport`], pure): until traffic modes arrive (issue 4) the mode is
-//!    encap/geneve; the transport interface is the one holding the node's InternalIP; the
-//!    configured `mtu` overrides the pod MTU, and is required when no transport interface is
-//!    found;
+//! 2. MTU plan ([`plan_transport_with`], pure): the mode from `trafficEncapMode` and
+//!    `tunnelType`; the transport interface from `transportInterface`, else
+//!    `transportInterfaceCIDRs`, else the one holding the node's InternalIP (its MTU as recorded
+//!    in the uplink journal while the NIC is attached); the configured `mtu` overrides the pod
+//!    MTU, and is required when no transport interface is found;
 //! 3. the restart round: the bridge's `weft-round` external id + 1, persisted before any flow
 //!    of the new round is installed; the applied mode, plan and transport are recorded next to
 //!    it;
 //! 4. the gateway port (fixed ofport, `mtu_request`, stable MAC) and its kernel side (MTU, up,
-//!    the first IP of every podCIDR);
+//!    the first IP of every podCIDR); in encap the tunnel port ([`super::tunnel`]); the mode
+//!    switch and the journaled uplink attach or detach ([`crate::uplink::at_start`]);
 //! 5. the pod store rebuilt from OVS port external_ids, IPAM reconciled against it;
 //! 6. the base pipeline and every existing pod's flows in one bundle (round N), then every
 //!    other round deleted by cookie; only then `flow-restore-wait` is cleared.
@@ -26,13 +28,14 @@ use netlink_packet_route::link::LinkAttribute;
 use ovs_flows::flow::MacAddr as FlowMac;
 use ovs_flows::pipeline::NodeConfig;
 
-use super::flows::{FlowError, FlowSet};
+use super::flows::{FlowError, FlowSet, Infrastructure};
 use super::gateway::{self, GatewayError, GatewaySpec};
+use super::tunnel::{self, TunnelError, TunnelSpec};
 use crate::cniserver::{PodNetwork, RebuildReport};
 use crate::config::AgentConfig;
 use crate::iface::{IfaceError, VethManager};
 use crate::ipam::{FileStore, Ipam, IpamError};
-use crate::k8s::{K8sError, LocalNode};
+use crate::k8s::{K8sError, LocalNode, PeerNodes};
 use crate::mtu::{
     self, Family, HostInterface, MtuError, MtuInput, MtuPlan, TrafficMode, TransportError,
     TransportSelector, TunnelType,
@@ -50,7 +53,7 @@ pub const MTU_PLAN_KEY: &str = "weft-mtu-plan";
 /// none was found).
 pub const TRANSPORT_KEY: &str = "weft-transport";
 
-/// The traffic mode until issue 4 makes it configurable.
+/// The traffic mode when the config keys are at their defaults.
 pub const DEFAULT_MODE: TrafficMode = TrafficMode::Encap(TunnelType::Geneve);
 
 /// Errors of the bootstrap; each names what failed.
@@ -94,6 +97,9 @@ pub enum BootstrapError {
     /// The gateway could not be converged.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The tunnel port could not be converged.
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
     /// The flows could not be installed.
     #[error(transparent)]
     Flows(#[from] FlowError),
@@ -121,52 +127,161 @@ pub struct TransportPlan {
     pub mode: TrafficMode,
     /// The transport interface, if one was found.
     pub transport: Option<String>,
+    /// The transport (tunnel endpoint) address: the address on the transport interface that
+    /// chose it (node IP, `transportInterfaceCIDRs`), else its first of the node IP's family.
+    pub address: Option<IpAddr>,
     /// The MTU of every interface kind.
     pub plan: MtuPlan,
 }
 
-/// Plans the MTU: the transport interface is the one holding one of the node's InternalIPs
-/// (first that matches); its MTU and family feed [`mtu::plan`]. Without a transport
-/// interface, `configured_mtu` (if not 0) is taken as the pod MTU and the transport is assumed
-/// to carry it plus the mode's IPv4 overhead.
+/// The config keys the transport plan depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// `trafficEncapMode` + `tunnelType`.
+    pub mode: TrafficMode,
+    /// `transportInterface` (empty: not set).
+    pub interface: String,
+    /// `transportInterfaceCIDRs`.
+    pub cidrs: Vec<IpNet>,
+    /// `transportMTU` (0: read from the interface).
+    pub transport_mtu: u32,
+    /// `mtu` (0: planned).
+    pub configured_mtu: u32,
+}
+
+impl TransportConfig {
+    /// The keys of `config`.
+    pub fn from_config(config: &AgentConfig) -> Self {
+        TransportConfig {
+            mode: config.traffic_mode(),
+            interface: config.transport_interface.clone(),
+            cidrs: config.transport_cidrs(),
+            transport_mtu: config.transport_mtu,
+            configured_mtu: config.mtu,
+        }
+    }
+}
+
+/// Plans the MTU from the config keys: the transport interface is chosen by
+/// `transportInterface`, else `transportInterfaceCIDRs`, else as the one holding one of the
+/// node's InternalIPs; the underlay family is the transport address's; the transport MTU is
+/// `transportMTU`, else the interface's. GRE over an IPv6 underlay and an `mtu` above what the
+/// mode allows are refused here, at start.
+pub fn plan_transport_with(
+    tc: &TransportConfig,
+    node: &LocalNode,
+    interfaces: &[HostInterface],
+) -> Result<TransportPlan, BootstrapError> {
+    let explicit = !tc.interface.is_empty() || !tc.cidrs.is_empty();
+    let chosen = if explicit {
+        let selector = TransportSelector {
+            name: (!tc.interface.is_empty()).then(|| tc.interface.clone()),
+            cidrs: tc.cidrs.clone(),
+            node_ip: None,
+        };
+        let iface = mtu::select_transport(&selector, interfaces).map_err(|source| {
+            BootstrapError::Transport {
+                node: node.name.clone(),
+                source,
+            }
+        })?;
+        Some((
+            iface,
+            transport_address(iface, &tc.cidrs, &node.internal_ips),
+        ))
+    } else {
+        node.internal_ips.iter().find_map(|ip| {
+            let selector = TransportSelector {
+                node_ip: Some(*ip),
+                ..TransportSelector::default()
+            };
+            mtu::select_transport(&selector, interfaces)
+                .ok()
+                .map(|iface| (iface, Some(*ip)))
+        })
+    };
+    if let Some((iface, address)) = chosen {
+        let plan = mtu::plan(&MtuInput {
+            mode: tc.mode,
+            underlay: address.as_ref().map_or(Family::Ipv4, family),
+            transport_mtu: if tc.transport_mtu != 0 {
+                tc.transport_mtu
+            } else {
+                iface.mtu
+            },
+            configured_mtu: tc.configured_mtu,
+        })?;
+        return Ok(TransportPlan {
+            mode: tc.mode,
+            transport: Some(iface.name.clone()),
+            address,
+            plan,
+        });
+    }
+    let mut fallback = plan_without_transport(node, tc.configured_mtu, tc.mode)?;
+    if tc.transport_mtu != 0 && tc.configured_mtu == 0 {
+        // No interface to read, but the operator told us the transport MTU.
+        fallback.plan = mtu::plan(&MtuInput {
+            mode: tc.mode,
+            underlay: node.internal_ips.first().map_or(Family::Ipv4, family),
+            transport_mtu: tc.transport_mtu,
+            configured_mtu: 0,
+        })?;
+    }
+    Ok(fallback)
+}
+
+/// The address of `iface` to use as transport address: one inside `cidrs`, else a node IP it
+/// holds, else its first address of the first node IP's family, else its first address.
+pub fn transport_address(
+    iface: &HostInterface,
+    cidrs: &[IpNet],
+    node_ips: &[IpAddr],
+) -> Option<IpAddr> {
+    let addrs: Vec<IpAddr> = iface.addrs.iter().map(IpNet::addr).collect();
+    addrs
+        .iter()
+        .find(|a| cidrs.iter().any(|c| c.contains(*a)))
+        .or_else(|| addrs.iter().find(|a| node_ips.contains(a)))
+        .or_else(|| {
+            let v4 = node_ips.first().is_none_or(IpAddr::is_ipv4);
+            addrs.iter().find(|a| a.is_ipv4() == v4)
+        })
+        .or_else(|| addrs.first())
+        .copied()
+}
+
+/// Plans the MTU with every transport key at its default (encap/geneve, the interface holding
+/// a node InternalIP, its MTU) and `configured_mtu` as `mtu`.
 pub fn plan_transport(
     node: &LocalNode,
     configured_mtu: u32,
     interfaces: &[HostInterface],
 ) -> Result<TransportPlan, BootstrapError> {
-    plan_transport_for(DEFAULT_MODE, node, configured_mtu, interfaces)
+    plan_transport_with(
+        &TransportConfig {
+            mode: DEFAULT_MODE,
+            interface: String::new(),
+            cidrs: Vec::new(),
+            transport_mtu: 0,
+            configured_mtu,
+        },
+        node,
+        interfaces,
+    )
 }
 
-/// [`plan_transport`] for traffic mode `mode`.
-pub fn plan_transport_for(
-    mode: TrafficMode,
+/// Without a transport interface, `configured_mtu` (if not 0) is taken as the pod MTU and the
+/// transport is assumed to carry it plus the mode's IPv4 overhead.
+fn plan_without_transport(
     node: &LocalNode,
     configured_mtu: u32,
-    interfaces: &[HostInterface],
+    mode: TrafficMode,
 ) -> Result<TransportPlan, BootstrapError> {
-    let mut last_error = TransportError::NothingToChooseBy;
-    for ip in &node.internal_ips {
-        let selector = TransportSelector {
-            node_ip: Some(*ip),
-            ..TransportSelector::default()
-        };
-        match mtu::select_transport(&selector, interfaces) {
-            Ok(iface) => {
-                let plan = mtu::plan(&MtuInput {
-                    mode,
-                    underlay: family(ip),
-                    transport_mtu: iface.mtu,
-                    configured_mtu,
-                })?;
-                return Ok(TransportPlan {
-                    mode,
-                    transport: Some(iface.name.clone()),
-                    plan,
-                });
-            }
-            Err(e) => last_error = e,
-        }
-    }
+    let last_error = match node.internal_ips.last() {
+        Some(ip) => TransportError::NoneWithNodeIp(*ip),
+        None => TransportError::NothingToChooseBy,
+    };
     if configured_mtu == 0 {
         return Err(BootstrapError::Transport {
             node: node.name.clone(),
@@ -186,6 +301,7 @@ pub fn plan_transport_for(
     Ok(TransportPlan {
         mode,
         transport: None,
+        address: None,
         plan,
     })
 }
@@ -305,6 +421,7 @@ pub async fn bootstrap(
     config: &AgentConfig,
     ovs: &Ovs,
     node: &LocalNode,
+    peers: Option<PeerNodes>,
 ) -> Result<Bootstrapped, BootstrapError> {
     check_pod_cidrs(node)?;
     let bridge = config.ovs_bridge.clone();
@@ -325,11 +442,7 @@ pub async fn bootstrap(
             iface.mtu = nic.mtu;
         }
     }
-    let mode = match config.traffic_encap_mode {
-        crate::config::TrafficEncapMode::Encap => DEFAULT_MODE,
-        crate::config::TrafficEncapMode::NoEncap => TrafficMode::NoEncap,
-    };
-    let transport = plan_transport_for(mode, node, config.mtu, &interfaces)?;
+    let transport = plan_transport_with(&TransportConfig::from_config(config), node, &interfaces)?;
     let plan = transport.plan;
     tracing::info!(
         mode = %transport.mode, transport = ?transport.transport, pod_mtu = plan.pod,
@@ -363,6 +476,12 @@ pub async fn bootstrap(
         &node.pod_cidrs,
     );
     gateway::ensure_port(ovs, &bridge, &gateway).await?;
+
+    // encap: the tunnel port (noEncap: the mode switch in `uplink::at_start` removes it).
+    if let Some(spec) = TunnelSpec::desired(config, transport.mode, &plan) {
+        tunnel::ensure(ovs, &bridge, &spec).await?;
+        tracing::info!(port = tunnel::TUNNEL_PORT, kind = spec.tunnel.as_str(), dst_port = ?config.effective_tunnel_port(), mtu = spec.mtu, "tunnel port converged");
+    }
     let changes = gateway::ensure_link(&host_nl, host.path(), &gateway).await?;
     tracing::info!(gateway = %gateway.name, mac = %gateway.mac, addresses = ?gateway.addresses, ?changes, "gateway converged");
 
@@ -379,6 +498,11 @@ pub async fn bootstrap(
         ovs.clone(),
     )
     .await?;
+    flows.set_infrastructure(Infrastructure {
+        tunnel: matches!(transport.mode, TrafficMode::Encap(_)),
+    });
+    // The mode switch (tunnel port removed in noEncap) and the uplink: attached in noEncap and
+    // for encap on netdev, detached otherwise; the journal finishes whatever a killed run left.
     let mut uplink = crate::uplink::at_start(
         &crate::uplink::StartInput {
             config,
@@ -393,6 +517,13 @@ pub async fn bootstrap(
         &host,
     )
     .await?;
+    if let (TrafficMode::Encap(_), Some(view)) = (transport.mode, &peers) {
+        let underlay = transport.address.as_ref().map_or(Family::Ipv4, family);
+        let (desired, _) = super::peers::desired_peers(view, underlay);
+        for (peer, reason) in flows.preset_peers(desired.into_values().collect()) {
+            tracing::warn!(%peer, %reason, "peer node left without flows");
+        }
+    }
 
     let ipam = Ipam::open(&node.pod_cidrs, FileStore::in_dir(&config.data_dir))?;
     let network = PodNetwork::new(

@@ -17,8 +17,8 @@ use std::time::Duration;
 use ovs_flows::flow::Flow;
 use ovs_flows::ofp::{Client, ClientConfig, ClientError, Endpoint, FlowMod, FlowStatsRequest};
 use ovs_flows::pipeline::{
-    add_all, base_flows, delete_pod, delete_round, pod_flows, Cookie, CookieFilter, LocalPod,
-    NodeConfig, PipelineError,
+    add_all, base_flows, delete_peer, delete_pod, delete_round, peer_flows, pod_flows,
+    tunnel_flows, Cookie, CookieFilter, LocalPod, NodeConfig, PeerNode, PipelineError,
 };
 
 use crate::ovsdb::{Ovs, OvsBridgeClient};
@@ -54,17 +54,48 @@ struct Desired {
     pods: BTreeMap<u32, LocalPod>,
     /// Flows of infrastructure ports installed outside the base pipeline (the uplink's).
     statics: Vec<Flow>,
+    /// Infrastructure ports the pipeline must serve.
+    infra: Infrastructure,
+    /// Peer nodes by name.
+    peers: BTreeMap<String, PeerNode>,
+    /// The next peer cookie object id (never reused within one agent run).
+    next_peer_id: u64,
 }
 
 impl Desired {
     fn all_flows(&self) -> Vec<Flow> {
         let mut flows = base_flows(&self.node);
+        if self.infra.tunnel {
+            flows.extend(tunnel_flows(&self.node));
+        }
         for pod in self.pods.values() {
             flows.extend(pod_flows(&self.node, pod));
         }
         flows.extend(self.statics.iter().cloned());
+        for peer in self.peers.values() {
+            flows.extend(peer_flows(&self.node, peer));
+        }
         flows
     }
+}
+
+/// Which infrastructure ports exist on the bridge (their flows are part of the base set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Infrastructure {
+    /// The flow-based tunnel port (encap). The uplink's flows are static flows
+    /// ([`FlowSet::install_static`]), installed by `uplink::converge`.
+    pub tunnel: bool,
+}
+
+/// A peer as the flow set receives it (the id is allocated here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// Node name.
+    pub name: String,
+    /// Its pod CIDRs.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Its transport address.
+    pub transport_ip: std::net::IpAddr,
 }
 
 /// The bridge's flows: desired state plus the OpenFlow client that installs it. Cheap to clone.
@@ -90,6 +121,9 @@ impl FlowSet {
             node,
             pods: BTreeMap::new(),
             statics: Vec::new(),
+            infra: Infrastructure::default(),
+            peers: BTreeMap::new(),
+            next_peer_id: 1,
         }));
         let replay = Arc::clone(&desired);
         client.on_reconnect(move |client| {
@@ -238,6 +272,99 @@ impl FlowSet {
                 .map(|f| format!("unexpected flow: {f}")),
         );
         Ok(found)
+    }
+
+    /// Sets which infrastructure ports the pipeline serves (before [`FlowSet::install_all`]).
+    pub fn set_infrastructure(&self, infra: Infrastructure) {
+        lock(&self.desired).infra = infra;
+    }
+
+    /// Puts `peers` into the desired set without installing anything (before
+    /// [`FlowSet::install_all`], so the first bundle has them). Peers that cannot be routed are
+    /// returned with the reason.
+    pub fn preset_peers(&self, peers: Vec<PeerRoute>) -> Vec<(String, PipelineError)> {
+        let mut desired = lock(&self.desired);
+        let mut rejected = Vec::new();
+        for peer in peers {
+            let id = desired.next_peer_id;
+            let node = PeerNode {
+                name: peer.name.clone(),
+                id,
+                pod_cidrs: peer.pod_cidrs,
+                transport_ip: peer.transport_ip,
+            };
+            match node.validate(&desired.node) {
+                Ok(()) => {
+                    desired.next_peer_id += 1;
+                    desired.peers.insert(peer.name, node);
+                }
+                Err(error) => rejected.push((peer.name, error)),
+            }
+        }
+        rejected
+    }
+
+    /// The peers in the desired set.
+    pub fn peers(&self) -> Vec<PeerNode> {
+        lock(&self.desired).peers.values().cloned().collect()
+    }
+
+    /// Adds or updates one peer: its old flows (if any) are deleted and the new ones added in
+    /// ONE bundle. Returns `false` when the peer was already installed as given. On error the
+    /// desired set keeps the previous state of the peer.
+    pub async fn upsert_peer(&self, peer: PeerRoute) -> Result<bool, FlowError> {
+        let (mods, previous) = {
+            let mut desired = lock(&self.desired);
+            let previous = desired.peers.get(&peer.name).cloned();
+            if previous.as_ref().is_some_and(|p| {
+                p.pod_cidrs == peer.pod_cidrs && p.transport_ip == peer.transport_ip
+            }) {
+                return Ok(false);
+            }
+            let id = match &previous {
+                Some(p) => p.id,
+                None => {
+                    desired.next_peer_id += 1;
+                    desired.next_peer_id - 1
+                }
+            };
+            let node = PeerNode {
+                name: peer.name.clone(),
+                id,
+                pod_cidrs: peer.pod_cidrs.clone(),
+                transport_ip: peer.transport_ip,
+            };
+            node.validate(&desired.node)?;
+            let mut mods = vec![delete_peer(id)];
+            mods.extend(add_all(peer_flows(&desired.node, &node)));
+            desired.peers.insert(peer.name.clone(), node);
+            (mods, previous)
+        };
+        let result = self
+            .send(&mods, || {
+                format!("installing flows of peer node {}", peer.name)
+            })
+            .await;
+        if result.is_err() {
+            let mut desired = lock(&self.desired);
+            match previous {
+                Some(p) => desired.peers.insert(peer.name.clone(), p),
+                None => desired.peers.remove(&peer.name),
+            };
+        }
+        result.map(|()| true)
+    }
+
+    /// Removes one peer and deletes its flows (one flow-mod); `false` if it was not there.
+    pub async fn remove_peer(&self, name: &str) -> Result<bool, FlowError> {
+        let Some(peer) = lock(&self.desired).peers.remove(name) else {
+            return Ok(false);
+        };
+        self.send(&[delete_peer(peer.id)], || {
+            format!("deleting flows of peer node {name}")
+        })
+        .await
+        .map(|()| true)
     }
 
     /// How many pods are in the desired set.

@@ -11,6 +11,8 @@
 pub mod bootstrap;
 pub mod flows;
 pub mod gateway;
+pub mod peers;
+pub mod tunnel;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::cniserver::{CniService, ServeError};
 use crate::config::AgentConfig;
-use crate::k8s::{self, K8sError, NodeView};
+use crate::k8s::{self, K8sError, NodeView, PeersView};
 use crate::netns::Netns;
 use crate::ovsdb::{
     BridgeSpec, CacheEvent, Client, ClientConfig, Endpoint, Ovs, OvsBridgeClient, OvsdbError, Row,
@@ -130,7 +132,8 @@ pub async fn run_with(
     converge_bridge(&config, &ovs).await.map_err(ovsdb_error)?;
 
     let kube = k8s::client(&config.kubeconfig).await?;
-    let view = NodeView::start(kube, &config.node_name);
+    let view = NodeView::start(kube.clone(), &config.node_name);
+    let peers_view = PeersView::start(kube.clone(), &config.node_name);
     let boot_error = |source| AgentError::Bootstrap {
         node: config.node_name.clone(),
         source,
@@ -139,9 +142,22 @@ pub async fn run_with(
         () = &mut shutdown => return Ok(()),
         node = view.wait_for_pod_cidrs() => node.map_err(|e| boot_error(e.into()))?,
     };
+    // The first complete peer list goes into the first bundle (no gap for cross-node traffic
+    // across restarts); a slow API server only delays peers, never the node.
+    let initial_peers = {
+        let mut rx = peers_view.subscribe();
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            _ = rx.wait_for(Option::is_some) => {}
+            () = tokio::time::sleep(PEERS_WAIT) => {
+                tracing::warn!("peer nodes not listed after {PEERS_WAIT:?}; starting without them");
+            }
+        }
+        peers_view.current()
+    };
     let booted = tokio::select! {
         () = &mut shutdown => return Ok(()),
-        booted = bootstrap::bootstrap(&config, &ovs, &node) => booted.map_err(boot_error)?,
+        booted = bootstrap::bootstrap(&config, &ovs, &node, initial_peers) => booted.map_err(boot_error)?,
     };
     let gateway = booted.gateway.clone();
     service.set_ready(Arc::clone(&booted.network));
@@ -156,12 +172,62 @@ pub async fn run_with(
         None => None,
     };
     let mut node_changes = view.subscribe();
+    let mut peer_changes = peers_view.subscribe();
+    if let Some(address) = booted.transport.address {
+        tokio::spawn(publish_transport_address(
+            kube.clone(),
+            config.node_name.clone(),
+            address,
+        ));
+    }
+    let mut peer_reconciler = match (booted.transport.mode, &host, &host_nl) {
+        (crate::mtu::TrafficMode::Encap(_), Some(ns), Some(nl)) => {
+            let mut reconciler = peers::PeerReconciler::new(
+                booted.network.flows().clone(),
+                booted
+                    .transport
+                    .address
+                    .map_or(crate::mtu::Family::Ipv4, |a| {
+                        if a.is_ipv4() {
+                            crate::mtu::Family::Ipv4
+                        } else {
+                            crate::mtu::Family::Ipv6
+                        }
+                    }),
+                node.pod_cidrs.clone(),
+                gateway.name.clone(),
+                ns.path().to_path_buf(),
+                nl.clone(),
+            );
+            if let Some(view) = peers_view.current() {
+                reconciler.reconcile(&view).await;
+            }
+            Some(reconciler)
+        }
+        _ => None,
+    };
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     resync.tick().await;
     loop {
         let (check_bridge, check_gateway) = tokio::select! {
             () = &mut shutdown => break,
-            _ = resync.tick() => (true, true),
+            _ = resync.tick() => {
+                if let Some(reconciler) = peer_reconciler.as_mut() {
+                    if let Some(view) = peers_view.current() {
+                        reconciler.reconcile(&view).await;
+                    }
+                }
+                (true, true)
+            }
+            changed = peer_changes.changed() => {
+                if changed.is_ok() {
+                    let view = peer_changes.borrow_and_update().clone();
+                    if let (Some(reconciler), Some(view)) = (peer_reconciler.as_mut(), view) {
+                        reconciler.reconcile(&view).await;
+                    }
+                }
+                (false, false)
+            }
             changed = node_changes.changed() => {
                 if changed.is_ok() {
                     let cidrs = node_changes.borrow().as_ref().map(|n| n.pod_cidrs.clone());
@@ -208,6 +274,12 @@ pub async fn run_with(
                     )
                     .await;
                 }
+                if let Some(reconciler) = &peer_reconciler {
+                    // The netdev datapath recreates the gateway without its routes.
+                    if let Err(error) = reconciler.converge_routes().await {
+                        tracing::warn!(%error, "cannot converge peer routes, will retry");
+                    }
+                }
             }
         }
     }
@@ -226,6 +298,32 @@ pub async fn run_with(
     }
     let _ = std::fs::remove_file(&config.cni_socket);
     Ok(())
+}
+
+/// How long the start waits for the first complete list of peer Nodes.
+const PEERS_WAIT: Duration = Duration::from_secs(10);
+
+/// Publishes the transport address on the own Node ([`peers::TRANSPORT_ADDRESS_ANNOTATION`]),
+/// retrying with backoff until the API server takes it.
+async fn publish_transport_address(kube: kube::Client, node: String, address: std::net::IpAddr) {
+    let annotations = std::collections::BTreeMap::from([(
+        peers::TRANSPORT_ADDRESS_ANNOTATION.to_string(),
+        Some(address.to_string()),
+    )]);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match k8s::patch_node_annotations(&kube, &node, &annotations).await {
+            Ok(_) => {
+                tracing::info!(%node, %address, "transport address published");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot publish transport address, will retry");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Aborts a task when dropped.

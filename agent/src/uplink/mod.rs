@@ -135,6 +135,9 @@ pub enum UplinkError {
         /// How long we waited.
         timeout: Duration,
     },
+    /// The tunnel port of the previous mode could not be removed.
+    #[error(transparent)]
+    Tunnel(#[from] crate::agent::tunnel::TunnelError),
     /// The uplink flows could not be installed.
     #[error("cannot install the uplink flows: {0}")]
     Flows(String),
@@ -749,9 +752,6 @@ mod tests {
     }
 }
 
-/// The interface name of the flow-based tunnel port (removed when switching to noEncap).
-pub const TUNNEL_PORT: &str = "weft-tun0";
-
 /// What [`at_start`] did, for the bootstrap's report.
 #[derive(Debug, Clone)]
 pub struct StartReport {
@@ -784,8 +784,8 @@ pub struct StartInput<'a> {
 
 /// The bootstrap's uplink and mode-switch part, run after the flow set is connected and before
 /// the pipeline is installed: plans the switch from what the bridge recorded, removes the
-/// tunnel port when the mode has none, converges the uplink on attached or detached (the
-/// journal finishes or undoes whatever a killed run left).
+/// tunnel port when the mode has none ([`crate::agent::tunnel::remove`]), converges the uplink
+/// on attached or detached (the journal finishes or undoes whatever a killed run left).
 pub async fn at_start(
     input: &StartInput<'_>,
     ovs: &Ovs,
@@ -817,16 +817,8 @@ pub async fn at_start(
             "traffic mode or mtu plan changed since the last start: re-applying the plan to every managed interface"
         );
     }
-    if switch.remove_tunnel_port
-        && ovs
-            .delete_port(TUNNEL_PORT)
-            .await
-            .map_err(|source| UplinkError::Ovsdb {
-                port: TUNNEL_PORT.into(),
-                source,
-            })?
-    {
-        tracing::info!(port = TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
+    if switch.remove_tunnel_port && crate::agent::tunnel::remove(ovs).await? {
+        tracing::info!(port = crate::agent::tunnel::TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
     }
     let journal_path = journal::path_in(&input.config.data_dir);
     let kernel = Kernel::open(host.clone()).await?;

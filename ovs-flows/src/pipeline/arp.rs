@@ -67,14 +67,20 @@ fn responder(ctx: &Ctx<'_>, cookie: u64, ip: Ipv4Addr, owner: u32) -> Vec<Flow> 
             Match::new().arp().in_port(owner).arp_tpa(ip.into()),
             Vec::new(),
         ),
-        ctx.flow(
-            &ARP_RESPONDER,
-            priority::NORMAL,
-            cookie,
-            Match::new().arp().arp_tpa(ip.into()).arp_op(ARP_REQUEST),
-            reply(ip),
-        ),
+        answer(ctx, cookie, ip),
     ]
+}
+
+/// Answers every request for `ip` with the virtual MAC (also used for peer gateway IPs, which
+/// the host resolves through the gateway port).
+pub(super) fn answer(ctx: &Ctx<'_>, cookie: u64, ip: Ipv4Addr) -> Flow {
+    ctx.flow(
+        &ARP_RESPONDER,
+        priority::NORMAL,
+        cookie,
+        Match::new().arp().arp_tpa(ip.into()).arp_op(ARP_REQUEST),
+        reply(ip),
+    )
 }
 
 /// Turns the request for `ip` into its reply and sends it back out the ingress port.

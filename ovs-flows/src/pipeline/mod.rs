@@ -16,6 +16,7 @@ mod cookie;
 mod forwarding;
 mod nd;
 pub mod noencap;
+mod peer;
 pub mod regs;
 mod spoofguard;
 mod table;
@@ -32,6 +33,7 @@ pub use cookie::{
     Category, Cookie, CookieFilter, CATEGORY_MASK, CATEGORY_SHIFT, OBJECT_MASK, ROUND_MASK,
     ROUND_SHIFT,
 };
+pub use peer::{delete_peer, peer_flows, tunnel_flows, PeerNode};
 pub use table::{tables, Miss, Registry, Stage, Table, TableDecl};
 
 /// The gateway MAC every pod resolves: a locally administered unicast address
@@ -129,6 +131,36 @@ pub enum PipelineError {
     PodWithoutIp {
         /// `namespace/name`.
         pod: String,
+    },
+    /// A peer node has no pod CIDR to route to.
+    #[error("peer node {peer} has no pod cidr")]
+    PeerWithoutPodCidr {
+        /// The peer's name.
+        peer: String,
+    },
+    /// A peer's pod CIDR overlaps this node's.
+    #[error("peer node {peer} pod cidr {cidr} overlaps this node's pod cidrs")]
+    PeerCidrOverlap {
+        /// The peer's name.
+        peer: String,
+        /// The CIDR.
+        cidr: IpNet,
+    },
+    /// A peer's transport address cannot be a tunnel endpoint.
+    #[error("peer node {peer} has unusable transport address {ip}")]
+    PeerTransportIp {
+        /// The peer's name.
+        peer: String,
+        /// The address.
+        ip: IpAddr,
+    },
+    /// A peer's cookie object id is 0 or wider than 40 bits.
+    #[error("peer node {peer} has unusable cookie object id {id}")]
+    PeerId {
+        /// The peer's name.
+        peer: String,
+        /// The id.
+        id: u64,
     },
     /// A pod IP lies outside the node's pod CIDRs, or is a gateway IP.
     #[error("pod {pod} ip {ip} is not a pod address of this node")]

@@ -89,8 +89,8 @@ pub(super) fn pod(ctx: &Ctx<'_>, pod: &LocalPod, cookie: u64) -> Vec<Flow> {
     pod_ipv6(pod).map(|ip| responder(ctx, cookie, ip)).collect()
 }
 
-/// First pass of the answer to solicitations for `ip`.
-fn responder(ctx: &Ctx<'_>, cookie: u64, ip: Ipv6Addr) -> Flow {
+/// First pass of the answer to solicitations for `ip` (local addresses and peer gateway IPs).
+pub(super) fn responder(ctx: &Ctx<'_>, cookie: u64, ip: Ipv6Addr) -> Flow {
     let actions = vec![
         Action::move_bits(SubField::full(Field::EthSrc), SubField::full(Field::EthDst)),
         set_mac(Field::EthSrc, VIRTUAL_MAC),

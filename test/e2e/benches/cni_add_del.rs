@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
-use weft_e2e::node::{Node, NodeOptions, GATEWAY};
+use weft_e2e::node::{Node, NodeOptions};
 use weft_e2e::{cmd, netns, ovs};
 
 /// Pods per phase.
@@ -152,10 +152,7 @@ fn run() -> Result<()> {
     let mut log_from = node.agent_log().len();
     let weft_seq = round(&weft, 1, &weft_clean, &mut || {
         rss_loaded = vm_rss_kib(agent)?;
-        ensure!(
-            node.ports()?.len() == PODS + 1,
-            "{PODS} pod ports and the gateway"
-        );
+        ensure!(node.pod_ports()?.len() == PODS, "{PODS} pod ports");
         Ok(())
     })?;
     let agent_seq = AgentTimes::parse(&node.agent_log()[log_from..]);
@@ -164,10 +161,7 @@ fn run() -> Result<()> {
     })?;
     log_from = node.agent_log().len();
     let weft_conc = round(&weft, CONCURRENCY, &weft_clean, &mut || {
-        ensure!(
-            node.ports()?.len() == PODS + 1,
-            "{PODS} pod ports and the gateway"
-        );
+        ensure!(node.pod_ports()?.len() == PODS, "{PODS} pod ports");
         Ok(())
     })?;
     let agent_conc = AgentTimes::parse(&node.agent_log()[log_from..]);
@@ -497,8 +491,8 @@ fn first_ip(result: &str) -> Result<IpAddr> {
 fn weft_is_clean(node: &Node) -> Result<()> {
     let links = node.links_with_prefix("wf")?;
     ensure!(links.is_empty(), "{} veths left: {links:?}", links.len());
-    let ports = node.ports()?;
-    ensure!(ports == [GATEWAY], "ports left: {ports:?}");
+    let ports = node.pod_ports()?;
+    ensure!(ports.is_empty(), "ports left: {ports:?}");
     let ipam = node.ipam_allocations()?;
     ensure!(ipam.is_empty(), "IP allocations left: {ipam:?}");
     let flows = node.pod_flows()?;

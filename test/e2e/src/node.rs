@@ -30,6 +30,8 @@ pub const BRIDGE: &str = "br-int";
 pub const GATEWAY: &str = "weft-gw0";
 /// The interface holding the node's IPs (the transport interface).
 pub const UPLINK: &str = "uplink0";
+/// The tunnel port (encap mode).
+pub const TUNNEL: &str = "weft-tun0";
 /// The node's IPv4 InternalIP.
 pub const NODE_IP4: &str = "192.168.50.10";
 /// The node's IPv6 InternalIP.
@@ -379,17 +381,6 @@ impl Node {
             .collect())
     }
 
-    /// Names of the ports on the bridge, except the uplink's two (the attached NIC
-    /// `uplink0~` and the host internal port `uplink0`, present with the netdev datapath).
-    pub fn ports(&self) -> Result<Vec<String>> {
-        let renamed = format!("{UPLINK}~");
-        Ok(self
-            .all_ports()?
-            .into_iter()
-            .filter(|p| p != UPLINK && *p != renamed)
-            .collect())
-    }
-
     /// Names of every port on the bridge.
     pub fn all_ports(&self) -> Result<Vec<String>> {
         Ok(self
@@ -397,6 +388,18 @@ impl Node {
             .vsctl(&["list-ports", BRIDGE])?
             .lines()
             .map(str::to_string)
+            .collect())
+    }
+
+    /// Names of the bridge's ports other than the infrastructure ports (gateway, tunnel, and
+    /// the uplink NIC `uplink0~` and host internal port `uplink0` attached in noEncap and in
+    /// netdev encap mode): the pod ports.
+    pub fn pod_ports(&self) -> Result<Vec<String>> {
+        let nic = format!("{UPLINK}~");
+        Ok(self
+            .all_ports()?
+            .into_iter()
+            .filter(|p| ![GATEWAY, TUNNEL, UPLINK, nic.as_str()].contains(&p.as_str()))
             .collect())
     }
 

@@ -15,7 +15,7 @@ use weft_e2e::node::{Node, NodeOptions, PluginOutput, Pod};
 fn leftovers(node: &Node) -> Result<(usize, usize, usize, usize)> {
     Ok((
         node.links_with_prefix("wf")?.len(),
-        node.ports()?.iter().filter(|p| *p != "weft-gw0").count(),
+        node.pod_ports()?.len(),
         node.ipam_allocations()?.len(),
         node.pod_flows()?.len(),
     ))

@@ -68,8 +68,8 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 fn assert_clean(node: &Node) -> Result<()> {
     let links = node.links_with_prefix("wf")?;
     ensure!(links.is_empty(), "{} veths left: {links:?}", links.len());
-    let ports = node.ports()?;
-    ensure!(ports == ["weft-gw0"], "ports left: {ports:?}");
+    let ports = node.pod_ports()?;
+    ensure!(ports.is_empty(), "ports left: {ports:?}");
     let ipam = node.ipam_allocations()?;
     ensure!(ipam.is_empty(), "ips left: {ipam:?}");
     let flows = node.pod_flows()?;
@@ -97,7 +97,7 @@ fn hundred_pods_added_and_deleted_at_concurrency_16_leave_nothing() -> Result<()
         all.len() == 200 && distinct.len() == 200,
         "200 distinct IPs: {all:?}"
     );
-    ensure!(node.ports()?.len() == 101, "100 pod ports and the gateway");
+    ensure!(node.pod_ports()?.len() == 100, "100 pod ports");
     ensure!(node.links_with_prefix("wf")?.len() == 100);
     ensure!(node.ipam_allocations()?.len() == 200);
     // A sample of pods is really wired.

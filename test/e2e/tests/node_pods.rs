@@ -92,9 +92,9 @@ fn connectivity(cidrs: &[&str]) -> Result<()> {
     node.del(&b)?;
     ensure!(node.links_with_prefix("wf")?.is_empty(), "veths left");
     ensure!(
-        node.ports()?.iter().all(|p| p == "weft-gw0"),
+        node.pod_ports()?.is_empty(),
         "ports left: {:?}",
-        node.ports()?
+        node.pod_ports()?
     );
     ensure!(node.ipam_allocations()?.is_empty(), "ips left");
     let pod_flows = node.pod_flows()?;

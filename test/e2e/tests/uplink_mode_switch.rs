@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use weft_e2e::node::{self, Node, NodeOptions, Pod, NODE_IP4, UPLINK};
+use weft_e2e::node::{self, Node, NodeOptions, Pod, NODE_IP4, TUNNEL, UPLINK};
 
 fn iface(node: &Node, name: &str, column: &str) -> Result<String> {
     Ok(node
@@ -66,6 +66,10 @@ fn noencap_restart_takes_the_uplink_mtu_from_the_plan_and_reports_old_pods() -> 
         ..NodeOptions::new(&["10.244.1.0/24"])
     })?;
     uplink_attached_at(&node, "1500").context("encap on netdev attaches the uplink")?;
+    ensure!(
+        node.all_ports()?.iter().any(|p| p == TUNNEL),
+        "encap: no tunnel port"
+    );
     let old = Pod::create(&node, "coredns")?;
     let old_ip = pod_ip(&node.add(&old)?)?;
     ensure!(pod_mtu(&old)? == "1450", "encap pod MTU");
@@ -73,6 +77,11 @@ fn noencap_restart_takes_the_uplink_mtu_from_the_plan_and_reports_old_pods() -> 
 
     restart_with(&mut node, "trafficEncapMode: noEncap\n")?;
     uplink_attached_at(&node, "1500").context("noEncap: uplink MTU from the plan, not 1450")?;
+    let ports = node.all_ports()?;
+    ensure!(
+        !ports.iter().any(|p| p == TUNNEL),
+        "noEncap: the mode switch must remove the tunnel port: {ports:?}"
+    );
     let log = node.agent_log();
     ensure!(
         log.contains("pod mtu differs from the plan") && log.contains("default/coredns"),

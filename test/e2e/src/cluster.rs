@@ -1,0 +1,487 @@
+//! A multi-node Weft cluster for tests and the lab, on the shared topology of the design brief:
+//!
+//! - an "underlay" network namespace with a Linux bridge (`br0`, `192.168.60.1/24`) acting as
+//!   the switch, and the ONE test API server of the cluster listening on `192.168.60.1` inside it;
+//! - per node, an [`OvsInstance`] (its namespace is the node's: private ovsdb-server and
+//!   ovs-vswitchd, netdev datapath) with a veth `uplink0` into the underlay bridge, node IP
+//!   `192.168.60.(10+i)/24`, segmentation and checksum offloads off on both ends (so MTU
+//!   violations are real drops, not silently segmented), a Node object with podCIDR
+//!   `10.244.i.0/24` and the InternalIP, and the real `weft-agent`;
+//! - pods are namespaces wired by the real `weft` plugin, as a container runtime does.
+//!
+//! Everything is torn down on drop (agents by pid, then OVS, the API server, the underlay),
+//! also when a test panics. Names embed the test process id and a counter.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::apiserver::{ApiServer, ApiServerOptions};
+use crate::node::{run_plugin, Binaries, PluginCall, PluginOutput, Pod};
+use crate::ovs::{OvsInstance, OvsOptions};
+use crate::{cmd, netns};
+
+/// The bridge every node uses.
+pub const BRIDGE: &str = "br-int";
+/// The gateway port every node uses.
+pub const GATEWAY: &str = "weft-gw0";
+/// The node's interface into the underlay (the transport interface).
+pub const UPLINK: &str = "uplink0";
+/// The tunnel port.
+pub const TUNNEL: &str = "weft-tun0";
+/// The underlay bridge's address (and the API server's).
+pub const UNDERLAY_GW: &str = "192.168.60.1";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static POD_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// `encap` or `noEncap`.
+    pub mode: String,
+    /// `geneve`, `vxlan` or `gre`.
+    pub tunnel: String,
+    /// Extra agent config lines (YAML) for every node.
+    pub extra_config: String,
+}
+
+impl ClusterOptions {
+    /// `nodes` nodes in encap mode with `tunnel`.
+    pub fn encap(nodes: usize, tunnel: &str) -> Self {
+        ClusterOptions {
+            nodes,
+            mode: "encap".into(),
+            tunnel: tunnel.into(),
+            extra_config: String::new(),
+        }
+    }
+}
+
+/// The underlay namespace (deleted on drop).
+struct Underlay {
+    netns: String,
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.netns);
+    }
+}
+
+/// The agent process; stopped on drop.
+struct AgentProcess(Child);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One node of the cluster. Fields drop in order: agent, then OVS.
+pub struct ClusterNode {
+    agent: Option<AgentProcess>,
+    /// The node's OVS; its namespace is the node's.
+    pub ovs: OvsInstance,
+    /// Index (1-based).
+    pub index: usize,
+    /// Node name.
+    pub name: String,
+    /// Node IP on the underlay.
+    pub ip: IpAddr,
+    /// The node's pod CIDR.
+    pub pod_cidr: String,
+    /// Agent config file.
+    pub config: PathBuf,
+    /// The agent's CNI socket.
+    pub cni_socket: PathBuf,
+    /// The agent's log.
+    pub log: PathBuf,
+    bins: Binaries,
+}
+
+/// A cluster. Fields drop in order: nodes (agents, OVS), API server, underlay.
+pub struct Cluster {
+    /// The nodes, in index order (index i at position i-1 while none is removed).
+    pub nodes: Vec<ClusterNode>,
+    /// The cluster's one API server (inside the underlay namespace).
+    pub api: ApiServer,
+    underlay: Underlay,
+    options: ClusterOptions,
+    bins: Binaries,
+    kubeconfig_dir: tempfile::TempDir,
+    /// Indexes are never reused, so a removed node's CIDR and IP stay unused.
+    next_index: usize,
+}
+
+impl Cluster {
+    /// Starts the underlay, the API server and `options.nodes` nodes, and waits until every
+    /// agent is ready.
+    pub fn start(options: ClusterOptions) -> Result<Cluster> {
+        let bins = Binaries::locate()?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let underlay = Underlay {
+            netns: format!("wu-{}-{n}", std::process::id()),
+        };
+        netns::create(&underlay.netns)?;
+        let u = underlay.netns.as_str();
+        cmd::run("ip", &["-n", u, "link", "add", "br0", "type", "bridge"])?;
+        cmd::run(
+            "ip",
+            &[
+                "-n",
+                u,
+                "addr",
+                "add",
+                &format!("{UNDERLAY_GW}/24"),
+                "dev",
+                "br0",
+            ],
+        )?;
+        cmd::run("ip", &["-n", u, "link", "set", "br0", "up"])?;
+        let listen: SocketAddr = format!("{UNDERLAY_GW}:0").parse()?;
+        let api = ApiServer::start_with(ApiServerOptions {
+            netns: Some(u.to_string()),
+            listen,
+            ..ApiServerOptions::default()
+        })?;
+        let kubeconfig_dir = tempfile::tempdir()?;
+        api.write_kubeconfig(&kubeconfig_dir.path().join("kubeconfig"))?;
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            api,
+            underlay,
+            options: options.clone(),
+            bins,
+            kubeconfig_dir,
+            next_index: 1,
+        };
+        for _ in 0..options.nodes {
+            cluster.add_node_no_wait()?;
+        }
+        for node in &mut cluster.nodes {
+            node.wait_ready(Duration::from_secs(60))?;
+        }
+        Ok(cluster)
+    }
+
+    /// The underlay namespace.
+    pub fn underlay(&self) -> &str {
+        &self.underlay.netns
+    }
+
+    /// Adds one more node (Node object, OVS, agent) and waits until its agent is ready.
+    pub fn add_node(&mut self) -> Result<&mut ClusterNode> {
+        self.add_node_no_wait()?;
+        let node = self
+            .nodes
+            .last_mut()
+            .ok_or_else(|| anyhow!("no node added"))?;
+        node.wait_ready(Duration::from_secs(60))?;
+        Ok(node)
+    }
+
+    fn add_node_no_wait(&mut self) -> Result<()> {
+        let index = self.next_index;
+        self.next_index += 1;
+        if index > 200 {
+            bail!("too many nodes");
+        }
+        let ovs = OvsInstance::start_with(OvsOptions {
+            flow_restore_wait: true,
+            ..OvsOptions::default()
+        })?;
+        let ns = ovs.netns().to_string();
+        let u = self.underlay.netns.clone();
+        let port = format!("n{index}");
+        cmd::run(
+            "ip",
+            &[
+                "-n", &u, "link", "add", &port, "type", "veth", "peer", "name", UPLINK, "netns",
+                &ns,
+            ],
+        )?;
+        cmd::run(
+            "ip",
+            &["-n", &u, "link", "set", &port, "master", "br0", "up"],
+        )?;
+        for (netns_name, dev) in [(u.as_str(), port.as_str()), (ns.as_str(), UPLINK)] {
+            netns::exec(
+                netns_name,
+                &[
+                    "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                ],
+            )?;
+        }
+        let ip: IpAddr = format!("192.168.60.{}", 10 + index).parse()?;
+        cmd::run(
+            "ip",
+            &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", UPLINK],
+        )?;
+        cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "up"])?;
+
+        let name = format!("node-{index}");
+        let pod_cidr = format!("10.244.{index}.0/24");
+        self.api
+            .create_node(json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name},
+                "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+                "status": {"addresses": [
+                    {"type": "InternalIP", "address": ip.to_string()},
+                    {"type": "Hostname", "address": name}
+                ]}
+            }))
+            .map_err(|e| anyhow!("creating node {name}: {e:?}"))?;
+
+        let dir = ovs.rundir().join("agent");
+        std::fs::create_dir_all(&dir)?;
+        let cni_socket = dir.join("run").join("cni.sock");
+        let config = dir.join("weft-agent.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "nodeName: {name}\nkubeconfig: {}\novsBridge: {BRIDGE}\novsDatapathType: netdev\n\
+                 ovsRunDir: {}\nhostGateway: {GATEWAY}\ncniSocket: {}\napiSocket: {}\n\
+                 dataDir: {}\ntrafficEncapMode: {}\ntunnelType: {}\n{}",
+                self.kubeconfig_dir.path().join("kubeconfig").display(),
+                ovs.rundir().display(),
+                cni_socket.display(),
+                dir.join("run").join("agent.sock").display(),
+                dir.join("data").display(),
+                self.options.mode,
+                self.options.tunnel,
+                self.options.extra_config
+            ),
+        )?;
+        let mut node = ClusterNode {
+            agent: None,
+            ovs,
+            index,
+            name,
+            ip,
+            pod_cidr,
+            config,
+            cni_socket,
+            log: dir.join("weft-agent.log"),
+            bins: self.bins.clone(),
+        };
+        node.start_agent()?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    /// The node with `index`.
+    pub fn node(&self, index: usize) -> Result<&ClusterNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.index == index)
+            .ok_or_else(|| anyhow!("no node {index}"))
+    }
+
+    /// Deletes node `index`'s Node object from the API server and tears the node down.
+    pub fn remove_node(&mut self, index: usize) -> Result<()> {
+        let pos = self
+            .nodes
+            .iter()
+            .position(|n| n.index == index)
+            .ok_or_else(|| anyhow!("no node {index}"))?;
+        let node = self.nodes.remove(pos);
+        self.api
+            .delete_node(&node.name)
+            .map_err(|e| anyhow!("deleting node {}: {e:?}", node.name))?;
+        drop(node);
+        Ok(())
+    }
+}
+
+impl ClusterNode {
+    /// The node's network namespace.
+    pub fn netns(&self) -> &str {
+        self.ovs.netns()
+    }
+
+    /// Starts the agent process inside the node's namespace (log appended to [`Self::log`]).
+    pub fn start_agent(&mut self) -> Result<()> {
+        if self.agent.is_some() {
+            bail!("agent of {} already runs", self.name);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.ovs.netns()])
+            .arg(&self.bins.agent)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start weft-agent")?;
+        self.agent = Some(AgentProcess(child));
+        Ok(())
+    }
+
+    /// Stops the agent (SIGTERM, SIGKILL after 5 s).
+    pub fn stop_agent(&mut self) {
+        self.agent = None;
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until CNI STATUS succeeds; fails early if the agent exits.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.plugin("STATUS", &PluginCall::default())?;
+            if out.success {
+                return Ok(());
+            }
+            let exited = self
+                .agent
+                .as_mut()
+                .is_none_or(|a| !matches!(a.0.try_wait(), Ok(None)));
+            if exited || Instant::now() > deadline {
+                bail!(
+                    "weft-agent of {} not ready (exited: {exited}); log:\n{}",
+                    self.name,
+                    self.agent_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the plugin for `command`.
+    pub fn plugin(&self, command: &str, call: &PluginCall) -> Result<PluginOutput> {
+        let config = call.config.clone().unwrap_or_else(|| {
+            json!({
+                "cniVersion": "1.1.0",
+                "name": "weft",
+                "type": "weft",
+                "agentSocket": self.cni_socket,
+                "agentTimeoutSeconds": 30,
+            })
+        });
+        run_plugin(&self.bins.plugin, command, call, &config.to_string())
+    }
+
+    /// Creates pod `name` on this node through the plugin; returns it and its IPv4 address.
+    pub fn add_pod(&self, name: &str) -> Result<(Pod, IpAddr)> {
+        let n = POD_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let netns_name = format!("{}-p{n}", self.netns());
+        netns::create(&netns_name)?;
+        let pod = Pod {
+            netns: netns_name,
+            name: name.to_string(),
+            namespace: "default".to_string(),
+            container_id: format!("{:016x}{n:08x}", std::process::id()),
+            ifname: "eth0".to_string(),
+        };
+        let out = self.plugin("ADD", &pod.call())?;
+        if !out.success {
+            bail!("ADD of {name} on {} failed: {}", self.name, out.stdout);
+        }
+        let result: Value = out.json()?;
+        let ip = result["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["address"].as_str())
+            .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| anyhow!("ADD result of {name} has no IPv4 address: {result}"))?;
+        Ok((pod, ip))
+    }
+
+    /// Flows whose cookie category is `category` (Weft cookies: bits 40..48).
+    pub fn flows_of_category(&self, category: u64) -> Result<Vec<String>> {
+        Ok(self
+            .ovs
+            .dump_flows(BRIDGE)?
+            .into_iter()
+            .filter(|f| {
+                f.strip_prefix("cookie=0x")
+                    .and_then(|r| r.split(',').next())
+                    .and_then(|c| u64::from_str_radix(c, 16).ok())
+                    .is_some_and(|c| (c >> 40) & 0xff == category)
+            })
+            .collect())
+    }
+
+    /// The node's routes via its gateway (`ip route show dev weft-gw0`, lines with `via`).
+    pub fn gateway_routes(&self) -> Result<Vec<String>> {
+        let out = cmd::run("ip", &["-n", self.netns(), "route", "show", "dev", GATEWAY])?;
+        Ok(out
+            .lines()
+            .filter(|l| l.contains(" via "))
+            .map(|l| l.trim().to_string())
+            .collect())
+    }
+
+    /// The kernel MTU of interface `ifname` in namespace `ns`.
+    pub fn link_mtu(ns: &str, ifname: &str) -> Result<u32> {
+        let out = cmd::run("ip", &["-n", ns, "-o", "link", "show", "dev", ifname])?;
+        let mut words = out.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "mtu" {
+                return Ok(words.next().unwrap_or_default().parse()?);
+            }
+        }
+        bail!("no mtu for {ifname} in {ns}: {out}")
+    }
+
+    /// An Interface column of OVSDB, as `ovs-vsctl get` prints it.
+    pub fn interface_column(&self, iface: &str, column: &str) -> Result<String> {
+        Ok(self
+            .ovs
+            .vsctl(&["get", "Interface", iface, column])?
+            .trim()
+            .to_string())
+    }
+}
+
+/// `ping -M do -s SIZE -c 3` from namespace `ns`: Ok(output) if every echo was answered,
+/// Err with ping's output otherwise.
+pub fn ping_df(ns: &str, dst: IpAddr, size: usize) -> Result<String> {
+    let size = size.to_string();
+    let dst = dst.to_string();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-M", "do", "-s", &size])
+        .args(["-c", "3", "-i", "0.2", "-W", "2", &dst])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        bail!("{text}")
+    }
+}
