@@ -30,6 +30,7 @@ use ovs_flows::pipeline::NodeConfig;
 
 use super::flows::{FlowError, FlowSet, Infrastructure};
 use super::gateway::{self, GatewayError, GatewaySpec};
+use super::peers::PeerPath;
 use super::tunnel::{self, TunnelError, TunnelSpec};
 use crate::cniserver::{PodNetwork, RebuildReport};
 use crate::config::AgentConfig;
@@ -130,6 +131,8 @@ pub struct TransportPlan {
     /// The transport (tunnel endpoint) address: the address on the transport interface that
     /// chose it (node IP, `transportInterfaceCIDRs`), else its first of the node IP's family.
     pub address: Option<IpAddr>,
+    /// The transport interface's subnets (its addresses' networks): the noEncap segment.
+    pub subnets: Vec<IpNet>,
     /// The MTU of every interface kind.
     pub plan: MtuPlan,
 }
@@ -215,6 +218,7 @@ pub fn plan_transport_with(
             mode: tc.mode,
             transport: Some(iface.name.clone()),
             address,
+            subnets: iface.addrs.iter().map(IpNet::trunc).collect(),
             plan,
         });
     }
@@ -302,6 +306,7 @@ fn plan_without_transport(
         mode,
         transport: None,
         address: None,
+        subnets: Vec::new(),
         plan,
     })
 }
@@ -414,6 +419,10 @@ pub struct Bootstrapped {
     pub stale_rounds: Vec<u16>,
     /// The mode switch, the uplink and the pods' MTUs against the plan.
     pub uplink: crate::uplink::StartReport,
+    /// noEncap with the uplink attached: this node's uplink MAC (published for the peers).
+    pub uplink_mac: Option<FlowMac>,
+    /// How peers are reached (`None`: not at all, noEncap without an attached uplink).
+    pub peer_path: Option<PeerPath>,
 }
 
 /// Runs steps 2-6 for `node` (whose podCIDRs are known) on a converged bridge.
@@ -498,9 +507,6 @@ pub async fn bootstrap(
         ovs.clone(),
     )
     .await?;
-    flows.set_infrastructure(Infrastructure {
-        tunnel: matches!(transport.mode, TrafficMode::Encap(_)),
-    });
     // The mode switch (tunnel port removed in noEncap) and the uplink: attached in noEncap and
     // for encap on netdev, detached otherwise; the journal finishes whatever a killed run left.
     let mut uplink = crate::uplink::at_start(
@@ -517,9 +523,27 @@ pub async fn bootstrap(
         &host,
     )
     .await?;
-    if let (TrafficMode::Encap(_), Some(view)) = (transport.mode, &peers) {
+    // noEncap reaches peers at their uplink MAC, from this node's (the NIC's, recorded).
+    let uplink_mac = match (transport.mode, &uplink.uplink) {
+        (TrafficMode::NoEncap, Some(spec)) => crate::uplink::recorded_nic(&spec.journal)
+            .and_then(|nic| crate::cniserver::pods::parse_mac(&nic.mac))
+            .map(|mac| FlowMac(mac.0)),
+        _ => None,
+    };
+    flows.set_infrastructure(Infrastructure {
+        tunnel: matches!(transport.mode, TrafficMode::Encap(_)),
+        uplink_mac,
+    });
+    let peer_path = match (transport.mode, uplink_mac) {
+        (TrafficMode::Encap(_), _) => Some(PeerPath::Tunnel),
+        (TrafficMode::NoEncap, Some(_)) => Some(PeerPath::Underlay {
+            segment: transport.subnets.clone(),
+        }),
+        (TrafficMode::NoEncap, None) => None,
+    };
+    if let (Some(path), Some(view)) = (&peer_path, &peers) {
         let underlay = transport.address.as_ref().map_or(Family::Ipv4, family);
-        let (desired, _) = super::peers::desired_peers(view, underlay);
+        let (desired, _) = super::peers::desired_peers(view, underlay, path);
         for (peer, reason) in flows.preset_peers(desired.into_values().collect()) {
             tracing::warn!(%peer, %reason, "peer node left without flows");
         }
@@ -568,6 +592,8 @@ pub async fn bootstrap(
         rebuild,
         stale_rounds,
         uplink,
+        uplink_mac,
+        peer_path,
     })
 }
 

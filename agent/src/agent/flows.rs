@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ovs_flows::flow::Flow;
+use ovs_flows::flow::{Flow, MacAddr};
 use ovs_flows::ofp::{Client, ClientConfig, ClientError, Endpoint, FlowMod, FlowStatsRequest};
+use ovs_flows::pipeline::noencap::{noencap_peer_flows, NoEncapPeer};
 use ovs_flows::pipeline::{
-    add_all, base_flows, delete_peer, delete_pod, delete_round, peer_flows, pod_flows,
-    tunnel_flows, Cookie, CookieFilter, LocalPod, NodeConfig, PeerNode, PipelineError,
+    add_all, base_flows, delete_peer, delete_pod, delete_round, peer_flows, peer_gateway_answers,
+    pod_flows, tunnel_flows, Cookie, CookieFilter, LocalPod, NodeConfig, PeerNode, PipelineError,
 };
 
 use crate::ovsdb::{Ovs, OvsBridgeClient};
@@ -57,7 +58,7 @@ struct Desired {
     /// Infrastructure ports the pipeline must serve.
     infra: Infrastructure,
     /// Peer nodes by name.
-    peers: BTreeMap<String, PeerNode>,
+    peers: BTreeMap<String, DesiredPeer>,
     /// The next peer cookie object id (never reused within one agent run).
     next_peer_id: u64,
 }
@@ -73,10 +74,39 @@ impl Desired {
         }
         flows.extend(self.statics.iter().cloned());
         for peer in self.peers.values() {
-            flows.extend(peer_flows(&self.node, peer));
+            flows.extend(self.peer_flows(peer));
         }
         flows
     }
+
+    /// One peer's flows: through the tunnel (encap), or on the underlay to its uplink MAC
+    /// (noEncap) plus the answers for its gateway IPs the host routes point at.
+    fn peer_flows(&self, peer: &DesiredPeer) -> Vec<Flow> {
+        match self.infra.uplink_mac {
+            None => peer_flows(&self.node, &peer.node),
+            Some(local) => {
+                let mut flows = noencap_peer_flows(
+                    &self.node,
+                    local,
+                    &NoEncapPeer {
+                        id: peer.node.id,
+                        pod_cidrs: peer.node.pod_cidrs.clone(),
+                        uplink_mac: peer.uplink_mac,
+                    },
+                );
+                flows.extend(peer_gateway_answers(&self.node, &peer.node));
+                flows
+            }
+        }
+    }
+}
+
+/// A peer in the desired set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DesiredPeer {
+    node: PeerNode,
+    /// Its uplink MAC (noEncap).
+    uplink_mac: Option<MacAddr>,
 }
 
 /// Which infrastructure ports exist on the bridge (their flows are part of the base set).
@@ -85,6 +115,9 @@ pub struct Infrastructure {
     /// The flow-based tunnel port (encap). The uplink's flows are static flows
     /// ([`FlowSet::install_static`]), installed by `uplink::converge`.
     pub tunnel: bool,
+    /// noEncap with the uplink attached: this node's uplink MAC. Peers are then reached on the
+    /// underlay segment at their uplink MAC (`noencap_peer_flows`) instead of the tunnel.
+    pub uplink_mac: Option<MacAddr>,
 }
 
 /// A peer as the flow set receives it (the id is allocated here).
@@ -96,6 +129,8 @@ pub struct PeerRoute {
     pub pod_cidrs: Vec<ipnet::IpNet>,
     /// Its transport address.
     pub transport_ip: std::net::IpAddr,
+    /// Its uplink MAC (noEncap, same L2 segment), from `weft.dev/uplink-mac`.
+    pub uplink_mac: Option<MacAddr>,
 }
 
 /// The bridge's flows: desired state plus the OpenFlow client that installs it. Cheap to clone.
@@ -296,7 +331,10 @@ impl FlowSet {
             match node.validate(&desired.node) {
                 Ok(()) => {
                     desired.next_peer_id += 1;
-                    desired.peers.insert(peer.name, node);
+                    let uplink_mac = peer.uplink_mac;
+                    desired
+                        .peers
+                        .insert(peer.name, DesiredPeer { node, uplink_mac });
                 }
                 Err(error) => rejected.push((peer.name, error)),
             }
@@ -306,7 +344,11 @@ impl FlowSet {
 
     /// The peers in the desired set.
     pub fn peers(&self) -> Vec<PeerNode> {
-        lock(&self.desired).peers.values().cloned().collect()
+        lock(&self.desired)
+            .peers
+            .values()
+            .map(|p| p.node.clone())
+            .collect()
     }
 
     /// Adds or updates one peer: its old flows (if any) are deleted and the new ones added in
@@ -317,12 +359,14 @@ impl FlowSet {
             let mut desired = lock(&self.desired);
             let previous = desired.peers.get(&peer.name).cloned();
             if previous.as_ref().is_some_and(|p| {
-                p.pod_cidrs == peer.pod_cidrs && p.transport_ip == peer.transport_ip
+                p.node.pod_cidrs == peer.pod_cidrs
+                    && p.node.transport_ip == peer.transport_ip
+                    && p.uplink_mac == peer.uplink_mac
             }) {
                 return Ok(false);
             }
             let id = match &previous {
-                Some(p) => p.id,
+                Some(p) => p.node.id,
                 None => {
                     desired.next_peer_id += 1;
                     desired.next_peer_id - 1
@@ -335,9 +379,13 @@ impl FlowSet {
                 transport_ip: peer.transport_ip,
             };
             node.validate(&desired.node)?;
+            let entry = DesiredPeer {
+                node,
+                uplink_mac: peer.uplink_mac,
+            };
             let mut mods = vec![delete_peer(id)];
-            mods.extend(add_all(peer_flows(&desired.node, &node)));
-            desired.peers.insert(peer.name.clone(), node);
+            mods.extend(add_all(desired.peer_flows(&entry)));
+            desired.peers.insert(peer.name.clone(), entry);
             (mods, previous)
         };
         let result = self
@@ -360,7 +408,7 @@ impl FlowSet {
         let Some(peer) = lock(&self.desired).peers.remove(name) else {
             return Ok(false);
         };
-        self.send(&[delete_peer(peer.id)], || {
+        self.send(&[delete_peer(peer.node.id)], || {
             format!("deleting flows of peer node {name}")
         })
         .await

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod peers;
 pub mod tunnel;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,15 +174,28 @@ pub async fn run_with(
     };
     let mut node_changes = view.subscribe();
     let mut peer_changes = peers_view.subscribe();
-    if let Some(address) = booted.transport.address {
-        tokio::spawn(publish_transport_address(
+    let annotations: BTreeMap<String, Option<String>> = [
+        booted
+            .transport
+            .address
+            .map(|a| (peers::TRANSPORT_ADDRESS_ANNOTATION, a.to_string())),
+        booted
+            .uplink_mac
+            .map(|m| (peers::UPLINK_MAC_ANNOTATION, m.to_string())),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(key, value)| (key.to_string(), Some(value)))
+    .collect();
+    if !annotations.is_empty() {
+        tokio::spawn(publish_annotations(
             kube.clone(),
             config.node_name.clone(),
-            address,
+            annotations,
         ));
     }
-    let mut peer_reconciler = match (booted.transport.mode, &host, &host_nl) {
-        (crate::mtu::TrafficMode::Encap(_), Some(ns), Some(nl)) => {
+    let mut peer_reconciler = match (&booted.peer_path, &host, &host_nl) {
+        (Some(path), Some(ns), Some(nl)) => {
             let mut reconciler = peers::PeerReconciler::new(
                 booted.network.flows().clone(),
                 booted
@@ -194,6 +208,7 @@ pub async fn run_with(
                             crate::mtu::Family::Ipv6
                         }
                     }),
+                path.clone(),
                 node.pod_cidrs.clone(),
                 gateway.name.clone(),
                 ns.path().to_path_buf(),
@@ -303,22 +318,23 @@ pub async fn run_with(
 /// How long the start waits for the first complete list of peer Nodes.
 const PEERS_WAIT: Duration = Duration::from_secs(10);
 
-/// Publishes the transport address on the own Node ([`peers::TRANSPORT_ADDRESS_ANNOTATION`]),
-/// retrying with backoff until the API server takes it.
-async fn publish_transport_address(kube: kube::Client, node: String, address: std::net::IpAddr) {
-    let annotations = std::collections::BTreeMap::from([(
-        peers::TRANSPORT_ADDRESS_ANNOTATION.to_string(),
-        Some(address.to_string()),
-    )]);
+/// Publishes `annotations` on the own Node (the transport address,
+/// [`peers::TRANSPORT_ADDRESS_ANNOTATION`], and in noEncap the uplink MAC,
+/// [`peers::UPLINK_MAC_ANNOTATION`]), retrying with backoff until the API server takes them.
+async fn publish_annotations(
+    kube: kube::Client,
+    node: String,
+    annotations: BTreeMap<String, Option<String>>,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         match k8s::patch_node_annotations(&kube, &node, &annotations).await {
             Ok(_) => {
-                tracing::info!(%node, %address, "transport address published");
+                tracing::info!(%node, ?annotations, "node annotations published");
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot publish transport address, will retry");
+                tracing::warn!(%error, "cannot publish node annotations, will retry");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }

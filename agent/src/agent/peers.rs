@@ -1,11 +1,14 @@
-//! Peer nodes from Kubernetes (encap mode): every other Node's podCIDRs and transport address
-//! become tunnel flows (one bundle per peer change) and host routes through the gateway.
+//! Peer nodes from Kubernetes: every other Node's podCIDRs and transport address become peer
+//! flows (one bundle per peer change) and host routes through the gateway. In encap the flows
+//! send through the tunnel; in noEncap ([`PeerPath::Underlay`]) they send out of the uplink to
+//! the peer's uplink MAC, for peers on this node's transport segment that publish one.
 //!
 //! Each agent publishes its transport address on its own Node as the annotation
-//! [`TRANSPORT_ADDRESS_ANNOTATION`]; a peer without it (an older agent, or not started yet) is
-//! reached at its first InternalIP of the underlay's family. [`desired_peers`] is a pure
-//! function of the peer view; [`PeerReconciler::reconcile`] diffs it with the flow set's peers
-//! and converges the routes ([`crate::peer_routes`]).
+//! [`TRANSPORT_ADDRESS_ANNOTATION`] (and in noEncap its uplink MAC as
+//! [`UPLINK_MAC_ANNOTATION`]); a peer without a transport address (an older agent, or not
+//! started yet) is reached at its first InternalIP of the underlay's family. [`desired_peers`]
+//! is a pure function of the peer view; [`PeerReconciler::reconcile`] diffs it with the flow
+//! set's peers and converges the routes ([`crate::peer_routes`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -20,6 +23,31 @@ use crate::peer_routes::{self, RouteChanges};
 
 /// The Node annotation carrying the agent's transport (tunnel endpoint) address.
 pub const TRANSPORT_ADDRESS_ANNOTATION: &str = "weft.dev/transport-address";
+
+/// The Node annotation carrying the agent's uplink MAC (noEncap with the uplink attached).
+pub const UPLINK_MAC_ANNOTATION: &str = "weft.dev/uplink-mac";
+
+/// How pod traffic reaches peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerPath {
+    /// Through the tunnel (encap).
+    Tunnel,
+    /// On the underlay (noEncap): peers whose transport address lies inside `segment` (this
+    /// node's transport subnets) and that publish their uplink MAC. Others are not routed.
+    Underlay {
+        /// The subnets of this node's transport interface.
+        segment: Vec<IpNet>,
+    },
+}
+
+/// The uplink MAC `node` publishes, if it parses as a unicast, non-zero MAC.
+pub fn peer_uplink_mac(node: &NodeInfo) -> Option<ovs_flows::flow::MacAddr> {
+    let mac = node
+        .annotations
+        .get(UPLINK_MAC_ANNOTATION)
+        .and_then(|a| crate::cniserver::pods::parse_mac(a.trim()))?;
+    (mac.0 != [0; 6] && mac.0[0] & 1 == 0).then_some(ovs_flows::flow::MacAddr(mac.0))
+}
 
 /// The transport address of `node` for an underlay of `family`: the annotation if it holds an
 /// address of that family, else the first InternalIP of that family.
@@ -45,10 +73,12 @@ pub struct SkippedPeer {
 }
 
 /// The peers to route, by name, from the peer view (pure). Nodes without podCIDRs or without a
-/// transport address of the underlay's family are skipped, with the reason.
+/// transport address of the underlay's family are skipped, with the reason; with
+/// [`PeerPath::Underlay`] also those off the segment or without an uplink MAC.
 pub fn desired_peers(
     peers: &PeerNodes,
     family: Family,
+    path: &PeerPath,
 ) -> (BTreeMap<String, PeerRoute>, Vec<SkippedPeer>) {
     let mut routes = BTreeMap::new();
     let mut skipped = Vec::new();
@@ -67,12 +97,35 @@ pub fn desired_peers(
             });
             continue;
         };
+        let uplink_mac = match path {
+            PeerPath::Tunnel => None,
+            PeerPath::Underlay { segment } => {
+                if !segment.iter().any(|s| s.contains(&transport_ip)) {
+                    skipped.push(SkippedPeer {
+                        name: name.clone(),
+                        reason: format!(
+                            "noEncap: transport address {transport_ip} is not on this node's segment {segment:?}"
+                        ),
+                    });
+                    continue;
+                }
+                let Some(mac) = peer_uplink_mac(node) else {
+                    skipped.push(SkippedPeer {
+                        name: name.clone(),
+                        reason: format!("noEncap: no usable {UPLINK_MAC_ANNOTATION} annotation"),
+                    });
+                    continue;
+                };
+                Some(mac)
+            }
+        };
         routes.insert(
             name.clone(),
             PeerRoute {
                 name: name.clone(),
                 pod_cidrs: node.pod_cidrs.clone(),
                 transport_ip,
+                uplink_mac,
             },
         );
     }
@@ -94,6 +147,7 @@ pub struct PeerChanges {
 pub struct PeerReconciler {
     flows: FlowSet,
     family: Family,
+    path: PeerPath,
     local_cidrs: Vec<IpNet>,
     gateway: String,
     netns: PathBuf,
@@ -103,10 +157,11 @@ pub struct PeerReconciler {
 
 impl PeerReconciler {
     /// A reconciler for the node's pod CIDRs, its gateway interface `gateway` and an underlay
-    /// of `family`.
+    /// of `family`, reaching peers by `path`.
     pub fn new(
         flows: FlowSet,
         family: Family,
+        path: PeerPath,
         local_cidrs: Vec<IpNet>,
         gateway: String,
         netns: PathBuf,
@@ -115,6 +170,7 @@ impl PeerReconciler {
         PeerReconciler {
             flows,
             family,
+            path,
             local_cidrs,
             gateway,
             netns,
@@ -131,7 +187,7 @@ impl PeerReconciler {
     /// One pass: each added/changed peer is one bundle, each removed peer one delete; then the
     /// routes. Errors are logged per peer and retried on the next pass.
     pub async fn reconcile(&mut self, view: &PeerNodes) -> PeerChanges {
-        let (desired, skipped) = desired_peers(view, self.family);
+        let (desired, skipped) = desired_peers(view, self.family, &self.path);
         let now: BTreeSet<(String, String)> =
             skipped.into_iter().map(|s| (s.name, s.reason)).collect();
         for (name, reason) in now.difference(&self.skipped) {
@@ -241,7 +297,7 @@ mod tests {
             .map(|n| (n.name.clone(), n))
             .collect(),
         );
-        let (peers, skipped) = desired_peers(&view, Family::Ipv4);
+        let (peers, skipped) = desired_peers(&view, Family::Ipv4, &PeerPath::Tunnel);
         assert_eq!(peers.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(
             peers["b"].transport_ip,
@@ -250,5 +306,54 @@ mod tests {
         let names: Vec<&str> = skipped.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["c", "d"]);
         assert!(skipped[1].reason.contains("Ipv4"), "{skipped:?}");
+    }
+
+    #[test]
+    fn noencap_routes_peers_on_the_segment_with_an_uplink_mac() {
+        let with_mac = |mut n: NodeInfo, mac: &str| {
+            n.annotations
+                .insert(UPLINK_MAC_ANNOTATION.to_string(), mac.to_string());
+            n
+        };
+        let view: PeerNodes = Arc::new(
+            [
+                with_mac(
+                    node("b", &["10.244.2.0/24"], &["192.168.60.12"], None),
+                    "52:54:00:00:00:12",
+                ),
+                node("c", &["10.244.3.0/24"], &["192.168.60.13"], None),
+                with_mac(
+                    node("d", &["10.244.4.0/24"], &["10.9.0.4"], None),
+                    "52:54:00:00:00:14",
+                ),
+                with_mac(
+                    node("e", &["10.244.5.0/24"], &["192.168.60.15"], None),
+                    "01:00:5e:00:00:01",
+                ),
+            ]
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect(),
+        );
+        let path = PeerPath::Underlay {
+            segment: vec!["192.168.60.0/24".parse().unwrap()],
+        };
+        let (peers, skipped) = desired_peers(&view, Family::Ipv4, &path);
+        assert_eq!(peers.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            peers["b"].uplink_mac,
+            Some(ovs_flows::flow::MacAddr::new(0x52, 0x54, 0, 0, 0, 0x12))
+        );
+        let names: Vec<&str> = skipped.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["c", "d", "e"]);
+        assert!(
+            skipped[0].reason.contains(UPLINK_MAC_ANNOTATION),
+            "{skipped:?}"
+        );
+        assert!(skipped[1].reason.contains("10.9.0.4"), "{skipped:?}");
+        // In encap the MAC plays no part.
+        let (peers, _) = desired_peers(&view, Family::Ipv4, &PeerPath::Tunnel);
+        assert_eq!(peers.len(), 4);
+        assert!(peers.values().all(|p| p.uplink_mac.is_none()));
     }
 }

@@ -33,7 +33,7 @@ pub use cookie::{
     Category, Cookie, CookieFilter, CATEGORY_MASK, CATEGORY_SHIFT, OBJECT_MASK, ROUND_MASK,
     ROUND_SHIFT,
 };
-pub use peer::{delete_peer, peer_flows, tunnel_flows, PeerNode};
+pub use peer::{delete_peer, peer_flows, peer_gateway_answers, tunnel_flows, PeerNode};
 pub use table::{tables, Miss, Registry, Stage, Table, TableDecl};
 
 /// The gateway MAC every pod resolves: a locally administered unicast address

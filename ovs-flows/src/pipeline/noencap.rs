@@ -1,8 +1,8 @@
 //! noEncap peers: pod traffic to a peer node's pod CIDRs leaves through the uplink with the
 //! peer's uplink MAC as destination, when the peer sits on the same L2 segment (its uplink MAC
-//! is known, published as the Node annotation `weft.dev/uplink-mac`). Otherwise nothing is
-//! installed here: L3 forwarding's default sends the packet to the gateway and the host's
-//! routes carry it (the route reconciler points the peer's pod CIDRs at the peer's node IP).
+//! is known, published as the Node annotation `weft.dev/uplink-mac`). Without a usable MAC
+//! nothing is installed here (the agent does not route such a peer at all: see
+//! docs/ovs-pipeline.md).
 //!
 //! Per peer (cookie category [`Category::Peer`], object id = the peer's id):
 //! - L3Forwarding, [`priority::NORMAL`]: `ip,nw_dst=PEER_CIDR` (or `ipv6,ipv6_dst=`) ->

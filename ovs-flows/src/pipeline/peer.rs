@@ -157,14 +157,25 @@ pub fn peer_flows(cfg: &NodeConfig, peer: &PeerNode) -> Vec<Flow> {
             ],
         ));
     }
-    for ip in peer.gateway_ips() {
-        match ip {
-            IpAddr::V4(v4) if cfg.has_ipv4() => flows.push(arp::answer(&ctx, cookie, v4)),
-            IpAddr::V6(v6) if cfg.has_ipv6() => flows.push(nd::responder(&ctx, cookie, v6)),
-            _ => {}
-        }
-    }
+    flows.extend(peer_gateway_answers(cfg, peer));
     flows
+}
+
+/// The ARP and ND answers for `peer`'s gateway IPs (cookie category Peer, object id =
+/// [`PeerNode::id`]): the host routes a peer's pod CIDRs `via PEER_GATEWAY dev GATEWAY onlink`
+/// and resolves that next hop to [`VIRTUAL_MAC`]. Part of [`peer_flows`]; noEncap peers
+/// (`noencap::noencap_peer_flows`) need them too.
+pub fn peer_gateway_answers(cfg: &NodeConfig, peer: &PeerNode) -> Vec<Flow> {
+    let ctx = Ctx::new(cfg);
+    let cookie = peer.cookie(cfg.round);
+    peer.gateway_ips()
+        .into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) if cfg.has_ipv4() => Some(arp::answer(&ctx, cookie, v4)),
+            IpAddr::V6(v6) if cfg.has_ipv6() => Some(nd::responder(&ctx, cookie, v6)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The flow-mod deleting every flow of the peer with object id `id`, in every round.
