@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -35,7 +35,7 @@ use crate::iface::{
     host_mac, host_veth_name, validate_ifname, DeleteOutcome, IfaceError, PodRoute, PodVethSpec,
     VethManager,
 };
-use crate::ipam::{FileStore, Ipam, IpamError, Owner};
+use crate::ipam::{IpamError, Owner, SharedIpam};
 use crate::mtu::MtuPlan;
 use crate::netns::{Netns, NetnsError};
 use crate::ovsdb::{DatapathType, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec};
@@ -64,7 +64,7 @@ pub struct PodNetwork {
     ovs: Ovs,
     flows: FlowSet,
     veths: VethManager,
-    ipam: Arc<Mutex<Ipam<FileStore>>>,
+    ipam: SharedIpam,
     pods: Mutex<BTreeMap<(String, String), PodRecord>>,
     locks: KeyedLocks,
 }
@@ -304,14 +304,14 @@ impl PodNetwork {
         ovs: Ovs,
         flows: FlowSet,
         veths: VethManager,
-        ipam: Ipam<FileStore>,
+        ipam: SharedIpam,
     ) -> Self {
         PodNetwork {
             config,
             ovs,
             flows,
             veths,
-            ipam: Arc::new(Mutex::new(ipam)),
+            ipam,
             pods: Mutex::new(BTreeMap::new()),
             locks: KeyedLocks::default(),
         }
@@ -351,9 +351,7 @@ impl PodNetwork {
             report.pods = pods.len();
         }
         let keep: Vec<Owner> = self.records().iter().map(PodRecord::owner).collect();
-        report.released = self
-            .ipam_call("agent", move |ipam| ipam.retain(&keep))
-            .await?;
+        report.released = ipam_result("agent", self.ipam.retain(&keep).await)?;
         Ok(report)
     }
 
@@ -435,12 +433,18 @@ impl PodNetwork {
             reason: e.to_string(),
         })?;
 
+        // The addresses are decided now and saved by the IPAM's group commit while the veth is
+        // created; they are handed out (written onto the OVS port, returned) only once durable.
         let owner = target.owner();
-        let alloc_owner = owner.clone();
-        let ips = self
-            .ipam_call(&pod, move |ipam| ipam.allocate(&alloc_owner))
-            .await?;
+        let reservation = self
+            .ipam
+            .reserve(&owner)
+            .map_err(|source| AttachError::Ipam {
+                pod: pod.clone(),
+                source,
+            })?;
         undo.push(Undo::ReleaseIps(owner));
+        let ips = reservation.ips().to_vec();
 
         let mut veth = PodVethSpec::new(
             &target.container_id,
@@ -463,11 +467,16 @@ impl PodNetwork {
             pod: pod.clone(),
             source,
         };
-        self.veths.create(&pod_ns, &veth).await.map_err(iface_err)?;
-        undo.push(Undo::DeleteVeth {
-            host: veth.host_ifname.clone(),
-            container_id: target.container_id.clone(),
-        });
+        let (durable, created) =
+            tokio::join!(reservation.durable(), self.veths.create(&pod_ns, &veth));
+        if created.is_ok() {
+            undo.push(Undo::DeleteVeth {
+                host: veth.host_ifname.clone(),
+                container_id: target.container_id.clone(),
+            });
+        }
+        let ips = ipam_result(&pod, durable)?;
+        created.map_err(iface_err)?;
 
         let mut record = PodRecord {
             namespace: target.namespace.clone(),
@@ -538,13 +547,12 @@ impl PodNetwork {
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),
-                Undo::ReleaseIps(owner) => {
-                    let owner = owner.clone();
-                    self.ipam_call("rollback", move |ipam| ipam.release(&owner))
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }
+                Undo::ReleaseIps(owner) => self
+                    .ipam
+                    .release(owner)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
             };
             if let Err(e) = outcome {
                 failures.push(format!("{step:?}: {e}"));
@@ -600,9 +608,7 @@ impl PodNetwork {
             })?;
         self.delete_veth(&pod, &record.host_ifname, &record.container_id)
             .await?;
-        let owner = record.owner();
-        self.ipam_call(&pod, move |ipam| ipam.release(&owner))
-            .await?;
+        ipam_result(&pod, self.ipam.release(&record.owner()).await)?;
         Ok(())
     }
 
@@ -651,9 +657,7 @@ impl PodNetwork {
         }
         let host = host_veth_name(&target.namespace, &target.name);
         self.delete_veth(&pod, &host, &target.container_id).await?;
-        let owner = target.owner();
-        self.ipam_call(&pod, move |ipam| ipam.release(&owner))
-            .await?;
+        ipam_result(&pod, self.ipam.release(&target.owner()).await)?;
         Ok(())
     }
 
@@ -828,10 +832,7 @@ impl PodNetwork {
         }
         // Allocations of neither a valid nor a known attachment (a crashed ADD). Each is
         // released under its container's lock, so an ADD in flight keeps its addresses.
-        let owners: Vec<Owner> = {
-            let ipam = lock(&self.ipam);
-            ipam.owners().into_iter().collect()
-        };
+        let owners: Vec<Owner> = self.ipam.owners().into_iter().collect();
         for owner in owners {
             let key = (owner.container_id.clone(), owner.ifname.clone());
             if valid.contains(&key) {
@@ -841,11 +842,7 @@ impl PodNetwork {
             if lock(&self.pods).contains_key(&key) {
                 continue;
             }
-            let release = owner.clone();
-            match self
-                .ipam_call("gc", move |ipam| ipam.release(&release))
-                .await
-            {
+            match ipam_result("gc", self.ipam.release(&owner).await) {
                 Ok(released) if !released.is_empty() => {
                     tracing::info!(container = %owner.container_id, ?released, "gc released addresses");
                 }
@@ -949,26 +946,13 @@ impl PodNetwork {
             dns: self.config.dns.clone(),
         }
     }
+}
 
-    /// Runs an IPAM call off the async workers (the store fsyncs).
-    async fn ipam_call<T: Send + 'static>(
-        &self,
-        pod: &str,
-        f: impl FnOnce(&mut Ipam<FileStore>) -> Result<T, IpamError> + Send + 'static,
-    ) -> Result<T, AttachError> {
-        let ipam = Arc::clone(&self.ipam);
-        let joined = tokio::task::spawn_blocking(move || f(&mut lock(&ipam))).await;
-        let result = joined.unwrap_or_else(|e| {
-            Err(IpamError::Store {
-                path: "ipam".into(),
-                message: format!("ipam task failed: {e}"),
-            })
-        });
-        result.map_err(|source| AttachError::Ipam {
-            pod: pod.to_string(),
-            source,
-        })
-    }
+fn ipam_result<T>(pod: &str, result: Result<T, IpamError>) -> Result<T, AttachError> {
+    result.map_err(|source| AttachError::Ipam {
+        pod: pod.to_string(),
+        source,
+    })
 }
 
 /// The pipeline's view of an attachment; `None` without an OpenFlow port.
