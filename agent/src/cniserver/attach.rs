@@ -9,13 +9,15 @@
 //! - DEL is idempotent: an unknown attachment, a vanished netns or veth is success. Steps run
 //!   flows, port, veth, IPs; a failing step fails the DEL and keeps the record, so the runtime's
 //!   retry finishes the job.
+//! - ADD hands out IPs only once durable, and returns success only once OVS gave the port the
+//!   OpenFlow port number the agent requested (its flows are installed meanwhile).
 //! - The store is only ever what OVSDB says plus what this process wired, so IPs are never
 //!   handed out twice across restarts: IPAM is durable, and [`PodNetwork::rebuild`] releases
 //!   only allocations no OVS port accounts for, before any ADD is served.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -28,6 +30,7 @@ use weft_cni::CniError;
 
 use super::code;
 use super::locks::KeyedLocks;
+use super::ofports::OfportAllocator;
 use super::pods::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
 use crate::agent::flows::{FlowError, FlowSet};
 use crate::agent::gateway::GatewaySpec;
@@ -67,6 +70,7 @@ pub struct PodNetwork {
     ipam: SharedIpam,
     pods: Mutex<BTreeMap<(String, String), PodRecord>>,
     locks: KeyedLocks,
+    ofports: Arc<OfportAllocator>,
 }
 
 impl std::fmt::Debug for PodNetwork {
@@ -126,6 +130,17 @@ pub enum AttachError {
         /// Why.
         source: OvsdbError,
     },
+    /// OVS gave the pod port another OpenFlow port number than the one requested, or none is
+    /// free.
+    #[error("pod {pod}: port {port}: {reason}")]
+    Ofport {
+        /// `namespace/name`.
+        pod: String,
+        /// The OVS port.
+        port: String,
+        /// What happened, e.g. `requested ofport 7, ovs assigned 9`.
+        reason: String,
+    },
     /// OpenFlow failed.
     #[error("pod {pod}: {source}")]
     Flows {
@@ -181,7 +196,7 @@ impl AttachError {
                 }
                 _ => code::INTERFACE_FAILURE,
             },
-            AttachError::Ovsdb { .. } => code::OVSDB_FAILURE,
+            AttachError::Ovsdb { .. } | AttachError::Ofport { .. } => code::OVSDB_FAILURE,
             AttachError::Flows { .. } => code::FLOW_FAILURE,
             AttachError::Unknown { .. } => spec::UNKNOWN_CONTAINER,
             AttachError::Mismatches { .. } => code::CHECK_FAILED,
@@ -205,7 +220,9 @@ impl AttachError {
             AttachError::Iface { .. } => {
                 format!("{verb}: pod interface setup failed")
             }
-            AttachError::Ovsdb { port, .. } => format!("{verb}: ovs port {port} failed"),
+            AttachError::Ovsdb { port, .. } | AttachError::Ofport { port, .. } => {
+                format!("{verb}: ovs port {port} failed")
+            }
             AttachError::Flows { .. } => format!("{verb}: pod flows failed"),
             AttachError::Unknown { .. } => format!("{verb}: unknown attachment"),
             AttachError::Mismatches { .. } => format!("{verb}: pod network differs from its spec"),
@@ -314,6 +331,7 @@ impl PodNetwork {
             ipam,
             pods: Mutex::new(BTreeMap::new()),
             locks: KeyedLocks::default(),
+            ofports: Arc::default(),
         }
     }
 
@@ -350,9 +368,22 @@ impl PodNetwork {
             }
             report.pods = pods.len();
         }
+        self.ofports.resume(&self.ofports_in_use());
         let keep: Vec<Owner> = self.records().iter().map(PodRecord::owner).collect();
         report.released = ipam_result("agent", self.ipam.retain(&keep).await)?;
         Ok(report)
+    }
+
+    /// Every OpenFlow port number OVS holds: each interface's `ofport` and `ofport_request`.
+    fn ofports_in_use(&self) -> BTreeSet<u32> {
+        self.ovs.client().read_cache(|cache| {
+            cache
+                .table("Interface")
+                .flat_map(|(_, iface)| [iface.get_i64("ofport"), iface.get_i64("ofport_request")])
+                .flatten()
+                .filter_map(|p| u32::try_from(p).ok())
+                .collect()
+        })
     }
 
     /// Decodes every Weft pod port on the bridge from the OVSDB cache.
@@ -494,35 +525,98 @@ impl PodNetwork {
             port: record.host_ifname.clone(),
             source,
         };
+        // The agent picks the OpenFlow port number, so the pod's flows go in while
+        // ovs-vswitchd adds the port; OVS must then confirm it gave exactly that number.
+        let lease =
+            self.ofports
+                .lease(&self.ofports_in_use())
+                .ok_or_else(|| AttachError::Ofport {
+                    pod: pod.clone(),
+                    port: record.host_ifname.clone(),
+                    reason: "no free pod openflow port number".into(),
+                })?;
+        let ofport = lease.ofport();
         let mut port = PortSpec::new(&record.host_ifname, PortKind::System)
-            .with_mtu_request(self.config.plan.pod);
+            .with_mtu_request(self.config.plan.pod)
+            .with_ofport_request(ofport);
+        // A port left behind under this name (its veth vanished with a deleted netns) still
+        // shows its old number until ovs-vswitchd applies the request.
+        let renumbered = self
+            .ovs
+            .client()
+            .read_cache(|cache| cache.by_name("Interface", &record.host_ifname).is_some());
         port.external_ids = record.external_ids();
         self.ovs
             .ensure_port(&self.config.bridge, &port)
             .await
             .map_err(ovs_err)?;
         undo.push(Undo::DeletePort(record.host_ifname.clone()));
-        let ofport = self
-            .ovs
-            .wait_for_ofport(&record.host_ifname, OFPORT_TIMEOUT)
-            .await
-            .map_err(ovs_err)?;
         record.ofport = Some(ofport);
-
-        undo.push(Undo::RemoveFlows(ofport));
         let local = local_pod(&record).ok_or_else(|| AttachError::Ovsdb {
             pod: pod.clone(),
             port: record.host_ifname.clone(),
             source: OvsdbError::invalid("ofport", ofport.to_string()),
         })?;
-        self.flows
-            .add_pod(local)
-            .await
-            .map_err(|source| AttachError::Flows {
+        let (installed, assigned) = tokio::join!(
+            self.flows.add_pod(local),
+            self.wait_for_ofport(&record.host_ifname, ofport, renumbered)
+        );
+        if installed.is_ok() {
+            undo.push(Undo::RemoveFlows(ofport));
+        }
+        let assigned = assigned.map_err(ovs_err)?;
+        if assigned != ofport {
+            return Err(AttachError::Ofport {
                 pod: pod.clone(),
-                source: Box::new(source),
-            })?;
+                port: record.host_ifname.clone(),
+                reason: format!("requested ofport {ofport}, ovs assigned {assigned}"),
+            });
+        }
+        installed.map_err(|source| AttachError::Flows {
+            pod: pod.clone(),
+            source: Box::new(source),
+        })?;
+        drop(lease);
         Ok(record)
+    }
+
+    /// Waits until OVS gives `interface` an OpenFlow port and returns it. A new interface gets
+    /// its number once, so the first one is the answer; an existing one (`renumbered`) keeps
+    /// its old number until OVS applies the request, so then this waits for `requested` (or the
+    /// timeout, returning whatever number it has).
+    async fn wait_for_ofport(
+        &self,
+        interface: &str,
+        requested: u32,
+        renumbered: bool,
+    ) -> Result<u32, OvsdbError> {
+        let assigned = self.ovs.wait_for_ofport(interface, OFPORT_TIMEOUT).await?;
+        if !renumbered || assigned == requested {
+            return Ok(assigned);
+        }
+        let client = self.ovs.client();
+        let mut generation = client.watch_generation();
+        let current = || {
+            client.read_cache(|cache| {
+                cache
+                    .by_name("Interface", interface)
+                    .and_then(|(_, i)| i.get_i64("ofport"))
+                    .and_then(|p| u32::try_from(p).ok())
+            })
+        };
+        let deadline = tokio::time::Instant::now() + OFPORT_TIMEOUT;
+        loop {
+            generation.borrow_and_update();
+            match current() {
+                Some(port) if port == requested => return Ok(port),
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, generation.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(OvsdbError::Closed),
+                Err(_) => return Ok(current().unwrap_or(assigned)),
+            }
+        }
     }
 
     /// Runs undo steps in reverse order; returns what failed.
