@@ -7,8 +7,9 @@
 //! - ADD is all-or-nothing: every step pushes its undo, and a failure runs the undos in reverse
 //!   (flows, port, veth, IPs). An ADD of an attachment that already exists returns its result.
 //! - DEL is idempotent: an unknown attachment, a vanished netns or veth is success. Steps run
-//!   flows, port, veth, IPs; a failing step fails the DEL and keeps the record, so the runtime's
-//!   retry finishes the job.
+//!   flows and port (together), then veth and IPs (together: the IPs are released only once no
+//!   flow or port leads to the old pod); a failing step fails the DEL and keeps the record, so
+//!   the runtime's retry finishes the job.
 //! - ADD hands out IPs only once durable, and returns success only once OVS gave the port the
 //!   OpenFlow port number the agent requested (its flows are installed meanwhile).
 //! - The store is only ever what OVSDB says plus what this process wired, so IPs are never
@@ -681,28 +682,35 @@ impl PodNetwork {
         }
     }
 
+    /// Removes an attachment: its flows and its OVS port together, then its veth and its IPs
+    /// together. The IPs go only after the flows and the port, so no packet reaches the old
+    /// pod once its address can be handed out again; the veth is by then cut off from the
+    /// bridge, so it may still be going while the address is released.
     async fn teardown(&self, record: &PodRecord) -> Result<(), AttachError> {
         let pod = record.key();
-        if let Some(ofport) = record.ofport {
-            self.flows
-                .remove_pod(ofport)
-                .await
-                .map_err(|source| AttachError::Flows {
-                    pod: pod.clone(),
-                    source: Box::new(source),
-                })?;
-        }
-        self.ovs
-            .delete_port(&record.host_ifname)
-            .await
-            .map_err(|source| AttachError::Ovsdb {
-                pod: pod.clone(),
-                port: record.host_ifname.clone(),
-                source,
-            })?;
-        self.delete_veth(&pod, &record.host_ifname, &record.container_id)
-            .await?;
-        ipam_result(&pod, self.ipam.release(&record.owner()).await)?;
+        let remove_flows = async {
+            match record.ofport {
+                Some(ofport) => self.flows.remove_pod(ofport).await,
+                None => Ok(()),
+            }
+        };
+        let (flows, port) = tokio::join!(remove_flows, self.ovs.delete_port(&record.host_ifname));
+        flows.map_err(|source| AttachError::Flows {
+            pod: pod.clone(),
+            source: Box::new(source),
+        })?;
+        port.map_err(|source| AttachError::Ovsdb {
+            pod: pod.clone(),
+            port: record.host_ifname.clone(),
+            source,
+        })?;
+        let owner = record.owner();
+        let (veth, ips) = tokio::join!(
+            self.delete_veth(&pod, &record.host_ifname, &record.container_id),
+            self.ipam.release(&owner)
+        );
+        veth?;
+        ipam_result(&pod, ips)?;
         Ok(())
     }
 
@@ -750,8 +758,13 @@ impl PodNetwork {
                 })?;
         }
         let host = host_veth_name(&target.namespace, &target.name);
-        self.delete_veth(&pod, &host, &target.container_id).await?;
-        ipam_result(&pod, self.ipam.release(&target.owner()).await)?;
+        let owner = target.owner();
+        let (veth, ips) = tokio::join!(
+            self.delete_veth(&pod, &host, &target.container_id),
+            self.ipam.release(&owner)
+        );
+        veth?;
+        ipam_result(&pod, ips)?;
         Ok(())
     }
 
