@@ -10,8 +10,11 @@
 //!   never allocated;
 //! - release of an unknown owner is a no-op (DEL is idempotent).
 //!
-//! Decisions are pure ([`Ipam`] works on memory and a [`Store`]); the store is the only side
-//! effect, behind a trait so the planner can be tested without a disk.
+//! Decisions are pure (a private pool works on memory and records every change as reversible
+//! edits); the [`Store`] is the only side effect, behind a trait so the planner can be tested
+//! without a disk. Two front ends share the pool: [`Ipam`], where every change is saved before
+//! the call returns (bootstrap, tests), and [`SharedIpam`], which serves concurrent callers with
+//! group commit (one write + fsync + rename for every change pending at that moment).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -21,12 +24,17 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod commit;
+
+pub use commit::{Reservation, SharedIpam};
+
 /// File name of the allocation store inside `dataDir`.
 pub const STORE_FILE: &str = "ipam.json";
 const STORE_VERSION: u32 = 1;
 
-/// Errors of the IPAM.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the IPAM. Cloneable: a failed group commit hands the same error to every caller
+/// whose change it held.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum IpamError {
     /// Every usable address of a pod CIDR is taken.
     #[error("pod CIDR {cidr} is exhausted ({used} addresses in use)")]
@@ -152,29 +160,31 @@ impl Store for FileStore {
     }
 }
 
-/// The allocator.
-pub struct Ipam<S: Store> {
+/// One address changed in memory: who held it before and who holds it after. Undoing an edit
+/// puts `before` back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Edit {
+    ip: IpAddr,
+    before: Option<Owner>,
+    after: Option<Owner>,
+}
+
+/// The allocation state in memory and every decision on it; no IO.
+#[derive(Debug)]
+struct Pool {
     cidrs: Vec<IpNet>,
     allocations: BTreeMap<IpAddr, Owner>,
     /// Per CIDR, where the next search starts (round-robin, so a released address is not
     /// handed out again at once).
     cursors: Vec<u128>,
-    store: S,
+    /// Addresses with a change that is not durable yet, and how many such changes: never
+    /// picked, so a release that may still be rolled back never frees its address for another
+    /// owner. Always empty for [`Ipam`], which saves before returning.
+    unsettled: BTreeMap<IpAddr, usize>,
 }
 
-impl<S: Store> std::fmt::Debug for Ipam<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ipam")
-            .field("cidrs", &self.cidrs)
-            .field("allocations", &self.allocations.len())
-            .finish()
-    }
-}
-
-impl<S: Store> Ipam<S> {
-    /// Opens the allocator over the node's pod CIDRs (at most one per family), loading persisted
-    /// allocations, including any outside the current CIDRs (see [`Ipam::outside_cidrs`]).
-    pub fn open(cidrs: &[IpNet], mut store: S) -> Result<Self, IpamError> {
+impl Pool {
+    fn new(cidrs: &[IpNet], allocations: BTreeMap<IpAddr, Owner>) -> Result<Self, IpamError> {
         if cidrs.is_empty() {
             return Err(IpamError::NoPodCidr);
         }
@@ -183,44 +193,192 @@ impl<S: Store> Ipam<S> {
                 return Err(IpamError::CidrTooSmall(*cidr));
             }
         }
-        let allocations = store.load()?;
-        Ok(Ipam {
+        Ok(Pool {
             cidrs: cidrs.iter().map(IpNet::trunc).collect(),
             cursors: vec![0; cidrs.len()],
             allocations,
+            unsettled: BTreeMap::new(),
+        })
+    }
+
+    /// Picks one address per CIDR for `owner` and records them in memory. `Ok(None)` if the
+    /// owner already holds addresses. All-or-nothing: if one family is exhausted, nothing
+    /// changes.
+    fn allocate(&mut self, owner: &Owner) -> Result<Option<Vec<Edit>>, IpamError> {
+        if self.allocations.values().any(|o| o.same_attachment(owner)) {
+            return Ok(None);
+        }
+        let mut picked = Vec::with_capacity(self.cidrs.len());
+        for index in 0..self.cidrs.len() {
+            picked.push(self.pick(index)?);
+        }
+        let mut edits = Vec::with_capacity(picked.len());
+        for (index, (ip, offset)) in picked.into_iter().enumerate() {
+            self.allocations.insert(ip, owner.clone());
+            self.cursors[index] = offset + 1;
+            edits.push(Edit {
+                ip,
+                before: None,
+                after: Some(owner.clone()),
+            });
+        }
+        Ok(Some(edits))
+    }
+
+    /// Removes every allocation whose owner is `doomed` from memory; returns the edits.
+    fn release_where(&mut self, doomed: impl Fn(&Owner) -> bool) -> Vec<Edit> {
+        let released: Vec<(IpAddr, Owner)> = self
+            .allocations
+            .iter()
+            .filter(|(_, owner)| doomed(owner))
+            .map(|(ip, owner)| (*ip, owner.clone()))
+            .collect();
+        released
+            .into_iter()
+            .map(|(ip, owner)| {
+                self.allocations.remove(&ip);
+                Edit {
+                    ip,
+                    before: Some(owner),
+                    after: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Puts an edit's `before` back if the address still holds its `after`. Returns `false`
+    /// when a later edit changed the address since (the caller then rewrites that edit).
+    fn undo(&mut self, edit: &Edit) -> bool {
+        if self.allocations.get(&edit.ip) != edit.after.as_ref() {
+            return false;
+        }
+        match &edit.before {
+            Some(owner) => self.allocations.insert(edit.ip, owner.clone()),
+            None => self.allocations.remove(&edit.ip),
+        };
+        true
+    }
+
+    fn settle(&mut self, ip: IpAddr) {
+        if let Some(count) = self.unsettled.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.unsettled.remove(&ip);
+            }
+        }
+    }
+
+    fn addresses_of(&self, owner: &Owner) -> Vec<IpNet> {
+        self.allocations
+            .iter()
+            .filter(|(_, o)| o.same_attachment(owner))
+            .filter_map(|(ip, _)| {
+                let cidr = self.cidrs.iter().find(|c| c.contains(ip))?;
+                IpNet::new(*ip, cidr.prefix_len()).ok()
+            })
+            .collect()
+    }
+
+    fn outside_cidrs(&self) -> Vec<(IpAddr, Owner)> {
+        self.allocations
+            .iter()
+            .filter(|(ip, _)| !self.cidrs.iter().any(|c| c.contains(*ip)))
+            .map(|(ip, o)| (*ip, o.clone()))
+            .collect()
+    }
+
+    fn taken(&self, ip: &IpAddr) -> bool {
+        self.allocations.contains_key(ip) || self.unsettled.contains_key(ip)
+    }
+
+    /// Finds a free address in CIDR `index`, searching round-robin from its cursor. Returns the
+    /// address and its offset from the first usable address.
+    fn pick(&self, index: usize) -> Result<(IpAddr, u128), IpamError> {
+        let cidr = self.cidrs[index];
+        let (first, count) = usable(&cidr).ok_or(IpamError::CidrTooSmall(cidr))?;
+        let start = self.cursors[index] % count;
+        // Only allocations (and unsettled releases) inside this CIDR can collide; bounded by
+        // how many exist, so the search ends quickly even in a /64.
+        let allocated = self
+            .allocations
+            .keys()
+            .filter(|ip| cidr.contains(*ip))
+            .count();
+        let blocked = self
+            .unsettled
+            .keys()
+            .filter(|ip| cidr.contains(*ip) && !self.allocations.contains_key(ip))
+            .count();
+        let used = (allocated + blocked) as u128;
+        if used >= count {
+            return Err(IpamError::Exhausted {
+                cidr,
+                used: allocated,
+            });
+        }
+        for step in 0..=used {
+            let offset = (start + step) % count;
+            let ip = add(first, offset);
+            if !self.taken(&ip) {
+                return Ok((ip, offset));
+            }
+        }
+        Err(IpamError::Exhausted {
+            cidr,
+            used: allocated,
+        })
+    }
+}
+
+/// The allocator for one caller at a time: every change is saved before the call returns. For
+/// concurrent callers, turn it into a [`SharedIpam`].
+pub struct Ipam<S: Store> {
+    pool: Pool,
+    store: S,
+}
+
+impl<S: Store> std::fmt::Debug for Ipam<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ipam")
+            .field("cidrs", &self.pool.cidrs)
+            .field("allocations", &self.pool.allocations.len())
+            .finish()
+    }
+}
+
+impl<S: Store> Ipam<S> {
+    /// Opens the allocator over the node's pod CIDRs (at most one per family), loading persisted
+    /// allocations, including any outside the current CIDRs (see [`Ipam::outside_cidrs`]).
+    pub fn open(cidrs: &[IpNet], mut store: S) -> Result<Self, IpamError> {
+        // Validate the CIDRs before touching the store.
+        Pool::new(cidrs, BTreeMap::new())?;
+        let allocations = store.load()?;
+        Ok(Ipam {
+            pool: Pool::new(cidrs, allocations)?,
             store,
         })
     }
 
     /// The gateway address of each pod CIDR (its first host address).
     pub fn gateways(&self) -> Vec<IpNet> {
-        self.cidrs.iter().map(gateway_of).collect()
+        self.pool.cidrs.iter().map(gateway_of).collect()
     }
 
     /// Allocates one address per pod CIDR for `owner`, or returns the ones it already holds.
-    /// All-or-nothing: if one family is exhausted, nothing is kept.
+    /// All-or-nothing: if one family is exhausted or the save fails, nothing is kept.
     pub fn allocate(&mut self, owner: &Owner) -> Result<Vec<IpNet>, IpamError> {
-        let existing = self.addresses_of(owner);
-        if !existing.is_empty() {
-            return Ok(existing);
-        }
-        let mut picked = Vec::with_capacity(self.cidrs.len());
-        for index in 0..self.cidrs.len() {
-            picked.push(self.pick(index)?);
-        }
-        for (ip, _) in &picked {
-            self.allocations.insert(*ip, owner.clone());
-        }
-        if let Err(err) = self.store.save(&self.allocations) {
-            for (ip, _) in &picked {
-                self.allocations.remove(ip);
+        let cursors = self.pool.cursors.clone();
+        let Some(edits) = self.pool.allocate(owner)? else {
+            return Ok(self.pool.addresses_of(owner));
+        };
+        if let Err(err) = self.store.save(&self.pool.allocations) {
+            for edit in edits.iter().rev() {
+                self.pool.undo(edit);
             }
+            self.pool.cursors = cursors;
             return Err(err);
         }
-        for (index, (_, offset)) in picked.iter().enumerate() {
-            self.cursors[index] = offset + 1;
-        }
-        Ok(self.addresses_of(owner))
+        Ok(self.pool.addresses_of(owner))
     }
 
     /// Releases every address held by the attachment (container id + ifname). Returns what was
@@ -236,87 +394,37 @@ impl<S: Store> Ipam<S> {
     }
 
     fn release_where(&mut self, doomed: impl Fn(&Owner) -> bool) -> Result<Vec<IpAddr>, IpamError> {
-        let released: Vec<IpAddr> = self
-            .allocations
-            .iter()
-            .filter(|(_, owner)| doomed(owner))
-            .map(|(ip, _)| *ip)
-            .collect();
-        if released.is_empty() {
-            return Ok(released);
+        let edits = self.pool.release_where(doomed);
+        if edits.is_empty() {
+            return Ok(Vec::new());
         }
-        let before = self.allocations.clone();
-        for ip in &released {
-            self.allocations.remove(ip);
-        }
-        if let Err(err) = self.store.save(&self.allocations) {
-            self.allocations = before;
+        if let Err(err) = self.store.save(&self.pool.allocations) {
+            for edit in edits.iter().rev() {
+                self.pool.undo(edit);
+            }
             return Err(err);
         }
-        Ok(released)
+        Ok(edits.into_iter().map(|e| e.ip).collect())
     }
 
     /// The addresses held by an attachment, with the prefix length of their CIDR.
     pub fn addresses_of(&self, owner: &Owner) -> Vec<IpNet> {
-        self.allocations
-            .iter()
-            .filter(|(_, o)| o.same_attachment(owner))
-            .filter_map(|(ip, _)| {
-                let cidr = self.cidrs.iter().find(|c| c.contains(ip))?;
-                IpNet::new(*ip, cidr.prefix_len()).ok()
-            })
-            .collect()
+        self.pool.addresses_of(owner)
     }
 
     /// Every allocation.
     pub fn allocations(&self) -> &BTreeMap<IpAddr, Owner> {
-        &self.allocations
+        &self.pool.allocations
     }
 
     /// Distinct owners.
     pub fn owners(&self) -> BTreeSet<Owner> {
-        self.allocations.values().cloned().collect()
+        self.pool.allocations.values().cloned().collect()
     }
 
     /// Allocations that lie outside the current pod CIDRs (the node's CIDR changed).
     pub fn outside_cidrs(&self) -> Vec<(IpAddr, Owner)> {
-        self.allocations
-            .iter()
-            .filter(|(ip, _)| !self.cidrs.iter().any(|c| c.contains(*ip)))
-            .map(|(ip, o)| (*ip, o.clone()))
-            .collect()
-    }
-
-    /// Finds a free address in CIDR `index`, searching round-robin from its cursor. Returns the
-    /// address and its offset from the first usable address.
-    fn pick(&self, index: usize) -> Result<(IpAddr, u128), IpamError> {
-        let cidr = self.cidrs[index];
-        let (first, count) = usable(&cidr).ok_or(IpamError::CidrTooSmall(cidr))?;
-        let start = self.cursors[index] % count;
-        // Only allocations inside this CIDR can collide; bounded by how many exist, so the
-        // search ends quickly even in a /64.
-        let used = self
-            .allocations
-            .keys()
-            .filter(|ip| cidr.contains(*ip))
-            .count() as u128;
-        if used >= count {
-            return Err(IpamError::Exhausted {
-                cidr,
-                used: used as usize,
-            });
-        }
-        for step in 0..=used {
-            let offset = (start + step) % count;
-            let ip = add(first, offset);
-            if !self.allocations.contains_key(&ip) {
-                return Ok((ip, offset));
-            }
-        }
-        Err(IpamError::Exhausted {
-            cidr,
-            used: used as usize,
-        })
+        self.pool.outside_cidrs()
     }
 }
 

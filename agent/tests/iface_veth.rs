@@ -524,3 +524,98 @@ async fn host_interface_reads_mtu_mac_and_state() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_are_batched_and_touch_nothing_else() {
+    use weft_agent::iface::reaper::DELETE_GROUP;
+
+    let node = TestNetns::new("batn");
+    let manager = VethManager::new(Netns::open(node.path()).unwrap())
+        .await
+        .unwrap();
+    let pods: Vec<TestNetns> = (0..8).map(|i| TestNetns::new(&format!("bat{i}"))).collect();
+    let mut specs = Vec::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let spec = spec(
+            &format!("web-bat{i}"),
+            &[&format!("10.99.{}.2/24", 40 + i)],
+            &[&format!("10.99.{}.1", 40 + i)],
+        );
+        manager
+            .create(&Netns::open(pod.path()).unwrap(), &spec)
+            .await
+            .unwrap();
+        specs.push(spec);
+    }
+    // Bystanders: a veth of the node nobody deletes, and a pod veth whose owner differs.
+    node.ip(&[
+        "link", "add", "keepme", "type", "veth", "peer", "name", "keepme-p",
+    ])
+    .unwrap();
+    // A veth left in the delete group by a reaper that died before deleting it.
+    node.ip(&[
+        "link",
+        "add",
+        "stranded",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "stranded-p",
+    ])
+    .unwrap();
+    node.ip(&[
+        "link",
+        "set",
+        "stranded",
+        "group",
+        &DELETE_GROUP.to_string(),
+    ])
+    .unwrap();
+
+    let deletes: Vec<_> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let manager = manager.clone();
+            let name = spec.host_ifname.clone();
+            // Pod 0 belongs to a newer sandbox: its DEL names another container.
+            let id = if i == 0 {
+                "an-older-sandbox".to_string()
+            } else {
+                spec.container_id.clone()
+            };
+            tokio::spawn(async move { manager.delete(&name, &id).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for delete in deletes {
+        outcomes.push(delete.await.unwrap().unwrap());
+    }
+    assert!(matches!(
+        outcomes[0],
+        DeleteOutcome::OwnedByOtherContainer { .. }
+    ));
+    assert!(outcomes[1..].iter().all(|o| *o == DeleteOutcome::Deleted));
+    let mut left = node.link_names();
+    left.sort();
+    let mut want = vec![
+        specs[0].host_ifname.clone(),
+        "keepme".to_string(),
+        "keepme-p".to_string(),
+    ];
+    want.sort();
+    assert_eq!(left, want, "stranded group member or a batch veth left");
+    for pod in &pods[1..] {
+        assert!(pod.link_names().is_empty(), "{}", pod.name());
+    }
+    assert_eq!(pods[0].link_names(), vec!["eth0".to_string()]);
+    // Deleting again: already gone, and nothing else is touched.
+    assert_eq!(
+        manager
+            .delete(&specs[1].host_ifname, &specs[1].container_id)
+            .await
+            .unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+}

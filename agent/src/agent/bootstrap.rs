@@ -35,7 +35,7 @@ use super::tunnel::{self, TunnelError, TunnelSpec};
 use crate::cniserver::{PodNetwork, RebuildReport};
 use crate::config::AgentConfig;
 use crate::iface::{IfaceError, VethManager};
-use crate::ipam::{FileStore, Ipam, IpamError};
+use crate::ipam::{FileStore, Ipam, IpamError, SharedIpam};
 use crate::k8s::{K8sError, LocalNode, PeerNodes};
 use crate::mtu::{
     self, Family, HostInterface, MtuError, MtuInput, MtuPlan, TrafficMode, TransportError,
@@ -549,7 +549,10 @@ pub async fn bootstrap(
         }
     }
 
-    let ipam = Ipam::open(&node.pod_cidrs, FileStore::in_dir(&config.data_dir))?;
+    let ipam = SharedIpam::start(Ipam::open(
+        &node.pod_cidrs,
+        FileStore::in_dir(&config.data_dir),
+    )?)?;
     let network = PodNetwork::new(
         crate::cniserver::attach_config(config, plan, gateway.clone()),
         ovs.clone(),

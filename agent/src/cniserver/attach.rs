@@ -7,8 +7,11 @@
 //! - ADD is all-or-nothing: every step pushes its undo, and a failure runs the undos in reverse
 //!   (flows, port, veth, IPs). An ADD of an attachment that already exists returns its result.
 //! - DEL is idempotent: an unknown attachment, a vanished netns or veth is success. Steps run
-//!   flows, port, veth, IPs; a failing step fails the DEL and keeps the record, so the runtime's
-//!   retry finishes the job.
+//!   flows and port (together), then veth and IPs (together: the IPs are released only once no
+//!   flow or port leads to the old pod); a failing step fails the DEL and keeps the record, so
+//!   the runtime's retry finishes the job.
+//! - ADD hands out IPs only once durable, and returns success only once OVS gave the port the
+//!   OpenFlow port number the agent requested (its flows are installed meanwhile).
 //! - The store is only ever what OVSDB says plus what this process wired, so IPs are never
 //!   handed out twice across restarts: IPAM is durable, and [`PodNetwork::rebuild`] releases
 //!   only allocations no OVS port accounts for, before any ADD is served.
@@ -28,6 +31,7 @@ use weft_cni::CniError;
 
 use super::code;
 use super::locks::KeyedLocks;
+use super::ofports::OfportAllocator;
 use super::pods::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
 use crate::agent::flows::{FlowError, FlowSet};
 use crate::agent::gateway::GatewaySpec;
@@ -35,7 +39,7 @@ use crate::iface::{
     host_mac, host_veth_name, validate_ifname, DeleteOutcome, IfaceError, PodRoute, PodVethSpec,
     VethManager,
 };
-use crate::ipam::{FileStore, Ipam, IpamError, Owner};
+use crate::ipam::{IpamError, Owner, SharedIpam};
 use crate::mtu::MtuPlan;
 use crate::netns::{Netns, NetnsError};
 use crate::ovsdb::{DatapathType, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec};
@@ -64,9 +68,10 @@ pub struct PodNetwork {
     ovs: Ovs,
     flows: FlowSet,
     veths: VethManager,
-    ipam: Arc<Mutex<Ipam<FileStore>>>,
+    ipam: SharedIpam,
     pods: Mutex<BTreeMap<(String, String), PodRecord>>,
     locks: KeyedLocks,
+    ofports: Arc<OfportAllocator>,
 }
 
 impl std::fmt::Debug for PodNetwork {
@@ -126,6 +131,17 @@ pub enum AttachError {
         /// Why.
         source: OvsdbError,
     },
+    /// OVS gave the pod port another OpenFlow port number than the one requested, or none is
+    /// free.
+    #[error("pod {pod}: port {port}: {reason}")]
+    Ofport {
+        /// `namespace/name`.
+        pod: String,
+        /// The OVS port.
+        port: String,
+        /// What happened, e.g. `requested ofport 7, ovs assigned 9`.
+        reason: String,
+    },
     /// OpenFlow failed.
     #[error("pod {pod}: {source}")]
     Flows {
@@ -181,7 +197,7 @@ impl AttachError {
                 }
                 _ => code::INTERFACE_FAILURE,
             },
-            AttachError::Ovsdb { .. } => code::OVSDB_FAILURE,
+            AttachError::Ovsdb { .. } | AttachError::Ofport { .. } => code::OVSDB_FAILURE,
             AttachError::Flows { .. } => code::FLOW_FAILURE,
             AttachError::Unknown { .. } => spec::UNKNOWN_CONTAINER,
             AttachError::Mismatches { .. } => code::CHECK_FAILED,
@@ -205,7 +221,9 @@ impl AttachError {
             AttachError::Iface { .. } => {
                 format!("{verb}: pod interface setup failed")
             }
-            AttachError::Ovsdb { port, .. } => format!("{verb}: ovs port {port} failed"),
+            AttachError::Ovsdb { port, .. } | AttachError::Ofport { port, .. } => {
+                format!("{verb}: ovs port {port} failed")
+            }
             AttachError::Flows { .. } => format!("{verb}: pod flows failed"),
             AttachError::Unknown { .. } => format!("{verb}: unknown attachment"),
             AttachError::Mismatches { .. } => format!("{verb}: pod network differs from its spec"),
@@ -304,16 +322,17 @@ impl PodNetwork {
         ovs: Ovs,
         flows: FlowSet,
         veths: VethManager,
-        ipam: Ipam<FileStore>,
+        ipam: SharedIpam,
     ) -> Self {
         PodNetwork {
             config,
             ovs,
             flows,
             veths,
-            ipam: Arc::new(Mutex::new(ipam)),
+            ipam,
             pods: Mutex::new(BTreeMap::new()),
             locks: KeyedLocks::default(),
+            ofports: Arc::default(),
         }
     }
 
@@ -350,11 +369,22 @@ impl PodNetwork {
             }
             report.pods = pods.len();
         }
+        self.ofports.resume(&self.ofports_in_use());
         let keep: Vec<Owner> = self.records().iter().map(PodRecord::owner).collect();
-        report.released = self
-            .ipam_call("agent", move |ipam| ipam.retain(&keep))
-            .await?;
+        report.released = ipam_result("agent", self.ipam.retain(&keep).await)?;
         Ok(report)
+    }
+
+    /// Every OpenFlow port number OVS holds: each interface's `ofport` and `ofport_request`.
+    fn ofports_in_use(&self) -> BTreeSet<u32> {
+        self.ovs.client().read_cache(|cache| {
+            cache
+                .table("Interface")
+                .flat_map(|(_, iface)| [iface.get_i64("ofport"), iface.get_i64("ofport_request")])
+                .flatten()
+                .filter_map(|p| u32::try_from(p).ok())
+                .collect()
+        })
     }
 
     /// Decodes every Weft pod port on the bridge from the OVSDB cache.
@@ -435,12 +465,18 @@ impl PodNetwork {
             reason: e.to_string(),
         })?;
 
+        // The addresses are decided now and saved by the IPAM's group commit while the veth is
+        // created; they are handed out (written onto the OVS port, returned) only once durable.
         let owner = target.owner();
-        let alloc_owner = owner.clone();
-        let ips = self
-            .ipam_call(&pod, move |ipam| ipam.allocate(&alloc_owner))
-            .await?;
+        let reservation = self
+            .ipam
+            .reserve(&owner)
+            .map_err(|source| AttachError::Ipam {
+                pod: pod.clone(),
+                source,
+            })?;
         undo.push(Undo::ReleaseIps(owner));
+        let ips = reservation.ips().to_vec();
 
         let mut veth = PodVethSpec::new(
             &target.container_id,
@@ -463,11 +499,16 @@ impl PodNetwork {
             pod: pod.clone(),
             source,
         };
-        self.veths.create(&pod_ns, &veth).await.map_err(iface_err)?;
-        undo.push(Undo::DeleteVeth {
-            host: veth.host_ifname.clone(),
-            container_id: target.container_id.clone(),
-        });
+        let (durable, created) =
+            tokio::join!(reservation.durable(), self.veths.create(&pod_ns, &veth));
+        if created.is_ok() {
+            undo.push(Undo::DeleteVeth {
+                host: veth.host_ifname.clone(),
+                container_id: target.container_id.clone(),
+            });
+        }
+        let ips = ipam_result(&pod, durable)?;
+        created.map_err(iface_err)?;
 
         let mut record = PodRecord {
             namespace: target.namespace.clone(),
@@ -485,35 +526,98 @@ impl PodNetwork {
             port: record.host_ifname.clone(),
             source,
         };
+        // The agent picks the OpenFlow port number, so the pod's flows go in while
+        // ovs-vswitchd adds the port; OVS must then confirm it gave exactly that number.
+        let lease =
+            self.ofports
+                .lease(&self.ofports_in_use())
+                .ok_or_else(|| AttachError::Ofport {
+                    pod: pod.clone(),
+                    port: record.host_ifname.clone(),
+                    reason: "no free pod openflow port number".into(),
+                })?;
+        let ofport = lease.ofport();
         let mut port = PortSpec::new(&record.host_ifname, PortKind::System)
-            .with_mtu_request(self.config.plan.pod);
+            .with_mtu_request(self.config.plan.pod)
+            .with_ofport_request(ofport);
+        // A port left behind under this name (its veth vanished with a deleted netns) still
+        // shows its old number until ovs-vswitchd applies the request.
+        let renumbered = self
+            .ovs
+            .client()
+            .read_cache(|cache| cache.by_name("Interface", &record.host_ifname).is_some());
         port.external_ids = record.external_ids();
         self.ovs
             .ensure_port(&self.config.bridge, &port)
             .await
             .map_err(ovs_err)?;
         undo.push(Undo::DeletePort(record.host_ifname.clone()));
-        let ofport = self
-            .ovs
-            .wait_for_ofport(&record.host_ifname, OFPORT_TIMEOUT)
-            .await
-            .map_err(ovs_err)?;
         record.ofport = Some(ofport);
-
-        undo.push(Undo::RemoveFlows(ofport));
         let local = local_pod(&record).ok_or_else(|| AttachError::Ovsdb {
             pod: pod.clone(),
             port: record.host_ifname.clone(),
             source: OvsdbError::invalid("ofport", ofport.to_string()),
         })?;
-        self.flows
-            .add_pod(local)
-            .await
-            .map_err(|source| AttachError::Flows {
+        let (installed, assigned) = tokio::join!(
+            self.flows.add_pod(local),
+            self.wait_for_ofport(&record.host_ifname, ofport, renumbered)
+        );
+        if installed.is_ok() {
+            undo.push(Undo::RemoveFlows(ofport));
+        }
+        let assigned = assigned.map_err(ovs_err)?;
+        if assigned != ofport {
+            return Err(AttachError::Ofport {
                 pod: pod.clone(),
-                source: Box::new(source),
-            })?;
+                port: record.host_ifname.clone(),
+                reason: format!("requested ofport {ofport}, ovs assigned {assigned}"),
+            });
+        }
+        installed.map_err(|source| AttachError::Flows {
+            pod: pod.clone(),
+            source: Box::new(source),
+        })?;
+        drop(lease);
         Ok(record)
+    }
+
+    /// Waits until OVS gives `interface` an OpenFlow port and returns it. A new interface gets
+    /// its number once, so the first one is the answer; an existing one (`renumbered`) keeps
+    /// its old number until OVS applies the request, so then this waits for `requested` (or the
+    /// timeout, returning whatever number it has).
+    async fn wait_for_ofport(
+        &self,
+        interface: &str,
+        requested: u32,
+        renumbered: bool,
+    ) -> Result<u32, OvsdbError> {
+        let assigned = self.ovs.wait_for_ofport(interface, OFPORT_TIMEOUT).await?;
+        if !renumbered || assigned == requested {
+            return Ok(assigned);
+        }
+        let client = self.ovs.client();
+        let mut generation = client.watch_generation();
+        let current = || {
+            client.read_cache(|cache| {
+                cache
+                    .by_name("Interface", interface)
+                    .and_then(|(_, i)| i.get_i64("ofport"))
+                    .and_then(|p| u32::try_from(p).ok())
+            })
+        };
+        let deadline = tokio::time::Instant::now() + OFPORT_TIMEOUT;
+        loop {
+            generation.borrow_and_update();
+            match current() {
+                Some(port) if port == requested => return Ok(port),
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, generation.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(OvsdbError::Closed),
+                Err(_) => return Ok(current().unwrap_or(assigned)),
+            }
+        }
     }
 
     /// Runs undo steps in reverse order; returns what failed.
@@ -538,13 +642,12 @@ impl PodNetwork {
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string()),
-                Undo::ReleaseIps(owner) => {
-                    let owner = owner.clone();
-                    self.ipam_call("rollback", move |ipam| ipam.release(&owner))
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }
+                Undo::ReleaseIps(owner) => self
+                    .ipam
+                    .release(owner)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
             };
             if let Err(e) = outcome {
                 failures.push(format!("{step:?}: {e}"));
@@ -579,30 +682,35 @@ impl PodNetwork {
         }
     }
 
+    /// Removes an attachment: its flows and its OVS port together, then its veth and its IPs
+    /// together. The IPs go only after the flows and the port, so no packet reaches the old
+    /// pod once its address can be handed out again; the veth is by then cut off from the
+    /// bridge, so it may still be going while the address is released.
     async fn teardown(&self, record: &PodRecord) -> Result<(), AttachError> {
         let pod = record.key();
-        if let Some(ofport) = record.ofport {
-            self.flows
-                .remove_pod(ofport)
-                .await
-                .map_err(|source| AttachError::Flows {
-                    pod: pod.clone(),
-                    source: Box::new(source),
-                })?;
-        }
-        self.ovs
-            .delete_port(&record.host_ifname)
-            .await
-            .map_err(|source| AttachError::Ovsdb {
-                pod: pod.clone(),
-                port: record.host_ifname.clone(),
-                source,
-            })?;
-        self.delete_veth(&pod, &record.host_ifname, &record.container_id)
-            .await?;
+        let remove_flows = async {
+            match record.ofport {
+                Some(ofport) => self.flows.remove_pod(ofport).await,
+                None => Ok(()),
+            }
+        };
+        let (flows, port) = tokio::join!(remove_flows, self.ovs.delete_port(&record.host_ifname));
+        flows.map_err(|source| AttachError::Flows {
+            pod: pod.clone(),
+            source: Box::new(source),
+        })?;
+        port.map_err(|source| AttachError::Ovsdb {
+            pod: pod.clone(),
+            port: record.host_ifname.clone(),
+            source,
+        })?;
         let owner = record.owner();
-        self.ipam_call(&pod, move |ipam| ipam.release(&owner))
-            .await?;
+        let (veth, ips) = tokio::join!(
+            self.delete_veth(&pod, &record.host_ifname, &record.container_id),
+            self.ipam.release(&owner)
+        );
+        veth?;
+        ipam_result(&pod, ips)?;
         Ok(())
     }
 
@@ -650,10 +758,13 @@ impl PodNetwork {
                 })?;
         }
         let host = host_veth_name(&target.namespace, &target.name);
-        self.delete_veth(&pod, &host, &target.container_id).await?;
         let owner = target.owner();
-        self.ipam_call(&pod, move |ipam| ipam.release(&owner))
-            .await?;
+        let (veth, ips) = tokio::join!(
+            self.delete_veth(&pod, &host, &target.container_id),
+            self.ipam.release(&owner)
+        );
+        veth?;
+        ipam_result(&pod, ips)?;
         Ok(())
     }
 
@@ -828,10 +939,7 @@ impl PodNetwork {
         }
         // Allocations of neither a valid nor a known attachment (a crashed ADD). Each is
         // released under its container's lock, so an ADD in flight keeps its addresses.
-        let owners: Vec<Owner> = {
-            let ipam = lock(&self.ipam);
-            ipam.owners().into_iter().collect()
-        };
+        let owners: Vec<Owner> = self.ipam.owners().into_iter().collect();
         for owner in owners {
             let key = (owner.container_id.clone(), owner.ifname.clone());
             if valid.contains(&key) {
@@ -841,11 +949,7 @@ impl PodNetwork {
             if lock(&self.pods).contains_key(&key) {
                 continue;
             }
-            let release = owner.clone();
-            match self
-                .ipam_call("gc", move |ipam| ipam.release(&release))
-                .await
-            {
+            match ipam_result("gc", self.ipam.release(&owner).await) {
                 Ok(released) if !released.is_empty() => {
                     tracing::info!(container = %owner.container_id, ?released, "gc released addresses");
                 }
@@ -949,26 +1053,13 @@ impl PodNetwork {
             dns: self.config.dns.clone(),
         }
     }
+}
 
-    /// Runs an IPAM call off the async workers (the store fsyncs).
-    async fn ipam_call<T: Send + 'static>(
-        &self,
-        pod: &str,
-        f: impl FnOnce(&mut Ipam<FileStore>) -> Result<T, IpamError> + Send + 'static,
-    ) -> Result<T, AttachError> {
-        let ipam = Arc::clone(&self.ipam);
-        let joined = tokio::task::spawn_blocking(move || f(&mut lock(&ipam))).await;
-        let result = joined.unwrap_or_else(|e| {
-            Err(IpamError::Store {
-                path: "ipam".into(),
-                message: format!("ipam task failed: {e}"),
-            })
-        });
-        result.map_err(|source| AttachError::Ipam {
-            pod: pod.to_string(),
-            source,
-        })
-    }
+fn ipam_result<T>(pod: &str, result: Result<T, IpamError>) -> Result<T, AttachError> {
+    result.map_err(|source| AttachError::Ipam {
+        pod: pod.to_string(),
+        source,
+    })
 }
 
 /// The pipeline's view of an attachment; `None` without an OpenFlow port.

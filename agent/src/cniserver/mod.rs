@@ -10,8 +10,10 @@
 //! directly in the pod netns, host end named from namespace/pod, MTU from the plan, explicit
 //! MACs, addresses, default routes via the gateway IPs, TX checksum off with the netdev datapath);
 //! host end made inert for the host stack (no ARP, no IPv6); attach it to the bridge with the
-//! attachment in its external_ids; install the pod's flows in one bundle. Any failure undoes
-//! every step already done, in reverse order.
+//! attachment in its external_ids and an agent-chosen OpenFlow port number
+//! ([`ofports`]); install the pod's flows in one bundle while OVS adds the port, then confirm OVS
+//! assigned that number. The IPs are saved (group commit) while the veth is created and are
+//! handed out only once durable. Any failure undoes every step already done, in reverse order.
 //!
 //! Error codes the agent returns (the plugin passes them through; 100 and 101 are the plugin's
 //! own):
@@ -33,6 +35,7 @@
 
 mod attach;
 pub mod locks;
+pub mod ofports;
 pub mod pods;
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};

@@ -20,6 +20,7 @@ use crate::netns::NetnsError;
 
 pub mod link;
 pub mod plan;
+pub mod reaper;
 pub mod veth;
 
 pub use link::{InterfaceInfo, OperState};

@@ -23,6 +23,7 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::link::{get_by_name, InterfaceInfo};
 use super::plan::{host_mac, host_veth_name, pod_mac, validate_ifname, MacAddr};
+use super::reaper::Reaper;
 use super::{netlink_io, IfaceError};
 use crate::netns::{self, Netns};
 
@@ -409,6 +410,7 @@ pub trait PodInterfaces: Send + Sync {
 pub struct VethManager {
     host: Netns,
     host_nl: rtnetlink::Handle,
+    reaper: Reaper,
 }
 
 impl VethManager {
@@ -416,7 +418,12 @@ impl VethManager {
     /// tokio runtime, which drives the connection.
     pub async fn new(host: Netns) -> Result<Self, IfaceError> {
         let host_nl = host.rtnetlink().await?;
-        Ok(VethManager { host, host_nl })
+        let reaper = Reaper::start(host_nl.clone(), host.path().to_path_buf());
+        Ok(VethManager {
+            host,
+            host_nl,
+            reaper,
+        })
     }
 
     /// The node's namespace.
@@ -453,6 +460,7 @@ impl VethManager {
     /// Deletes the veth whose host end is `host_ifname` (the pod end goes with it), unless it
     /// carries another container's id. Needs no access to the pod's namespace, so it works when
     /// the namespace is already gone. An empty `container_id` skips the ownership check.
+    /// Concurrent deletions are batched into one kernel request ([`super::reaper`]).
     pub async fn delete(
         &self,
         host_ifname: &str,
@@ -468,7 +476,11 @@ impl VethManager {
         {
             return Ok(DeleteOutcome::OwnedByOtherContainer { owner });
         }
-        if delete_link(&self.host_nl, self.host.path(), host_ifname, link.index).await? {
+        if self
+            .reaper
+            .delete(link.index, host_ifname, self.host.path())
+            .await?
+        {
             Ok(DeleteOutcome::Deleted)
         } else {
             Ok(DeleteOutcome::AlreadyGone)
