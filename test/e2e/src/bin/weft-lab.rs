@@ -11,15 +11,19 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
+use weft_e2e::cluster::{Cluster, ClusterOptions};
 use weft_e2e::node::{Node, NodeOptions, Pod, BRIDGE, NODE_IP4, NODE_IP6};
 
-const USAGE: &str =
-    "usage: weft-lab up --state FILE [--pods-per-node N] [--ip-family ipv4|ipv6|dual]";
+const USAGE: &str = "usage: weft-lab up --state FILE [--pods-per-node N] \
+     [--ip-family ipv4|ipv6|dual] [--nodes N] [--mode encap|noEncap] [--tunnel geneve|vxlan|gre]";
 
 struct Args {
     state: PathBuf,
     pods: usize,
     family: String,
+    nodes: usize,
+    mode: String,
+    tunnel: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -31,6 +35,9 @@ fn parse_args() -> Result<Args> {
         state: PathBuf::new(),
         pods: 3,
         family: "dual".into(),
+        nodes: 1,
+        mode: "encap".into(),
+        tunnel: "geneve".into(),
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| anyhow!("{flag} needs a value"));
@@ -43,6 +50,16 @@ fn parse_args() -> Result<Args> {
                     .with_context(|| format!("--pods-per-node {v:?}: not a number"))?;
             }
             "--ip-family" => parsed.family = value()?,
+            "--nodes" => {
+                let v = value()?;
+                parsed.nodes = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=8).contains(n))
+                    .with_context(|| format!("--nodes {v:?}: expected 1 to 8"))?;
+            }
+            "--mode" => parsed.mode = value()?,
+            "--tunnel" => parsed.tunnel = value()?,
             other => bail!("unknown option {other:?}; {USAGE}"),
         }
     }
@@ -55,11 +72,23 @@ fn parse_args() -> Result<Args> {
             parsed.family
         );
     }
+    if !["encap", "noEncap"].contains(&parsed.mode.as_str()) {
+        bail!("--mode {:?}: expected encap or noEncap", parsed.mode);
+    }
+    if !["geneve", "vxlan", "gre"].contains(&parsed.tunnel.as_str()) {
+        bail!(
+            "--tunnel {:?}: expected geneve, vxlan or gre",
+            parsed.tunnel
+        );
+    }
     Ok(parsed)
 }
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.nodes > 1 || args.mode != "encap" || args.tunnel != "geneve" {
+        return multi_node(&args);
+    }
     let cidrs: &[&str] = match args.family.as_str() {
         "ipv4" => &["10.244.1.0/24"],
         "ipv6" => &["fd00:244:1::/64"],
@@ -123,6 +152,89 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The multi-node lab: an underlay namespace with a Linux bridge, `--nodes` nodes with their own
+/// OVS and agent, one shared test API server (IPv4 pods; the dual-stack lab is single-node).
+fn multi_node(args: &Args) -> Result<()> {
+    if args.family != "dual" && args.family != "ipv4" {
+        bail!("the multi-node lab runs IPv4 pods only (--ip-family ipv4)");
+    }
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: args.nodes,
+        mode: args.mode.clone(),
+        tunnel: args.tunnel.clone(),
+        extra_config: String::new(),
+    })?;
+    println!(
+        "== cluster: {} nodes, mode {}, tunnel {}, underlay netns {}",
+        args.nodes,
+        args.mode,
+        args.tunnel,
+        cluster.underlay()
+    );
+    let mut pods = Vec::new();
+    for node in &cluster.nodes {
+        let plan = node
+            .ovs
+            .vsctl(&["get", "Bridge", BRIDGE, "external_ids:weft-mtu-plan"])
+            .unwrap_or_default();
+        println!(
+            "node {} ip {} podCIDR {} MTU plan {}",
+            node.name,
+            node.ip,
+            node.pod_cidr,
+            plan.trim().trim_matches('"').replace("\\\"", "\"")
+        );
+        for i in 1..=args.pods {
+            let name = format!("n{}-pod-{i}", node.index);
+            let (pod, ip) = node.add_pod(&name).with_context(|| format!("ADD {name}"))?;
+            pods.push((node.index, pod, ip));
+        }
+    }
+    println!("== pods");
+    for (node, pod, ip) in &pods {
+        println!("{:<10} node {node} netns {:<24} {ip}", pod.name, pod.netns);
+    }
+    println!("== ping matrix (3 echo requests each: ok, FAIL, or replies/3)");
+    print!("{:<10}", "from\\to");
+    for (_, pod, _) in &pods {
+        print!(" {:>10}", pod.name);
+    }
+    println!();
+    for (_, from, _) in &pods {
+        print!("{:<10}", from.name);
+        for (_, _, ip) in &pods {
+            print!(" {:>10}", probe(from, *ip));
+        }
+        println!();
+    }
+    let state = json!({
+        "pid": std::process::id(),
+        "node": cluster.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(","),
+        "netns": cluster.underlay(),
+        "rundir": cluster.nodes.first().map(|n| n.ovs.rundir().to_path_buf()),
+        "pods": pods.iter().map(|(_, p, ip)| json!({
+            "name": p.name, "netns": p.netns, "ips": [ip],
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&args.state, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("cannot write {}", args.state.display()))?;
+    println!("lab is up (state: {})", args.state.display());
+    wait_for_shutdown()?;
+    println!("== taking the lab down");
+    for (index, pod, _) in &pods {
+        if let Ok(node) = cluster.node(*index) {
+            if let Err(err) = node.plugin("DEL", &pod.call()) {
+                eprintln!("DEL {}: {err:#}", pod.name);
+            }
+        }
+    }
+    drop(pods);
+    drop(cluster);
+    let _ = std::fs::remove_file(&args.state);
+    println!("lab is down");
+    Ok(())
+}
+
 /// The addresses of a CNI result.
 fn addresses(result: &Value) -> Vec<IpAddr> {
     result["ips"]
@@ -154,7 +266,7 @@ fn print_ping_matrix(pods: &[Pod], pod_ips: &[Vec<IpAddr>], cidrs: &[&str]) {
             }
         }
     }
-    println!("== ping matrix (1 echo request each, DF off)");
+    println!("== ping matrix (3 echo requests each: ok, FAIL, or replies/3)");
     print!("{:<8}", "from\\to");
     for (name, ip) in &targets {
         print!(" {:>22}", format!("{name} {ip}"));
@@ -163,12 +275,28 @@ fn print_ping_matrix(pods: &[Pod], pod_ips: &[Vec<IpAddr>], cidrs: &[&str]) {
     for pod in pods {
         print!("{:<8}", pod.name);
         for (_, ip) in &targets {
-            let ok = pod
-                .exec(&["ping", "-c", "1", "-W", "1", &ip.to_string()])
-                .is_ok();
-            print!(" {:>22}", if ok { "ok" } else { "FAIL" });
+            print!(" {:>22}", probe(pod, *ip));
         }
         println!();
+    }
+}
+
+/// Three pings; "ok" when all are answered, "FAIL" when none is, else "n/3". The first packet
+/// to a new tunnel endpoint can be lost while OVS resolves the underlay neighbour, so a single
+/// probe would under-report.
+fn probe(pod: &Pod, ip: IpAddr) -> String {
+    let out = pod
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", &ip.to_string()])
+        .unwrap_or_else(|err| format!("{err:#}"));
+    let received = out
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" received"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    match received {
+        3 => "ok".into(),
+        0 => "FAIL".into(),
+        n => format!("{n}/3"),
     }
 }
 
