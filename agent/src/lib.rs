@@ -10,6 +10,7 @@ pub mod api;
 pub mod cniconf;
 pub mod cniserver;
 pub mod config;
+pub mod ctl;
 pub mod iface;
 pub mod ipam;
 pub mod k8s;

@@ -40,19 +40,39 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
     let config = AgentConfig::load(&args.config)?;
+    init_logs(args.log_format, &config.log_file)?;
     if let Some(Command::InstallCni { plugin }) = args.command {
         return install_cni(&config, plugin);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(weft_agent::agent::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Logs to stderr, and also appended to `logFile` when the config sets one.
+fn init_logs(format: LogFormat, log_file: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let writer = if log_file.is_empty() {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .with_context(|| format!("cannot open logFile {log_file}"))?;
+        BoxMakeWriter::new(std::io::stderr.and(std::sync::Arc::new(file)))
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(log_file.is_empty())
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     Ok(())
 }
 
