@@ -33,7 +33,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::RpcModule;
 use ovs_flows::ofp::FlowStatsRequest;
 use ovs_flows::pipeline::{tables, Category, Cookie, CookieFilter, Registry};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
@@ -688,9 +688,11 @@ where
 /// The API's methods.
 pub fn rpc_module(state: &Arc<ApiState>) -> RpcModule<Arc<ApiState>> {
     let mut module = RpcModule::new(Arc::clone(state));
-    register(&mut module, method::AGENT_INFO, |s, ()| async move {
-        Ok(s.agent_info())
-    });
+    register(
+        &mut module,
+        method::AGENT_INFO,
+        |s, _: IgnoredAny| async move { Ok(s.agent_info()) },
+    );
     register(
         &mut module,
         method::POD_INTERFACES,
@@ -701,23 +703,31 @@ pub fn rpc_module(state: &Arc<ApiState>) -> RpcModule<Arc<ApiState>> {
         method::OVS_FLOWS,
         |s, req: FlowsRequest| async move { s.ovs_flows(&req).await },
     );
-    register(&mut module, method::HOST_STATE, |s, ()| async move {
-        s.host_state().await
-    });
-    register(&mut module, method::MTU_REPORT, |s, ()| async move {
-        s.mtu_report().await
-    });
-    register(&mut module, method::REPAIRS, |s, ()| async move {
-        Ok(s.repairs.snapshot())
-    });
+    register(
+        &mut module,
+        method::HOST_STATE,
+        |s, _: IgnoredAny| async move { s.host_state().await },
+    );
+    register(
+        &mut module,
+        method::MTU_REPORT,
+        |s, _: IgnoredAny| async move { s.mtu_report().await },
+    );
+    register(
+        &mut module,
+        method::REPAIRS,
+        |s, _: IgnoredAny| async move { Ok(s.repairs.snapshot()) },
+    );
     register(
         &mut module,
         method::TRACE_PACKET,
         |s, req: TraceRequest| async move { s.trace_packet(&req).await },
     );
-    register(&mut module, method::SUPPORT_BUNDLE, |s, ()| async move {
-        Ok(bundle::collect(&s).await)
-    });
+    register(
+        &mut module,
+        method::SUPPORT_BUNDLE,
+        |s, _: IgnoredAny| async move { Ok(bundle::collect(&s).await) },
+    );
     module
 }
 

@@ -90,7 +90,7 @@ pub fn trace_flow(packet: &TracePacket) -> Result<String, TraceError> {
     ));
     if proto == "tcp" {
         flow.push_str(&format!(
-            ",tp_src=40000,tp_dst={},tcp_flags=+syn",
+            ",tp_src=40000,tp_dst={},tcp_flags=0x002",
             packet.dport.unwrap_or(80)
         ));
     } else if proto == "udp" {
@@ -328,7 +328,7 @@ Datapath actions: drop
         );
         assert_eq!(
             trace_flow(&packet("10.0.0.5", "10.0.0.6", Some("TCP"), Some(8080))).unwrap(),
-            "in_port=3,dl_src=0a:58:0a:f4:01:05,dl_dst=02:77:65:66:74:01,tcp,nw_src=10.0.0.5,nw_dst=10.0.0.6,nw_ttl=64,tp_src=40000,tp_dst=8080,tcp_flags=+syn"
+            "in_port=3,dl_src=0a:58:0a:f4:01:05,dl_dst=02:77:65:66:74:01,tcp,nw_src=10.0.0.5,nw_dst=10.0.0.6,nw_ttl=64,tp_src=40000,tp_dst=8080,tcp_flags=0x002"
         );
         assert_eq!(
             trace_flow(&packet("fd00::5", "fd00::6", Some("udp"), None)).unwrap(),

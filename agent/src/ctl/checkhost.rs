@@ -320,7 +320,7 @@ fn networkd(
                 format!("networkd leaves foreign {what} alone")
             } else {
                 format!(
-                    "a networkd restart flushes Weft's {what}: add a drop-in /etc/systemd/networkd.conf.d/10-weft.conf with [Network] {setting}=no (build/host/networkd)"
+                    "a networkd restart flushes Weft's {what}: add a drop-in /etc/systemd/networkd.conf.d/10-weft.conf with [Network] {setting}=no"
                 )
             },
         });
@@ -408,7 +408,7 @@ fn udev(
                 "udev keeps the MAC Weft sets on host veths".into()
             } else {
                 format!(
-                    "udev rewrites host veth MACs ({policy}); Weft's pods do not depend on them (virtual gateway MAC) but install /etc/systemd/network/10-weft.link with [Match] OriginalName=wf* weft-* and [Link] MACAddressPolicy=none (build/host/udev)"
+                    "udev rewrites host veth MACs ({policy}); Weft's pods do not depend on them (virtual gateway MAC) but install /etc/systemd/network/10-weft.link with [Match] OriginalName=wf* weft-* and [Link] MACAddressPolicy=none"
                 )
             },
         });
