@@ -41,7 +41,13 @@ enum LogFormat {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = AgentConfig::load(&args.config)?;
-    init_logs(args.log_format, &config.log_file)?;
+    // Only the daemon writes logFile; one-shot commands (install-cni) log to stderr.
+    let log_file = if args.command.is_none() {
+        config.log_file.as_str()
+    } else {
+        ""
+    };
+    init_logs(args.log_format, log_file)?;
     if let Some(Command::InstallCni { plugin }) = args.command {
         return install_cni(&config, plugin);
     }
@@ -58,6 +64,10 @@ fn init_logs(format: LogFormat, log_file: &str) -> anyhow::Result<()> {
     let writer = if log_file.is_empty() {
         BoxMakeWriter::new(std::io::stderr)
     } else {
+        if let Some(dir) = std::path::Path::new(log_file).parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the directory of logFile {log_file}"))?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
