@@ -372,6 +372,22 @@ fn weftctl_against_a_running_then_stopped_agent() -> Result<()> {
         table.contains("All managed interfaces follow the plan"),
         "{table}"
     );
+    // A pod interface off the plan (as a mode switch leaves old pods): exactly that pod is
+    // listed, exit 3, and the gauge follows.
+    b.exec(&["ip", "link", "set", "eth0", "mtu", "1500"])?;
+    let (table, off) = ctl.formats(3, &["check", "mtu"])?;
+    ensure!(off["mismatches"] == 1, "{off}");
+    ensure!(
+        off["podsToFix"] == serde_json::json!(["default/web-b"]),
+        "{off}"
+    );
+    ensure!(
+        table.contains("MISMATCH") && table.contains("  default/web-b\n"),
+        "{table}"
+    );
+    ensure!(scrape(&node)?["weft_mtu_mismatches"] == 1.0);
+    b.exec(&["ip", "link", "set", "eth0", "mtu", "1450"])?;
+    ctl.expect(0, &["check", "mtu"])?;
 
     // trace-packet: pod to pod (ICMP and TCP), pod to the node IP
     let (table, trace) = ctl.formats(
