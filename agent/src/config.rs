@@ -105,6 +105,12 @@ pub struct AgentConfig {
     /// DNS settings returned in every CNI ADD result (empty: none; kubelet normally writes
     /// the pod's resolv.conf itself).
     pub cni_dns: CniDns,
+    /// `HOST:PORT` serving Prometheus metrics at `/metrics` (plain HTTP). Empty: no metrics
+    /// endpoint. Prefer a loopback address: the agent runs with host networking.
+    pub metrics_bind_address: String,
+    /// A file the agent appends its log to (besides stderr), also put in support bundles. Empty:
+    /// stderr only.
+    pub log_file: String,
     /// How pod traffic crosses nodes: `encap` (tunnel) or `noEncap` (routed on the underlay).
     pub traffic_encap_mode: TrafficEncapMode,
     /// Tunnel protocol in encap mode: `geneve`, `vxlan` or `gre` (IPv4 underlay only).
@@ -172,6 +178,8 @@ impl Default for AgentConfig {
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_chained_plugins: Vec::new(),
             cni_dns: CniDns::default(),
+            metrics_bind_address: String::new(),
+            log_file: String::new(),
             traffic_encap_mode: TrafficEncapMode::Encap,
             tunnel_type: TunnelType::Geneve,
             tunnel_port: 0,
@@ -288,6 +296,25 @@ impl AgentConfig {
             if server.parse::<std::net::IpAddr>().is_err() {
                 problem("cniDns.nameservers", server, "must be an IP address");
             }
+        }
+        if !self.metrics_bind_address.is_empty()
+            && self
+                .metrics_bind_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            problem(
+                "metricsBindAddress",
+                &self.metrics_bind_address,
+                "must be empty (no metrics) or HOST:PORT with an IP address, e.g. 127.0.0.1:9476",
+            );
+        }
+        if !self.log_file.is_empty() && !Path::new(&self.log_file).is_absolute() {
+            problem(
+                "logFile",
+                &self.log_file,
+                "must be empty or an absolute path",
+            );
         }
         if self.mtu != 0 && !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
             problem(
@@ -546,6 +573,19 @@ mod tests {
             .to_string();
         assert!(err.contains("cniDns.nameservers: \"dns.example\""), "{err}");
         assert!(parse("cniDns:\n  nameserver: [1.1.1.1]\n").is_err());
+    }
+
+    #[test]
+    fn metrics_address_and_log_file() {
+        let config =
+            parse("metricsBindAddress: 127.0.0.1:9476\nlogFile: /var/log/weft.log\n").unwrap();
+        assert_eq!(config.metrics_bind_address, "127.0.0.1:9476");
+        assert!(parse("{}").unwrap().metrics_bind_address.is_empty());
+        let err = parse("metricsBindAddress: localhost\nlogFile: weft.log\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metricsBindAddress: \"localhost\""), "{err}");
+        assert!(err.contains("logFile: \"weft.log\""), "{err}");
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub enum AgentError {
     /// The Kubernetes client could not be built.
     #[error(transparent)]
     Kube(#[from] K8sError),
+    /// The local API or the metrics endpoint could not be served.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
     /// Bootstrap failed.
     #[error("bootstrap of node {node} failed: {source}")]
     Bootstrap {
@@ -118,6 +121,8 @@ pub async fn run_with(
     let server = service.serve(&config.cni_socket)?;
     tracing::info!(socket = %config.cni_socket.display(), "cni socket served (not ready yet)");
     let _server = AbortOnDrop(server);
+    // The local API (weftctl) and metrics; dropping `ops` stops them and removes the socket.
+    let ops = crate::api::start(&config, &service).await?;
 
     let endpoint = Endpoint::Unix(config.ovsdb_socket());
     let ovsdb_error = |source| AgentError::Ovsdb {
@@ -128,8 +133,11 @@ pub async fn run_with(
         .await
         .map_err(ovsdb_error)?;
     let ovs = Ovs::new(client.clone());
+    ops.state.set_ovs(ovs.clone());
     let mut events = client.subscribe();
     converge_bridge(&config, &ovs).await.map_err(ovsdb_error)?;
+    ops.state
+        .set_phase(crate::api::types::Phase::WaitingForNode);
 
     let kube = k8s::client(&config.kubeconfig).await?;
     let view = NodeView::start(kube.clone(), &config.node_name);
@@ -155,12 +163,17 @@ pub async fn run_with(
         }
         peers_view.current()
     };
+    ops.state.set_phase(crate::api::types::Phase::Bootstrapping);
     let booted = tokio::select! {
         () = &mut shutdown => return Ok(()),
         booted = bootstrap::bootstrap(&config, &ovs, &node, initial_peers) => booted.map_err(boot_error)?,
     };
     let gateway = booted.gateway.clone();
     service.set_ready(Arc::clone(&booted.network));
+    ops.state.set_node(crate::api::NodeState::from_bootstrap(
+        &booted,
+        &node.pod_cidrs,
+    ));
     tracing::info!(
         node = %config.node_name, round = booted.round, pods = booted.rebuild.pods,
         pod_mtu = booted.transport.plan.pod, "node ready: serving cni requests"

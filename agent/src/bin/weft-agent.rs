@@ -44,14 +44,14 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
     let config = AgentConfig::load(&args.config)?;
+    // Only the daemon writes logFile; one-shot commands (install-cni) log to stderr.
+    let log_file = if args.command.is_none() {
+        config.log_file.as_str()
+    } else {
+        ""
+    };
+    init_logs(args.log_format, log_file)?;
     if let Some(Command::InstallCni { plugin }) = args.command {
         return install_cni(&config, plugin);
     }
@@ -64,6 +64,36 @@ fn main() -> anyhow::Result<()> {
         shutdown_signal(),
         options,
     ))?;
+    Ok(())
+}
+
+/// Logs to stderr, and also appended to `logFile` when the config sets one.
+fn init_logs(format: LogFormat, log_file: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let writer = if log_file.is_empty() {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        if let Some(dir) = std::path::Path::new(log_file).parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the directory of logFile {log_file}"))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .with_context(|| format!("cannot open logFile {log_file}"))?;
+        BoxMakeWriter::new(std::io::stderr.and(std::sync::Arc::new(file)))
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(log_file.is_empty())
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     Ok(())
 }
 
