@@ -101,6 +101,9 @@ pub struct AgentConfig {
     /// DNS settings returned in every CNI ADD result (empty: none; kubelet normally writes
     /// the pod's resolv.conf itself).
     pub cni_dns: CniDns,
+    /// Period of the host-state reconciler's full resync (routes, rules, neighbours, sysctls,
+    /// links), the backstop behind its netlink events: a duration like `30s`, `500ms`, `2m`.
+    pub host_resync_interval: String,
 }
 
 /// The `cniDns` key: DNS settings for CNI ADD results.
@@ -134,6 +137,7 @@ impl Default for AgentConfig {
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_chained_plugins: Vec::new(),
             cni_dns: CniDns::default(),
+            host_resync_interval: "30s".into(),
         }
     }
 }
@@ -250,6 +254,14 @@ impl AgentConfig {
                 &format!("must be 0 (use the MTU plan) or between {MIN_MTU} and {MAX_MTU}"),
             );
         }
+        match parse_duration(&self.host_resync_interval) {
+            Some(d) if d >= std::time::Duration::from_secs(1) => {}
+            _ => problem(
+                "hostResyncInterval",
+                &self.host_resync_interval,
+                "must be a duration of at least 1s, like 30s, 1500ms or 2m",
+            ),
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -266,6 +278,27 @@ impl AgentConfig {
     pub fn bridge_mgmt_socket(&self) -> PathBuf {
         self.ovs_run_dir.join(format!("{}.mgmt", self.ovs_bridge))
     }
+
+    /// `hostResyncInterval` as a duration (30 s if it does not parse; validation rejects that).
+    pub fn host_resync_interval(&self) -> std::time::Duration {
+        parse_duration(&self.host_resync_interval).unwrap_or(std::time::Duration::from_secs(30))
+    }
+}
+
+/// Parses `250ms`, `30s`, `2m`, `1h` (one unsigned integer and one unit).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
 }
 
 fn is_only_comments(text: &str) -> bool {
@@ -450,6 +483,29 @@ mod tests {
         assert!(check_ifname("1234567890123456").is_err());
         for bad in ["", ".", "..", "a b", "a/b", "a:b"] {
             assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_resync_interval_parses_and_validates() {
+        assert_eq!(
+            parse("{}").unwrap().host_resync_interval(),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse("hostResyncInterval: 1500ms")
+                .unwrap()
+                .host_resync_interval(),
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        for bad in ["", "30", "s", "10x", "999ms", "-1s"] {
+            let text = format!("hostResyncInterval: '{bad}'");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("hostResyncInterval"), "{bad}: {err}");
         }
     }
 

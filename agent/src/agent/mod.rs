@@ -113,7 +113,7 @@ pub async fn run(
     converge_bridge(&config, &ovs).await.map_err(ovsdb_error)?;
 
     let kube = k8s::client(&config.kubeconfig).await?;
-    let view = NodeView::start(kube, &config.node_name);
+    let view = NodeView::start(kube.clone(), &config.node_name);
     let boot_error = |source| AgentError::Bootstrap {
         node: config.node_name.clone(),
         source,
@@ -132,6 +132,11 @@ pub async fn run(
         node = %config.node_name, round = booted.round, pods = booted.rebuild.pods,
         pod_mtu = booted.transport.plan.pod, "node ready: serving cni requests"
     );
+
+    // Routes, rules, neighbours, sysctls and managed links, repaired on netlink events
+    // (issue 5); stops when dropped at the end of `run`.
+    let _host_state =
+        crate::hoststate::AgentHostState::start(&config, &node, &booted, kube.clone());
 
     let host = Netns::current().ok();
     let host_nl = match &host {
