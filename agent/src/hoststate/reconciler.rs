@@ -207,8 +207,13 @@ impl EventFilter {
                     .addresses
                     .iter()
                     .any(|a| Some(&a.dev) == dev && Some(a.addr) == gone);
+                // Removing the last IPv4 address of a device flushes every IPv4 route through
+                // it without any RTM_DELROUTE: look at the routes on such devices too.
+                let referenced = dev.is_some_and(|d| self.referenced(d));
                 Dirty {
                     addresses: wanted,
+                    routes: referenced,
+                    neighbours: referenced,
                     ..Dirty::default()
                 }
             }
