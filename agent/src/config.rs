@@ -133,6 +133,9 @@ pub struct AgentConfig {
     /// Do not masquerade pod traffic leaving the cluster.
     #[serde(rename = "noSNAT")]
     pub no_snat: bool,
+    /// Period of the host-state reconciler's full resync (routes, rules, neighbours, sysctls,
+    /// links), the backstop behind its netlink events: a duration like `30s`, `500ms`, `2m`.
+    pub host_resync_interval: String,
 }
 
 /// The `trafficEncapMode` key.
@@ -188,6 +191,7 @@ impl Default for AgentConfig {
             transport_mtu: 0,
             reconcile_pod_mtu: false,
             no_snat: false,
+            host_resync_interval: "30s".into(),
         }
     }
 }
@@ -365,6 +369,14 @@ impl AgentConfig {
                 "needs an IPv4 underlay, but every transportInterfaceCIDRs entry is IPv6",
             );
         }
+        match parse_duration(&self.host_resync_interval) {
+            Some(d) if d >= std::time::Duration::from_secs(1) => {}
+            _ => problem(
+                "hostResyncInterval",
+                &self.host_resync_interval,
+                "must be a duration of at least 1s, like 30s, 1500ms or 2m",
+            ),
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -406,6 +418,27 @@ impl AgentConfig {
     pub fn bridge_mgmt_socket(&self) -> PathBuf {
         self.ovs_run_dir.join(format!("{}.mgmt", self.ovs_bridge))
     }
+
+    /// `hostResyncInterval` as a duration (30 s if it does not parse; validation rejects that).
+    pub fn host_resync_interval(&self) -> std::time::Duration {
+        parse_duration(&self.host_resync_interval).unwrap_or(std::time::Duration::from_secs(30))
+    }
+}
+
+/// Parses `250ms`, `30s`, `2m`, `1h` (one unsigned integer and one unit).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
 }
 
 fn is_only_comments(text: &str) -> bool {
@@ -603,6 +636,29 @@ mod tests {
         assert!(check_ifname("1234567890123456").is_err());
         for bad in ["", ".", "..", "a b", "a/b", "a:b"] {
             assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_resync_interval_parses_and_validates() {
+        assert_eq!(
+            parse("{}").unwrap().host_resync_interval(),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse("hostResyncInterval: 1500ms")
+                .unwrap()
+                .host_resync_interval(),
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        for bad in ["", "30", "s", "10x", "999ms", "-1s"] {
+            let text = format!("hostResyncInterval: '{bad}'");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("hostResyncInterval"), "{bad}: {err}");
         }
     }
 

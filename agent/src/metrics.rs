@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics: a small registry of counters and histograms that components
-//! update as they work, gauges filled at scrape time, the text exposition format (version
-//! 0.0.4), and a tiny HTTP/1.1 responder serving `GET /metrics` on `metricsBindAddress`.
+//! update as they work, gauges filled at scrape time, families other components own and
+//! register ([`MetricFamilies`], built from [`CounterVec`], [`Counter`], [`Gauge`]), the text
+//! exposition format (version 0.0.4), and a tiny HTTP/1.1 responder serving `GET /metrics` on
+//! `metricsBindAddress`.
 //!
 //! Names (all prefixed `weft_`):
 //!
@@ -13,7 +15,10 @@
 //! | `weft_flow_ops_total` | counter | `op`, `result` (ok, error) |
 //! | `weft_ovsdb_reconnects_total` | counter | |
 //! | `weft_openflow_reconnects_total` | counter | |
-//! | `weft_host_repairs_total` | counter | `kind` |
+//! | `weft_host_repairs_total` | counter | `kind` (the repairs log, [`crate::api::repairs`]) |
+//! | `weft_host_stale_removed_total`, `weft_host_conflicts_total`, `weft_host_errors_total` | counter | `kind` |
+//! | `weft_host_reconcile_passes_total`, `weft_host_resyncs_total`, `weft_host_netlink_overruns_total` | counter | |
+//! | `weft_host_missing_pod_veths` | gauge | |
 //! | `weft_mtu_mismatches` | gauge | |
 //! | `weft_mode` | gauge (1) | `mode` |
 //! | `weft_ready` | gauge | |
@@ -25,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,14 +103,29 @@ struct Registry {
     cni_errors: BTreeMap<(String, u32), u64>,
     flow_duration: BTreeMap<String, Histogram>,
     flow_ops: BTreeMap<(String, &'static str), u64>,
-    host_repairs: BTreeMap<String, u64>,
+}
+
+/// Metric families a component owns and renders itself (e.g. the host reconciler's counters,
+/// the repairs log's `weft_host_repairs_total`), registered with [`Metrics::register`].
+pub trait MetricFamilies: Send + Sync {
+    /// Appends the families (HELP, TYPE and samples) in Prometheus text format.
+    fn render(&self, out: &mut String);
 }
 
 /// The registry components update. Cheap to share (`Arc<Metrics>`); every update takes one
 /// short lock.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    families: Mutex<Vec<Arc<dyn MetricFamilies>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("registry", &*self.registry())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Values read at scrape time from the running agent.
@@ -129,9 +150,6 @@ pub struct Gauges {
     /// Managed interfaces whose MTU differs from the plan (last MTU check).
     pub mtu_mismatches: u64,
 }
-
-/// Host repair kinds every scrape shows, even at 0, so dashboards have the series.
-pub const REPAIR_KINDS: [&str; 4] = ["route", "rule", "neighbour", "link"];
 
 impl Metrics {
     /// An empty registry.
@@ -174,13 +192,12 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// Records one host repair of `kind` (`route`, `rule`, `neighbour`, `link`).
-    pub fn count_repair(&self, kind: &str) {
-        *self
-            .registry()
-            .host_repairs
-            .entry(kind.to_string())
-            .or_default() += 1;
+    /// Adds `families` to every later scrape (after the registry's own).
+    pub fn register(&self, families: Arc<dyn MetricFamilies>) {
+        self.families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(families);
     }
 
     /// How many requests of `verb` were observed (for status counters and tests).
@@ -199,11 +216,6 @@ impl Metrics {
     /// Flow operations of every kind.
     pub fn flow_op_count(&self) -> u64 {
         self.registry().flow_ops.values().sum()
-    }
-
-    /// Host repairs of every kind.
-    pub fn repair_count(&self) -> u64 {
-        self.registry().host_repairs.values().sum()
     }
 
     /// The exposition text: the registry plus `gauges`.
@@ -325,28 +337,20 @@ impl Metrics {
         );
         header(
             &mut out,
-            "weft_host_repairs_total",
-            "counter",
-            "Host state (routes, rules, neighbours, links) restored, by kind.",
-        );
-        let mut repairs: BTreeMap<&str, u64> = REPAIR_KINDS.iter().map(|k| (*k, 0)).collect();
-        for (kind, count) in &registry.host_repairs {
-            repairs.insert(kind, *count);
-        }
-        for (kind, count) in repairs {
-            let _ = writeln!(
-                out,
-                "weft_host_repairs_total{{kind=\"{}\"}} {count}",
-                escape(kind)
-            );
-        }
-        header(
-            &mut out,
             "weft_mtu_mismatches",
             "gauge",
             "Managed interfaces whose MTU differs from the plan (last check).",
         );
         let _ = writeln!(out, "weft_mtu_mismatches {}", gauges.mtu_mismatches);
+        drop(registry);
+        let families: Vec<Arc<dyn MetricFamilies>> = self
+            .families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for family in families {
+            family.render(&mut out);
+        }
         out
     }
 }
@@ -381,8 +385,138 @@ fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histo
     let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
 }
 
+/// A counter family with one label (e.g. `kind`), owned by a component.
+#[derive(Debug)]
+pub struct CounterVec {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: Mutex<BTreeMap<String, u64>>,
+}
+
+impl CounterVec {
+    /// A family named `name` with label `label`.
+    pub const fn new(name: &'static str, help: &'static str, label: &'static str) -> Self {
+        CounterVec {
+            name,
+            help,
+            label,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds one to the counter of `value`.
+    pub fn inc(&self, value: &str) {
+        self.add(value, 1);
+    }
+
+    /// Adds `n` to the counter of `value`.
+    pub fn add(&self, value: &str, n: u64) {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        *values.entry(value.to_string()).or_default() += n;
+    }
+
+    /// The counter of `value` (0 if never incremented).
+    pub fn get(&self, value: &str) -> u64 {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values.get(value).copied().unwrap_or(0)
+    }
+
+    /// Every (label value, count).
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Appends the family in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        header(out, self.name, "counter", self.help);
+        for (value, count) in self.snapshot() {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{}\"}} {count}",
+                self.name,
+                self.label,
+                escape(&value)
+            );
+        }
+    }
+}
+
+/// A counter without labels, owned by a component.
+#[derive(Debug)]
+pub struct Counter {
+    name: &'static str,
+    help: &'static str,
+    value: AtomicU64,
+}
+
+impl Counter {
+    /// A counter named `name`.
+    pub const fn new(name: &'static str, help: &'static str) -> Self {
+        Counter {
+            name,
+            help,
+            value: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// Appends the counter in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        header(out, self.name, "counter", self.help);
+        let _ = writeln!(out, "{} {}", self.name, self.get());
+    }
+}
+
+/// A gauge without labels, owned by a component.
+#[derive(Debug)]
+pub struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    value: AtomicU64,
+}
+
+impl Gauge {
+    /// A gauge named `name`.
+    pub const fn new(name: &'static str, help: &'static str) -> Self {
+        Gauge {
+            name,
+            help,
+            value: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the value.
+    pub fn set(&self, value: u64) {
+        self.value.store(value, Ordering::Relaxed);
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// Appends the gauge in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        header(out, self.name, "gauge", self.help);
+        let _ = writeln!(out, "{} {}", self.name, self.get());
+    }
+}
+
 /// Escapes a label value (backslash, double quote, newline).
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -512,7 +646,9 @@ mod tests {
         let metrics = Metrics::default();
         metrics.observe_flow_op("add_pod", Duration::from_millis(2), true);
         metrics.observe_flow_op("add_pod", Duration::from_millis(2), false);
-        metrics.count_repair("rule");
+        let repairs = Arc::new(crate::api::repairs::RepairLog::new());
+        repairs.record("rule", "from 10.244.1.0/24 lookup 22342", "re-added", None);
+        metrics.register(repairs);
         let gauges = Gauges {
             version: "0.1.0".into(),
             node: "n\"1".into(),
@@ -553,6 +689,33 @@ mod tests {
                 .unwrap_or(family);
             assert!(text.contains(&format!("# TYPE {base} ")), "{base}");
         }
+    }
+
+    #[test]
+    fn component_families_render_prometheus_text() {
+        let c = CounterVec::new("weft_x_total", "Things.", "kind");
+        c.inc("route");
+        c.add("rule", 2);
+        c.inc("route");
+        c.inc("we\"ird");
+        let g = Gauge::new("weft_g", "A gauge.");
+        g.set(7);
+        let n = Counter::new("weft_n_total", "N.");
+        n.inc();
+        let mut out = String::new();
+        c.render(&mut out);
+        g.render(&mut out);
+        n.render(&mut out);
+        assert_eq!(
+            out,
+            "# HELP weft_x_total Things.\n# TYPE weft_x_total counter\n\
+             weft_x_total{kind=\"route\"} 2\nweft_x_total{kind=\"rule\"} 2\n\
+             weft_x_total{kind=\"we\\\"ird\"} 1\n\
+             # HELP weft_g A gauge.\n# TYPE weft_g gauge\nweft_g 7\n\
+             # HELP weft_n_total N.\n# TYPE weft_n_total counter\nweft_n_total 1\n"
+        );
+        assert_eq!(c.get("route"), 2);
+        assert_eq!(c.get("none"), 0);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The agent's main loop: serve the CNI socket at once (not ready), connect to OVS, converge
 //! the bridge, wait for the own Node's podCIDRs, bootstrap the node ([`bootstrap`]), hand the
-//! pod network to the CNI server, then keep the bridge and the gateway converged.
+//! pod network to the CNI server, then keep the bridge, the gateway port, the uplink and the
+//! peers' flows converged. Host routes, rules, neighbours, sysctls, gateway addresses and the
+//! managed links' MAC/MTU/state are the host-state reconciler's ([`crate::hoststate`]), which
+//! the loop feeds with the peers.
 //!
 //! Plan, then reconcile: [`desired_bridge`] and [`gateway::GatewaySpec`] are pure functions of
 //! config and node; the loop compares them with what OVSDB and the kernel report on every
@@ -169,6 +172,24 @@ pub async fn run_with(
         booted = bootstrap::bootstrap(&config, &ovs, &node, initial_peers) => booted.map_err(boot_error)?,
     };
     let gateway = booted.gateway.clone();
+    let family = underlay_family(&booted);
+    // Routes, rules, neighbours, sysctls, gateway addresses and managed links, repaired on
+    // netlink events (issue 5): the one owner of Weft's host state, peer routes included. Its
+    // first pass (gateway addresses and pod CIDR routes) runs before the first CNI ADD.
+    let mut host_state = crate::hoststate::AgentHostState::start(
+        &config,
+        &node,
+        &booted,
+        kube.clone(),
+        &ops.state,
+        peers_view
+            .current()
+            .map(|view| crate::hoststate::peer_specs(&view, family))
+            .unwrap_or_default(),
+    );
+    if !host_state.first_pass(HOST_FIRST_PASS_WAIT).await {
+        tracing::warn!("host state not converged after {HOST_FIRST_PASS_WAIT:?}; serving anyway");
+    }
     service.set_ready(Arc::clone(&booted.network));
     ops.state.set_node(crate::api::NodeState::from_bootstrap(
         &booted,
@@ -180,10 +201,6 @@ pub async fn run_with(
     );
 
     let host = Netns::current().ok();
-    let host_nl = match &host {
-        Some(ns) => ns.rtnetlink().await.ok(),
-        None => None,
-    };
     let mut node_changes = view.subscribe();
     let mut peer_changes = peers_view.subscribe();
     if let Some(address) = booted.transport.address {
@@ -193,31 +210,15 @@ pub async fn run_with(
             address,
         ));
     }
-    let mut peer_reconciler = match (booted.transport.mode, &host, &host_nl) {
-        (crate::mtu::TrafficMode::Encap(_), Some(ns), Some(nl)) => {
-            let mut reconciler = peers::PeerReconciler::new(
-                booted.network.flows().clone(),
-                booted
-                    .transport
-                    .address
-                    .map_or(crate::mtu::Family::Ipv4, |a| {
-                        if a.is_ipv4() {
-                            crate::mtu::Family::Ipv4
-                        } else {
-                            crate::mtu::Family::Ipv6
-                        }
-                    }),
-                node.pod_cidrs.clone(),
-                gateway.name.clone(),
-                ns.path().to_path_buf(),
-                nl.clone(),
-            );
+    let mut peer_reconciler = match booted.transport.mode {
+        crate::mtu::TrafficMode::Encap(_) => {
+            let mut reconciler = peers::PeerReconciler::new(booted.network.flows().clone(), family);
             if let Some(view) = peers_view.current() {
                 reconciler.reconcile(&view).await;
             }
             Some(reconciler)
         }
-        _ => None,
+        crate::mtu::TrafficMode::NoEncap => None,
     };
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     resync.tick().await;
@@ -235,8 +236,11 @@ pub async fn run_with(
             changed = peer_changes.changed() => {
                 if changed.is_ok() {
                     let view = peer_changes.borrow_and_update().clone();
-                    if let (Some(reconciler), Some(view)) = (peer_reconciler.as_mut(), view) {
-                        reconciler.reconcile(&view).await;
+                    if let Some(view) = view {
+                        if let Some(reconciler) = peer_reconciler.as_mut() {
+                            reconciler.reconcile(&view).await;
+                        }
+                        host_state.set_peers(crate::hoststate::peer_specs(&view, family));
                     }
                 }
                 (false, false)
@@ -274,8 +278,8 @@ pub async fn run_with(
             }
         }
         if check_gateway {
-            if let (Some(ns), Some(nl)) = (&host, &host_nl) {
-                converge_gateway(&config, &ovs, nl, ns, &gateway).await;
+            converge_gateway(&config, &ovs, &gateway).await;
+            if let Some(ns) = &host {
                 // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
                 if let Some(spec) = &booted.uplink.uplink {
                     converge_uplink(
@@ -286,12 +290,6 @@ pub async fn run_with(
                         crate::uplink::Target::Attached,
                     )
                     .await;
-                }
-                if let Some(reconciler) = &peer_reconciler {
-                    // The netdev datapath recreates the gateway without its routes.
-                    if let Err(error) = reconciler.converge_routes().await {
-                        tracing::warn!(%error, "cannot converge peer routes, will retry");
-                    }
                 }
             }
         }
@@ -315,6 +313,17 @@ pub async fn run_with(
 
 /// How long the start waits for the first complete list of peer Nodes.
 const PEERS_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the start waits for the host-state reconciler's first pass before serving CNI.
+const HOST_FIRST_PASS_WAIT: Duration = Duration::from_secs(5);
+
+/// The address family of the underlay (the transport address's; IPv4 when unknown).
+fn underlay_family(booted: &bootstrap::Bootstrapped) -> crate::mtu::Family {
+    match booted.transport.address {
+        Some(std::net::IpAddr::V6(_)) => crate::mtu::Family::Ipv6,
+        _ => crate::mtu::Family::Ipv4,
+    }
+}
 
 /// Publishes the transport address on the own Node ([`peers::TRANSPORT_ADDRESS_ANNOTATION`]),
 /// retrying with backoff until the API server takes it.
@@ -356,15 +365,10 @@ fn gateway_uuid(client: &Client, gateway: &GatewaySpec) -> Option<crate::ovsdb::
     })
 }
 
-/// Re-converges the gateway (OVSDB row and kernel device, which the netdev datapath recreates
-/// without addresses when ovs-vswitchd restarts).
-async fn converge_gateway(
-    config: &AgentConfig,
-    ovs: &Ovs,
-    nl: &rtnetlink::Handle,
-    host: &Netns,
-    gateway: &GatewaySpec,
-) {
+/// Re-converges the gateway's OVSDB row. The kernel device (which the netdev datapath recreates
+/// without addresses when ovs-vswitchd restarts) is the host-state reconciler's: it restores
+/// MAC, MTU, state, addresses and routes on the link event.
+async fn converge_gateway(config: &AgentConfig, ovs: &Ovs, gateway: &GatewaySpec) {
     let present = ovs.client().read_cache(|cache| {
         cache
             .by_name("Interface", &gateway.name)
@@ -375,15 +379,7 @@ async fn converge_gateway(
     if !present {
         if let Err(error) = gateway::ensure_port(ovs, &config.ovs_bridge, gateway).await {
             tracing::warn!(%error, "cannot converge gateway port, will retry");
-            return;
         }
-    }
-    match gateway::ensure_link(nl, host.path(), gateway).await {
-        Ok(changes) if !changes.is_empty() => {
-            tracing::info!(gateway = %gateway.name, ?changes, "gateway interface repaired")
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot converge gateway interface, will retry"),
     }
 }
 

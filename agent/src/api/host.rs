@@ -1,9 +1,7 @@
-//! Host state as the API shows it: the desired routes (pure, [`desired_routes`]), the routes
-//! read back from the kernel over netlink, their comparison ([`compare_routes`], pure), and a
-//! text dump of every route, rule and neighbour for support bundles.
-//!
-//! Until the host reconciler lands, the desired set is the pod CIDR route on the gateway (the
-//! kernel's connected route for the gateway's address in each pod CIDR).
+//! Host state as the API shows it: the routes read back from the kernel over netlink, their
+//! comparison with the host planner's desired routes ([`compare_routes`], pure; the desired set
+//! comes from [`crate::hoststate::desired`] through [`super::HostPlan`]), and a text dump of
+//! every route, rule and neighbour for support bundles.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -39,21 +37,6 @@ fn err(what: &'static str) -> impl Fn(rtnetlink::Error) -> HostError {
         what,
         message: e.to_string(),
     }
-}
-
-/// The routes Weft wants on the host: each pod CIDR on the gateway, in the main table. Pure.
-pub fn desired_routes(pod_cidrs: &[IpNet], gateway: &str) -> Vec<HostRoute> {
-    let mut routes: Vec<HostRoute> = pod_cidrs
-        .iter()
-        .map(|cidr| HostRoute {
-            destination: cidr.trunc().to_string(),
-            device: Some(gateway.to_string()),
-            gateway: None,
-            table: MAIN_TABLE,
-        })
-        .collect();
-    routes.sort();
-    routes
 }
 
 /// Desired vs actual. `actual` should already be restricted to routes that concern Weft (its
@@ -185,8 +168,9 @@ fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, String>) -> Parsed 
     }
 }
 
-/// The kernel's routes that concern Weft: main-table unicast routes on one of `devices` or
-/// toward a pod CIDR (link-local and multicast left out).
+/// The kernel's routes that concern Weft: unicast routes of the main table and Weft's table
+/// ([`crate::hoststate::WEFT_TABLE`]) on one of `devices` or toward one of `cidrs` (the pod
+/// CIDRs and the destinations Weft wants; link-local and multicast left out).
 pub async fn actual_routes(
     handle: &rtnetlink::Handle,
     devices: &[String],
@@ -197,7 +181,10 @@ pub async fn actual_routes(
         .await?
         .iter()
         .map(|m| parse_route(m, &names))
-        .filter(|p| p.route.table == MAIN_TABLE && p.kind == RouteType::Unicast)
+        .filter(|p| {
+            (p.route.table == MAIN_TABLE || p.route.table == crate::hoststate::WEFT_TABLE)
+                && p.kind == RouteType::Unicast
+        })
         .filter(|p| !p.dst.is_some_and(is_link_local_or_multicast))
         .filter(|p| {
             p.route.device.as_ref().is_some_and(|d| devices.contains(d))
@@ -339,21 +326,6 @@ mod tests {
             gateway: None,
             table: MAIN_TABLE,
         }
-    }
-
-    #[test]
-    fn desired_routes_are_the_pod_cidrs_on_the_gateway() {
-        let cidrs = [
-            "10.244.1.0/24".parse().unwrap(),
-            "fd00:10::/64".parse().unwrap(),
-        ];
-        assert_eq!(
-            desired_routes(&cidrs, "weft-gw0"),
-            [
-                route("10.244.1.0/24", "weft-gw0"),
-                route("fd00:10::/64", "weft-gw0")
-            ]
-        );
     }
 
     #[test]

@@ -120,6 +120,13 @@ pub trait StatusSection: Send + Sync {
     fn value(&self) -> serde_json::Value;
 }
 
+/// The host-state reconciler as the API sees it ([`crate::hoststate::AgentHostState`]).
+pub trait HostPlan: Send + Sync {
+    /// The routes its planner currently wants (main table and Weft's table), as the API shows
+    /// routes.
+    fn desired_routes(&self) -> Vec<HostRoute>;
+}
+
 /// The bootstrapped node as the API sees it.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -172,6 +179,7 @@ pub struct ApiState {
     mtu_sources: Mutex<Vec<Arc<dyn MtuSource>>>,
     mtu_mismatches: std::sync::atomic::AtomicU64,
     host_nl: OnceCell<rtnetlink::Handle>,
+    host_plan: std::sync::OnceLock<Arc<dyn HostPlan>>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -199,10 +207,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ApiState {
     /// A fresh state in phase Starting.
     pub fn new(config: &AgentConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        let repairs = Arc::new(RepairLog::new());
+        metrics.register(Arc::clone(&repairs) as Arc<dyn crate::metrics::MetricFamilies>);
         Arc::new(ApiState {
             config: config.clone(),
             started: Instant::now(),
-            repairs: Arc::new(RepairLog::new(Some(Arc::clone(&metrics)))),
+            repairs,
             metrics,
             live: RwLock::new(Live {
                 phase: Phase::Starting,
@@ -213,6 +223,7 @@ impl ApiState {
             mtu_sources: Mutex::default(),
             mtu_mismatches: Default::default(),
             host_nl: OnceCell::new(),
+            host_plan: std::sync::OnceLock::new(),
             tasks: Mutex::default(),
         })
     }
@@ -230,6 +241,11 @@ impl ApiState {
     /// Adds a section to `agent_info`.
     pub fn add_section(&self, section: Arc<dyn StatusSection>) {
         lock(&self.sections).push(section);
+    }
+
+    /// Sets where `host_state` takes the desired routes from (once; later calls are ignored).
+    pub fn set_host_plan(&self, plan: Arc<dyn HostPlan>) {
+        let _ = self.host_plan.set(plan);
     }
 
     /// Adds interfaces to the MTU report.
@@ -365,7 +381,7 @@ impl ApiState {
                 flow_ops: self.metrics.flow_op_count(),
                 ovsdb_reconnects: gauges.ovsdb_reconnects,
                 openflow_reconnects: gauges.openflow_reconnects,
-                host_repairs: self.metrics.repair_count(),
+                host_repairs: self.repairs.total(),
                 mtu_mismatches: gauges.mtu_mismatches,
             },
             sections,
@@ -491,15 +507,21 @@ impl ApiState {
     /// `host_state`.
     pub async fn host_state(&self) -> Result<HostStateReport, ApiError> {
         let node = self.node("host state")?;
+        let plan = self.host_plan.get().ok_or(ApiError::NotReady {
+            phase: self.phase(),
+            what: "host state (the host reconciler has not started)",
+        })?;
         let handle = self.host_nl().await?;
-        let desired = host::desired_routes(&node.pod_cidrs, &node.gateway);
-        let actual = host::actual_routes(
-            &handle,
-            std::slice::from_ref(&node.gateway),
-            &node.pod_cidrs,
-        )
-        .await
-        .map_err(|e| ApiError::Failed(e.to_string()))?;
+        let desired = plan.desired_routes();
+        let mut cidrs = node.pod_cidrs.clone();
+        cidrs.extend(
+            desired
+                .iter()
+                .filter_map(|r| r.destination.parse::<IpNet>().ok()),
+        );
+        let actual = host::actual_routes(&handle, std::slice::from_ref(&node.gateway), &cidrs)
+            .await
+            .map_err(|e| ApiError::Failed(e.to_string()))?;
         Ok(host::compare_routes(desired, actual))
     }
 

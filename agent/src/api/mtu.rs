@@ -95,7 +95,9 @@ pub async fn entries(
         link_mtu(host, gateway).await,
     )];
     if let Some(client) = ovsdb {
-        let infra: Vec<(u32, String, Option<i64>)> = client.read_cache(|cache| {
+        // (ofport, name, mtu, where it came from). A userspace (netdev) tunnel port has no
+        // device, so OVSDB shows no `mtu` for it: its `mtu_request` is what the plan set.
+        let infra: Vec<(u32, String, Option<i64>, &'static str)> = client.read_cache(|cache| {
             cache
                 .table("Interface")
                 .filter_map(|(_, row)| {
@@ -104,16 +106,21 @@ pub async fn entries(
                         || ofport == ports::UPLINK
                         || ofport == ports::HOST_INTERNAL)
                         .then(|| {
+                            let (mtu, source) = match row.get_i64("mtu") {
+                                Some(mtu) => (Some(mtu), "ovsdb"),
+                                None => (row.get_i64("mtu_request"), "ovsdb mtu_request"),
+                            };
                             (
                                 ofport,
                                 row.get_str("name").unwrap_or_default().to_string(),
-                                row.get_i64("mtu"),
+                                mtu,
+                                source,
                             )
                         })
                 })
                 .collect()
         });
-        for (ofport, name, mtu) in infra {
+        for (ofport, name, mtu, source) in infra {
             let (kind, planned) = if ofport == ports::TUNNEL {
                 (MtuKind::Tunnel, plan.tunnel.unwrap_or(plan.pod))
             } else {
@@ -122,7 +129,7 @@ pub async fn entries(
             let actual = mtu
                 .and_then(|m| u32::try_from(m).ok())
                 .ok_or_else(|| format!("ovsdb has no mtu for {name}"));
-            out.push(entry(kind, &name, None, planned, "ovsdb", actual));
+            out.push(entry(kind, &name, None, planned, source, actual));
         }
     }
     let per_pod: Vec<Vec<MtuEntry>> = futures::stream::iter(pods.iter().cloned())

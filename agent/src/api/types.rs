@@ -375,12 +375,17 @@ pub struct MtuReport {
 pub struct RepairEntry {
     /// When (milliseconds since the Unix epoch).
     pub time_ms: u64,
-    /// What kind of state: `route`, `rule`, `neighbour`, `link`, `mtu`.
+    /// What kind of state: `route`, `rule`, `neighbour`, `address`, `sysctl`, `link_mac`,
+    /// `link_mtu`, `link_state`.
     pub kind: String,
     /// The object repaired (e.g. `10.244.2.0/24 via 192.168.1.12`).
     pub object: String,
     /// What was found and done.
     pub detail: String,
+    /// How long the object was missing or wrong, when a netlink event showed it going (a
+    /// repair found by the periodic resync has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_for_ms: Option<u64>,
 }
 
 /// `trace_packet` parameters.

@@ -34,6 +34,13 @@ enum Command {
         #[arg(long)]
         plugin: Option<PathBuf>,
     },
+    /// Install the systemd-networkd and udev drop-ins that keep networkd and udev away from
+    /// Weft's routes, rules and interfaces (opt-in, idempotent; never touches foreign files).
+    InstallHostConfig {
+        /// Install below this directory instead of `/`.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -45,15 +52,18 @@ enum LogFormat {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = AgentConfig::load(&args.config)?;
-    // Only the daemon writes logFile; one-shot commands (install-cni) log to stderr.
+    // Only the daemon writes logFile; one-shot commands (install-cni, install-host-config) log
+    // to stderr.
     let log_file = if args.command.is_none() {
         config.log_file.as_str()
     } else {
         ""
     };
     init_logs(args.log_format, log_file)?;
-    if let Some(Command::InstallCni { plugin }) = args.command {
-        return install_cni(&config, plugin);
+    match args.command {
+        Some(Command::InstallCni { plugin }) => return install_cni(&config, plugin),
+        Some(Command::InstallHostConfig { root }) => return install_host_config(&config, &root),
+        None => {}
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let options = weft_agent::agent::RunOptions {
@@ -131,6 +141,27 @@ fn install_cni(config: &AgentConfig, plugin: Option<PathBuf>) -> anyhow::Result<
             report.order.chosen.as_deref().unwrap_or("nothing"),
             weft_agent::cniconf::multus_pin_hint(&config.cni_conf_dir)
         );
+    }
+    Ok(())
+}
+
+fn install_host_config(config: &AgentConfig, root: &std::path::Path) -> anyhow::Result<()> {
+    use weft_agent::hoststate::install::{self, FileOutcome};
+    let report = install::install(root, config)?;
+    for (path, outcome) in &report.files {
+        let what = match outcome {
+            FileOutcome::Created => "created",
+            FileOutcome::Updated => "updated",
+            FileOutcome::Unchanged => "unchanged",
+        };
+        println!("{what} {}", path.display());
+    }
+    if report.changed() {
+        println!(
+            "apply with `networkctl reload` (or restart systemd-networkd) and `udevadm control --reload`"
+        );
+    } else {
+        println!("nothing changed");
     }
     Ok(())
 }

@@ -320,7 +320,7 @@ fn networkd(
                 format!("networkd leaves foreign {what} alone")
             } else {
                 format!(
-                    "a networkd restart flushes Weft's {what}: add a drop-in /etc/systemd/networkd.conf.d/10-weft.conf with [Network] {setting}=no"
+                    "a networkd restart flushes Weft's {what}: run `weft-agent install-host-config` (drop-in /etc/systemd/networkd.conf.d/50-weft.conf with [Network] {setting}=no)"
                 )
             },
         });
@@ -351,7 +351,7 @@ fn networkd(
                     format!("networkd does not manage {}", iface.name)
                 } else {
                     format!(
-                        "networkd would configure {} (addresses, routes): add a .network file sorting before it with [Match] Name=weft-* wf* and [Link] Unmanaged=yes",
+                        "networkd would configure {} (addresses, routes): run `weft-agent install-host-config` (/etc/systemd/network/00-weft.network, sorting before it, with [Match] Name=weft-* wf* and [Link] Unmanaged=yes)",
                         iface.name
                     )
                 },
@@ -408,7 +408,7 @@ fn udev(
                 "udev keeps the MAC Weft sets on host veths".into()
             } else {
                 format!(
-                    "udev rewrites host veth MACs ({policy}); Weft's pods do not depend on them (virtual gateway MAC) but install /etc/systemd/network/10-weft.link with [Match] OriginalName=wf* weft-* and [Link] MACAddressPolicy=none"
+                    "udev rewrites host veth MACs ({policy}); Weft's pods do not depend on them (virtual gateway MAC) but run `weft-agent install-host-config` (/etc/systemd/network/00-weft.link with [Match] OriginalName=weft-* wf* and [Link] MACAddressPolicy=none)"
                 )
             },
         });
@@ -622,19 +622,19 @@ mod tests {
         // Weft's drop-ins fix all three.
         write(
             r,
-            "etc/systemd/networkd.conf.d/10-weft.conf",
+            "etc/systemd/networkd.conf.d/50-weft.conf",
             "[Network]\nManageForeignRoutes=no\nManageForeignRoutingPolicyRules=no\n",
         );
         write(
             r,
-            "etc/systemd/network/10-weft.link",
+            "etc/systemd/network/00-weft.link",
             "[Match]\nOriginalName=wf* weft-*\n\n[Link]\nMACAddressPolicy=none\n",
         );
         let fixed = check(r, &ifaces());
         assert!(!fixed.has_problems(), "{:?}", problems(&fixed));
         assert_eq!(
             fixed.findings[0].source,
-            "/etc/systemd/networkd.conf.d/10-weft.conf"
+            "/etc/systemd/networkd.conf.d/50-weft.conf"
         );
         assert!(fixed
             .drop_ins
@@ -649,7 +649,7 @@ mod tests {
         let r = root.path();
         write(
             r,
-            "etc/systemd/networkd.conf.d/10-weft.conf",
+            "etc/systemd/networkd.conf.d/50-weft.conf",
             "[Network]\nManageForeignRoutes=no\nManageForeignRoutingPolicyRules=no\n",
         );
         write(
@@ -673,7 +673,7 @@ mod tests {
         );
         write(
             r,
-            "etc/systemd/network/10-weft.network",
+            "etc/systemd/network/00-weft.network",
             "[Match]\nName=weft-* wf*\n[Link]\nUnmanaged=yes\n",
         );
         write(

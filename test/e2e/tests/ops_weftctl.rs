@@ -314,27 +314,31 @@ fn weftctl_against_a_running_then_stopped_agent() -> Result<()> {
         "{bad:?}"
     );
 
-    // get routes: the pod CIDR routes on the gateway, desired and present
+    // get routes: the host planner's pod CIDR routes on the gateway (main table 254 and Weft's
+    // table 22342), desired and present
     let (table, routes) = ctl.formats(0, &["get", "routes"])?;
-    let states: Vec<(String, String)> = routes["routes"]
+    let states: Vec<(String, u64, String)> = routes["routes"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|r| {
             (
                 r["route"]["destination"].as_str().unwrap_or("").to_string(),
+                r["route"]["table"].as_u64().unwrap_or(0),
                 r["state"].as_str().unwrap_or("").to_string(),
             )
         })
         .collect();
-    ensure!(
-        states
-            == [
-                ("10.244.7.0/24".to_string(), "ok".to_string()),
-                ("fd00:7::/64".to_string(), "ok".to_string())
-            ],
-        "{states:?}"
-    );
+    let want: Vec<(String, u64, String)> = [
+        ("10.244.7.0/24", 254),
+        ("10.244.7.0/24", 22342),
+        ("fd00:7::/64", 254),
+        ("fd00:7::/64", 22342),
+    ]
+    .into_iter()
+    .map(|(d, t)| (d.to_string(), t, "ok".to_string()))
+    .collect();
+    ensure!(states == want, "{states:?}");
     ensure!(
         table.contains("weft-gw0") && table.contains("ok"),
         "{table}"
@@ -346,8 +350,39 @@ fn weftctl_against_a_running_then_stopped_agent() -> Result<()> {
         repairs == Value::Array(vec![]) && table.contains("No repairs"),
         "{repairs} {table}"
     );
+    // A route deleted behind the agent's back: the host reconciler puts it back, and the
+    // repair shows in `get repairs` and in the counter.
+    let deleted = Command::new("ip")
+        .args(["-n", node.ovs.netns(), "route", "del", "10.244.7.0/24"])
+        .args(["table", "22342", "proto", "87"])
+        .status()?;
+    ensure!(deleted.success(), "ip route del: {deleted}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let repairs = loop {
+        let (_, repairs) = ctl.formats(0, &["get", "repairs"])?;
+        if repairs.as_array().is_some_and(|r| !r.is_empty()) {
+            break repairs;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no repair listed: {repairs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ensure!(
+        repairs[0]["kind"] == "route"
+            && repairs[0]["object"]
+                .as_str()
+                .is_some_and(|o| o.contains("10.244.7.0/24") && o.contains("22342")),
+        "{repairs}"
+    );
+    ensure!(
+        scrape(&node)?["weft_host_repairs_total{kind=\"route\"}"] == 1.0,
+        "route repair counted once"
+    );
 
-    // check mtu: gateway, both host veths and both pod interfaces on the plan
+    // check mtu: gateway, tunnel, the uplink (internal port and NIC: encap on netdev attaches
+    // it), both host veths and both pod interfaces on the plan
     let (table, mtu) = ctl.formats(0, &["check", "mtu"])?;
     ensure!(mtu["mismatches"] == 0, "{mtu}");
     let kinds: Vec<&str> = mtu["entries"]
@@ -357,7 +392,7 @@ fn weftctl_against_a_running_then_stopped_agent() -> Result<()> {
         .filter_map(|e| e["kind"].as_str())
         .collect();
     ensure!(
-        kinds == ["gateway", "hostVeth", "hostVeth", "pod", "pod"],
+        kinds == ["gateway", "tunnel", "uplink", "uplink", "hostVeth", "hostVeth", "pod", "pod"],
         "{kinds:?}"
     );
     ensure!(
@@ -365,7 +400,8 @@ fn weftctl_against_a_running_then_stopped_agent() -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .all(|e| e["actual"] == 1450),
+            .all(|e| e["actual"] == e["planned"]
+                && e["planned"] == if e["kind"] == "uplink" { 1500 } else { 1450 }),
         "{mtu}"
     );
     ensure!(
@@ -823,11 +859,11 @@ fn check_host_flags_networkd_without_drop_in_and_persistent_mac_policy() -> Resu
 
     // With Weft's drop-ins nothing is left to fight.
     write(
-        &r.join("etc/systemd/networkd.conf.d/10-weft.conf"),
+        &r.join("etc/systemd/networkd.conf.d/50-weft.conf"),
         "[Network]\nManageForeignRoutes=no\nManageForeignRoutingPolicyRules=no\n",
     )?;
     write(
-        &r.join("etc/systemd/network/10-weft.link"),
+        &r.join("etc/systemd/network/00-weft.link"),
         "[Match]\nOriginalName=wf* weft-*\n\n[Link]\nMACAddressPolicy=none\n",
     )?;
     let (code, table) = run("table")?;
@@ -835,7 +871,7 @@ fn check_host_flags_networkd_without_drop_in_and_persistent_mac_policy() -> Resu
         bail!("drop-ins did not fix it:\n{table}");
     }
     ensure!(
-        table.contains("/etc/systemd/networkd.conf.d/10-weft.conf"),
+        table.contains("/etc/systemd/networkd.conf.d/50-weft.conf"),
         "{table}"
     );
     Ok(())
