@@ -169,11 +169,13 @@ pub fn load_order(mut files: Vec<ConfFile>) -> LoadOrder {
     }
 }
 
-/// The Multus setting that pins Weft as the cluster network regardless of file order.
+/// The Multus setting that pins Weft as the cluster network regardless of file order: with
+/// `"multusConfigFile": "auto"` Multus takes the file named by `multusMasterCNI` (thick plugin
+/// daemon config; `--multus-master-cni-file-name` for the thin plugin) instead of the first one.
 pub fn multus_pin_hint(conf_dir: &Path) -> String {
     format!(
-        "set Multus \"multusConfigFile\": \"{}\" (or \"clusterNetwork\": \"{NETWORK_NAME}\") instead of \"auto\"",
-        conf_dir.join(CONFLIST_NAME).display()
+        "pin Weft in Multus: \"multusMasterCNI\": \"{CONFLIST_NAME}\" in the thick plugin's daemon config (thin plugin: --multus-master-cni-file-name={CONFLIST_NAME}), with cni config dir {}",
+        conf_dir.display()
     )
 }
 

@@ -105,6 +105,12 @@ pub struct AgentConfig {
     /// DNS settings returned in every CNI ADD result (empty: none; kubelet normally writes
     /// the pod's resolv.conf itself).
     pub cni_dns: CniDns,
+    /// `HOST:PORT` serving Prometheus metrics at `/metrics` (plain HTTP). Empty: no metrics
+    /// endpoint. Prefer a loopback address: the agent runs with host networking.
+    pub metrics_bind_address: String,
+    /// A file the agent appends its log to (besides stderr), also put in support bundles. Empty:
+    /// stderr only.
+    pub log_file: String,
     /// How pod traffic crosses nodes: `encap` (tunnel) or `noEncap` (routed on the underlay).
     pub traffic_encap_mode: TrafficEncapMode,
     /// Tunnel protocol in encap mode: `geneve`, `vxlan` or `gre` (IPv4 underlay only).
@@ -127,6 +133,9 @@ pub struct AgentConfig {
     /// Do not masquerade pod traffic leaving the cluster.
     #[serde(rename = "noSNAT")]
     pub no_snat: bool,
+    /// Period of the host-state reconciler's full resync (routes, rules, neighbours, sysctls,
+    /// links), the backstop behind its netlink events: a duration like `30s`, `500ms`, `2m`.
+    pub host_resync_interval: String,
 }
 
 /// The `trafficEncapMode` key.
@@ -172,6 +181,8 @@ impl Default for AgentConfig {
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_chained_plugins: Vec::new(),
             cni_dns: CniDns::default(),
+            metrics_bind_address: String::new(),
+            log_file: String::new(),
             traffic_encap_mode: TrafficEncapMode::Encap,
             tunnel_type: TunnelType::Geneve,
             tunnel_port: 0,
@@ -180,6 +191,7 @@ impl Default for AgentConfig {
             transport_mtu: 0,
             reconcile_pod_mtu: false,
             no_snat: false,
+            host_resync_interval: "30s".into(),
         }
     }
 }
@@ -289,6 +301,25 @@ impl AgentConfig {
                 problem("cniDns.nameservers", server, "must be an IP address");
             }
         }
+        if !self.metrics_bind_address.is_empty()
+            && self
+                .metrics_bind_address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            problem(
+                "metricsBindAddress",
+                &self.metrics_bind_address,
+                "must be empty (no metrics) or HOST:PORT with an IP address, e.g. 127.0.0.1:9476",
+            );
+        }
+        if !self.log_file.is_empty() && !Path::new(&self.log_file).is_absolute() {
+            problem(
+                "logFile",
+                &self.log_file,
+                "must be empty or an absolute path",
+            );
+        }
         if self.mtu != 0 && !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
             problem(
                 "mtu",
@@ -338,6 +369,14 @@ impl AgentConfig {
                 "needs an IPv4 underlay, but every transportInterfaceCIDRs entry is IPv6",
             );
         }
+        match parse_duration(&self.host_resync_interval) {
+            Some(d) if d >= std::time::Duration::from_secs(1) => {}
+            _ => problem(
+                "hostResyncInterval",
+                &self.host_resync_interval,
+                "must be a duration of at least 1s, like 30s, 1500ms or 2m",
+            ),
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -379,6 +418,27 @@ impl AgentConfig {
     pub fn bridge_mgmt_socket(&self) -> PathBuf {
         self.ovs_run_dir.join(format!("{}.mgmt", self.ovs_bridge))
     }
+
+    /// `hostResyncInterval` as a duration (30 s if it does not parse; validation rejects that).
+    pub fn host_resync_interval(&self) -> std::time::Duration {
+        parse_duration(&self.host_resync_interval).unwrap_or(std::time::Duration::from_secs(30))
+    }
+}
+
+/// Parses `250ms`, `30s`, `2m`, `1h` (one unsigned integer and one unit).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
 }
 
 fn is_only_comments(text: &str) -> bool {
@@ -549,6 +609,19 @@ mod tests {
     }
 
     #[test]
+    fn metrics_address_and_log_file() {
+        let config =
+            parse("metricsBindAddress: 127.0.0.1:9476\nlogFile: /var/log/weft.log\n").unwrap();
+        assert_eq!(config.metrics_bind_address, "127.0.0.1:9476");
+        assert!(parse("{}").unwrap().metrics_bind_address.is_empty());
+        let err = parse("metricsBindAddress: localhost\nlogFile: weft.log\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metricsBindAddress: \"localhost\""), "{err}");
+        assert!(err.contains("logFile: \"weft.log\""), "{err}");
+    }
+
+    #[test]
     fn mtu_bounds() {
         assert!(parse("mtu: 1280").is_ok());
         assert!(parse("mtu: 9000").is_ok());
@@ -563,6 +636,29 @@ mod tests {
         assert!(check_ifname("1234567890123456").is_err());
         for bad in ["", ".", "..", "a b", "a/b", "a:b"] {
             assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_resync_interval_parses_and_validates() {
+        assert_eq!(
+            parse("{}").unwrap().host_resync_interval(),
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse("hostResyncInterval: 1500ms")
+                .unwrap()
+                .host_resync_interval(),
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Some(std::time::Duration::from_secs(120))
+        );
+        for bad in ["", "30", "s", "10x", "999ms", "-1s"] {
+            let text = format!("hostResyncInterval: '{bad}'");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("hostResyncInterval"), "{bad}: {err}");
         }
     }
 

@@ -6,14 +6,17 @@
 #![deny(unsafe_code)] // `forbid` in every other crate root; the one exception lives in netns.rs
 
 pub mod agent;
+pub mod api;
 pub mod cniconf;
 pub mod cniserver;
 pub mod config;
+pub mod ctl;
+pub mod hoststate;
 pub mod iface;
 pub mod ipam;
 pub mod k8s;
+pub mod metrics;
 pub mod mtu;
 pub mod netns;
 pub mod ovsdb;
-pub mod peer_routes;
 pub mod uplink;

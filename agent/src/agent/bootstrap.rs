@@ -492,7 +492,7 @@ pub async fn bootstrap(
         tracing::info!(port = tunnel::TUNNEL_PORT, kind = spec.tunnel.as_str(), dst_port = ?config.effective_tunnel_port(), mtu = spec.mtu, "tunnel port converged");
     }
     let changes = gateway::ensure_link(&host_nl, host.path(), &gateway).await?;
-    tracing::info!(gateway = %gateway.name, mac = %gateway.mac, addresses = ?gateway.addresses, ?changes, "gateway converged");
+    tracing::info!(gateway = %gateway.name, mac = %gateway.mac, ?changes, "gateway converged");
 
     let node_config = NodeConfig {
         round,

@@ -11,11 +11,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use ovs_flows::flow::{Flow, MacAddr};
-use ovs_flows::ofp::{Client, ClientConfig, ClientError, Endpoint, FlowMod, FlowStatsRequest};
+use ovs_flows::ofp::{
+    Client, ClientConfig, ClientError, ClientStats, Endpoint, FlowEntry, FlowMod, FlowStatsRequest,
+};
 use ovs_flows::pipeline::noencap::{noencap_peer_flows, NoEncapPeer};
 use ovs_flows::pipeline::{
     add_all, base_flows, delete_peer, delete_pod, delete_round, peer_flows, peer_gateway_answers,
@@ -133,11 +135,20 @@ pub struct PeerRoute {
     pub uplink_mac: Option<MacAddr>,
 }
 
+/// Observes every flow operation (one bundle each), e.g. for metrics.
+pub trait FlowObserver: Send + Sync + std::fmt::Debug {
+    /// `op` (`install_all`, `install_static`, `add_pod`, `remove_pod`, `upsert_peer`,
+    /// `remove_peer`, `delete_stale_rounds`) took `elapsed` and
+    /// succeeded or not.
+    fn observe(&self, op: &'static str, elapsed: Duration, ok: bool);
+}
+
 /// The bridge's flows: desired state plus the OpenFlow client that installs it. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct FlowSet {
     client: Client,
     desired: Arc<Mutex<Desired>>,
+    observer: Arc<OnceLock<Arc<dyn FlowObserver>>>,
 }
 
 impl FlowSet {
@@ -177,7 +188,32 @@ impl FlowSet {
                 Ok(())
             }
         });
-        Ok(FlowSet { client, desired })
+        Ok(FlowSet {
+            client,
+            desired,
+            observer: Arc::default(),
+        })
+    }
+
+    /// Reports every later flow operation to `observer` (set once; later calls are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn FlowObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Reads the installed flows selected by `request`, with their counters.
+    pub async fn dump(&self, request: &FlowStatsRequest) -> Result<Vec<FlowEntry>, FlowError> {
+        self.client
+            .dump_flows(request)
+            .await
+            .map_err(|source| FlowError::OpenFlow {
+                what: "reading flows".into(),
+                source,
+            })
+    }
+
+    /// The OpenFlow connection's counters (connects = 1 + reconnections).
+    pub fn openflow_stats(&self) -> ClientStats {
+        self.client.stats()
     }
 
     /// The node configuration the flows are computed from.
@@ -205,8 +241,10 @@ impl FlowSet {
             desired.all_flows()
         };
         let count = flows.len();
-        self.send(&add_all(flows), || format!("installing {count} flows"))
-            .await?;
+        self.send("install_all", &add_all(flows), || {
+            format!("installing {count} flows")
+        })
+        .await?;
         Ok(rejected)
     }
 
@@ -214,7 +252,7 @@ impl FlowSet {
     /// reconnect, part of every later full install), replacing earlier static flows.
     pub async fn install_static(&self, flows: Vec<Flow>) -> Result<(), FlowError> {
         let count = flows.len();
-        self.send(&add_all(flows.clone()), || {
+        self.send("install_static", &add_all(flows.clone()), || {
             format!("installing {count} infrastructure flows")
         })
         .await?;
@@ -240,7 +278,7 @@ impl FlowSet {
             .filter(|r| *r != round)
             .collect();
         let deletes: Vec<FlowMod> = stale.iter().map(|r| delete_round(*r)).collect();
-        self.send(&deletes, || {
+        self.send("delete_stale_rounds", &deletes, || {
             format!("deleting flows of stale rounds {stale:?}")
         })
         .await?;
@@ -258,7 +296,7 @@ impl FlowSet {
             flows
         };
         let result = self
-            .send(&add_all(flows), || {
+            .send("add_pod", &add_all(flows), || {
                 format!("installing flows of pod {}", pod.key())
             })
             .await;
@@ -271,7 +309,7 @@ impl FlowSet {
     /// Removes the pod on `ofport` from the desired set and deletes its flows (every round).
     pub async fn remove_pod(&self, ofport: u32) -> Result<(), FlowError> {
         lock(&self.desired).pods.remove(&ofport);
-        self.send(&[delete_pod(ofport)], || {
+        self.send("remove_pod", &[delete_pod(ofport)], || {
             format!("deleting flows of the pod on ofport {ofport}")
         })
         .await
@@ -389,7 +427,7 @@ impl FlowSet {
             (mods, previous)
         };
         let result = self
-            .send(&mods, || {
+            .send("upsert_peer", &mods, || {
                 format!("installing flows of peer node {}", peer.name)
             })
             .await;
@@ -408,7 +446,7 @@ impl FlowSet {
         let Some(peer) = lock(&self.desired).peers.remove(name) else {
             return Ok(false);
         };
-        self.send(&[delete_peer(peer.node.id)], || {
+        self.send("remove_peer", &[delete_peer(peer.node.id)], || {
             format!("deleting flows of peer node {name}")
         })
         .await
@@ -422,16 +460,19 @@ impl FlowSet {
 
     async fn send(
         &self,
+        op: &'static str,
         flow_mods: &[FlowMod],
         what: impl FnOnce() -> String,
     ) -> Result<(), FlowError> {
-        self.client
-            .bundle(flow_mods)
-            .await
-            .map_err(|source| FlowError::OpenFlow {
-                what: what(),
-                source,
-            })
+        let started = Instant::now();
+        let result = self.client.bundle(flow_mods).await;
+        if let Some(observer) = self.observer.get() {
+            observer.observe(op, started.elapsed(), result.is_ok());
+        }
+        result.map_err(|source| FlowError::OpenFlow {
+            what: what(),
+            source,
+        })
     }
 }
 

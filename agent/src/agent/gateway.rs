@@ -2,7 +2,9 @@
 //! a stable MAC, an explicit MTU from the plan, and the first address of every pod CIDR.
 //!
 //! Desired state ([`GatewaySpec`]) is a pure function of config and node; [`ensure_port`]
-//! converges OVSDB and [`ensure_link`] converges the kernel interface (both idempotent). The
+//! converges OVSDB and [`ensure_link`] converges the kernel interface's MAC, MTU and state
+//! (both idempotent). Its addresses (`noprefixroute`, IPv6 `nodad`) and the pod CIDR routes
+//! through it belong to the host-state reconciler ([`crate::hoststate`]), their one owner. The
 //! MAC is set through the Interface `mac` column, so ovs-vswitchd itself re-applies it when it
 //! recreates the device (the netdev datapath's tap devices die with ovs-vswitchd), and through
 //! netlink when the kernel still shows another one.
@@ -11,11 +13,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressScope,
-};
 use ovs_flows::pipeline::ports;
 use rtnetlink::LinkUnspec;
 
@@ -142,9 +140,9 @@ pub async fn ensure_port(ovs: &Ovs, bridge: &str, spec: &GatewaySpec) -> Result<
     Ok(())
 }
 
-/// Converges the kernel side of the gateway in the namespace `handle` talks to: MAC, MTU, up,
-/// exactly the spec's global addresses. Waits for OVS to create the device. Returns what it
-/// changed (empty when all was in place).
+/// Converges the kernel side of the gateway in the namespace `handle` talks to: MAC, MTU, up
+/// (the addresses are the host-state reconciler's). Waits for OVS to create the device. Returns
+/// what it changed (empty when all was in place).
 pub async fn ensure_link(
     handle: &rtnetlink::Handle,
     netns: &std::path::Path,
@@ -195,64 +193,6 @@ pub async fn ensure_link(
             .map_err(|e| nl_err("configure", crate::iface::netlink_io(e)))?;
     }
 
-    let existing: Vec<_> = handle
-        .address()
-        .get()
-        .set_link_index_filter(link.index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| nl_err("list addresses of", crate::iface::netlink_io(e)))?;
-    let mut have = Vec::new();
-    for message in existing {
-        if message.header.scope != AddressScope::Universe {
-            continue;
-        }
-        let ip = message.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(ip) => Some(*ip),
-            _ => None,
-        });
-        let ip = ip.or_else(|| {
-            message.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            })
-        });
-        match ip.and_then(|ip| IpNet::new(ip, message.header.prefix_len).ok()) {
-            Some(net) if spec.addresses.contains(&net) => have.push(net),
-            Some(net) => {
-                handle
-                    .address()
-                    .del(message)
-                    .execute()
-                    .await
-                    .map_err(|e| nl_err("remove address from", crate::iface::netlink_io(e)))?;
-                changes.push(format!("removed {net}"));
-            }
-            None => {}
-        }
-    }
-    for address in spec.addresses.iter().filter(|a| !have.contains(a)) {
-        let mut request = handle
-            .address()
-            .add(link.index, address.addr(), address.prefix_len());
-        if address.addr().is_ipv6() {
-            let message = request.message_mut();
-            message.header.flags |= AddressHeaderFlags::Nodad;
-            message
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        match request.execute().await {
-            Ok(()) => changes.push(format!("added {address}")),
-            Err(e) => {
-                let source = crate::iface::netlink_io(e);
-                if source.raw_os_error() != Some(nix::errno::Errno::EEXIST as i32) {
-                    return Err(nl_err(&format!("add address {address} to"), source));
-                }
-            }
-        }
-    }
     Ok(changes)
 }
 

@@ -1,6 +1,9 @@
 //! The agent's main loop: serve the CNI socket at once (not ready), connect to OVS, converge
 //! the bridge, wait for the own Node's podCIDRs, bootstrap the node ([`bootstrap`]), hand the
-//! pod network to the CNI server, then keep the bridge and the gateway converged.
+//! pod network to the CNI server, then keep the bridge, the gateway port, the uplink and the
+//! peers' flows converged. Host routes, rules, neighbours, sysctls, gateway addresses and the
+//! managed links' MAC/MTU/state are the host-state reconciler's ([`crate::hoststate`]), which
+//! the loop feeds with the peers.
 //!
 //! Plan, then reconcile: [`desired_bridge`] and [`gateway::GatewaySpec`] are pure functions of
 //! config and node; the loop compares them with what OVSDB and the kernel report on every
@@ -56,6 +59,9 @@ pub enum AgentError {
     /// The Kubernetes client could not be built.
     #[error(transparent)]
     Kube(#[from] K8sError),
+    /// The local API or the metrics endpoint could not be served.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
     /// Bootstrap failed.
     #[error("bootstrap of node {node} failed: {source}")]
     Bootstrap {
@@ -119,6 +125,8 @@ pub async fn run_with(
     let server = service.serve(&config.cni_socket)?;
     tracing::info!(socket = %config.cni_socket.display(), "cni socket served (not ready yet)");
     let _server = AbortOnDrop(server);
+    // The local API (weftctl) and metrics; dropping `ops` stops them and removes the socket.
+    let ops = crate::api::start(&config, &service).await?;
 
     let endpoint = Endpoint::Unix(config.ovsdb_socket());
     let ovsdb_error = |source| AgentError::Ovsdb {
@@ -129,8 +137,11 @@ pub async fn run_with(
         .await
         .map_err(ovsdb_error)?;
     let ovs = Ovs::new(client.clone());
+    ops.state.set_ovs(ovs.clone());
     let mut events = client.subscribe();
     converge_bridge(&config, &ovs).await.map_err(ovsdb_error)?;
+    ops.state
+        .set_phase(crate::api::types::Phase::WaitingForNode);
 
     let kube = k8s::client(&config.kubeconfig).await?;
     let view = NodeView::start(kube.clone(), &config.node_name);
@@ -156,22 +167,41 @@ pub async fn run_with(
         }
         peers_view.current()
     };
+    ops.state.set_phase(crate::api::types::Phase::Bootstrapping);
     let booted = tokio::select! {
         () = &mut shutdown => return Ok(()),
         booted = bootstrap::bootstrap(&config, &ovs, &node, initial_peers) => booted.map_err(boot_error)?,
     };
     let gateway = booted.gateway.clone();
+    let family = underlay_family(&booted);
+    // Routes, rules, neighbours, sysctls, gateway addresses and managed links, repaired on
+    // netlink events (issue 5): the one owner of Weft's host state, peer routes included. Its
+    // first pass (gateway addresses and pod CIDR routes) runs before the first CNI ADD.
+    let mut host_state = crate::hoststate::AgentHostState::start(
+        &config,
+        &node,
+        &booted,
+        kube.clone(),
+        &ops.state,
+        peers_view
+            .current()
+            .map(|view| crate::hoststate::peer_specs(&view, family))
+            .unwrap_or_default(),
+    );
+    if !host_state.first_pass(HOST_FIRST_PASS_WAIT).await {
+        tracing::warn!("host state not converged after {HOST_FIRST_PASS_WAIT:?}; serving anyway");
+    }
     service.set_ready(Arc::clone(&booted.network));
+    ops.state.set_node(crate::api::NodeState::from_bootstrap(
+        &booted,
+        &node.pod_cidrs,
+    ));
     tracing::info!(
         node = %config.node_name, round = booted.round, pods = booted.rebuild.pods,
         pod_mtu = booted.transport.plan.pod, "node ready: serving cni requests"
     );
 
     let host = Netns::current().ok();
-    let host_nl = match &host {
-        Some(ns) => ns.rtnetlink().await.ok(),
-        None => None,
-    };
     let mut node_changes = view.subscribe();
     let mut peer_changes = peers_view.subscribe();
     let annotations: BTreeMap<String, Option<String>> = [
@@ -194,32 +224,19 @@ pub async fn run_with(
             annotations,
         ));
     }
-    let mut peer_reconciler = match (&booted.peer_path, &host, &host_nl) {
-        (Some(path), Some(ns), Some(nl)) => {
-            let mut reconciler = peers::PeerReconciler::new(
-                booted.network.flows().clone(),
-                booted
-                    .transport
-                    .address
-                    .map_or(crate::mtu::Family::Ipv4, |a| {
-                        if a.is_ipv4() {
-                            crate::mtu::Family::Ipv4
-                        } else {
-                            crate::mtu::Family::Ipv6
-                        }
-                    }),
-                path.clone(),
-                node.pod_cidrs.clone(),
-                gateway.name.clone(),
-                ns.path().to_path_buf(),
-                nl.clone(),
-            );
+    // Peer flows in both modes: through the tunnel (encap) or on the underlay to the peers'
+    // uplink MACs (noEncap with the uplink attached). Their host routes are the host-state
+    // reconciler's.
+    let mut peer_reconciler = match &booted.peer_path {
+        Some(path) => {
+            let mut reconciler =
+                peers::PeerReconciler::new(booted.network.flows().clone(), family, path.clone());
             if let Some(view) = peers_view.current() {
                 reconciler.reconcile(&view).await;
             }
             Some(reconciler)
         }
-        _ => None,
+        None => None,
     };
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     resync.tick().await;
@@ -237,8 +254,11 @@ pub async fn run_with(
             changed = peer_changes.changed() => {
                 if changed.is_ok() {
                     let view = peer_changes.borrow_and_update().clone();
-                    if let (Some(reconciler), Some(view)) = (peer_reconciler.as_mut(), view) {
-                        reconciler.reconcile(&view).await;
+                    if let Some(view) = view {
+                        if let Some(reconciler) = peer_reconciler.as_mut() {
+                            reconciler.reconcile(&view).await;
+                        }
+                        host_state.set_peers(crate::hoststate::peer_specs(&view, family));
                     }
                 }
                 (false, false)
@@ -276,8 +296,8 @@ pub async fn run_with(
             }
         }
         if check_gateway {
-            if let (Some(ns), Some(nl)) = (&host, &host_nl) {
-                converge_gateway(&config, &ovs, nl, ns, &gateway).await;
+            converge_gateway(&config, &ovs, &gateway).await;
+            if let Some(ns) = &host {
                 // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
                 if let Some(spec) = &booted.uplink.uplink {
                     converge_uplink(
@@ -288,12 +308,6 @@ pub async fn run_with(
                         crate::uplink::Target::Attached,
                     )
                     .await;
-                }
-                if let Some(reconciler) = &peer_reconciler {
-                    // The netdev datapath recreates the gateway without its routes.
-                    if let Err(error) = reconciler.converge_routes().await {
-                        tracing::warn!(%error, "cannot converge peer routes, will retry");
-                    }
                 }
             }
         }
@@ -317,6 +331,17 @@ pub async fn run_with(
 
 /// How long the start waits for the first complete list of peer Nodes.
 const PEERS_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the start waits for the host-state reconciler's first pass before serving CNI.
+const HOST_FIRST_PASS_WAIT: Duration = Duration::from_secs(5);
+
+/// The address family of the underlay (the transport address's; IPv4 when unknown).
+fn underlay_family(booted: &bootstrap::Bootstrapped) -> crate::mtu::Family {
+    match booted.transport.address {
+        Some(std::net::IpAddr::V6(_)) => crate::mtu::Family::Ipv6,
+        _ => crate::mtu::Family::Ipv4,
+    }
+}
 
 /// Publishes `annotations` on the own Node (the transport address,
 /// [`peers::TRANSPORT_ADDRESS_ANNOTATION`], and in noEncap the uplink MAC,
@@ -359,15 +384,10 @@ fn gateway_uuid(client: &Client, gateway: &GatewaySpec) -> Option<crate::ovsdb::
     })
 }
 
-/// Re-converges the gateway (OVSDB row and kernel device, which the netdev datapath recreates
-/// without addresses when ovs-vswitchd restarts).
-async fn converge_gateway(
-    config: &AgentConfig,
-    ovs: &Ovs,
-    nl: &rtnetlink::Handle,
-    host: &Netns,
-    gateway: &GatewaySpec,
-) {
+/// Re-converges the gateway's OVSDB row. The kernel device (which the netdev datapath recreates
+/// without addresses when ovs-vswitchd restarts) is the host-state reconciler's: it restores
+/// MAC, MTU, state, addresses and routes on the link event.
+async fn converge_gateway(config: &AgentConfig, ovs: &Ovs, gateway: &GatewaySpec) {
     let present = ovs.client().read_cache(|cache| {
         cache
             .by_name("Interface", &gateway.name)
@@ -378,15 +398,7 @@ async fn converge_gateway(
     if !present {
         if let Err(error) = gateway::ensure_port(ovs, &config.ovs_bridge, gateway).await {
             tracing::warn!(%error, "cannot converge gateway port, will retry");
-            return;
         }
-    }
-    match gateway::ensure_link(nl, host.path(), gateway).await {
-        Ok(changes) if !changes.is_empty() => {
-            tracing::info!(gateway = %gateway.name, ?changes, "gateway interface repaired")
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot converge gateway interface, will retry"),
     }
 }
 

@@ -1,25 +1,24 @@
 //! Peer nodes from Kubernetes: every other Node's podCIDRs and transport address become peer
-//! flows (one bundle per peer change) and host routes through the gateway. In encap the flows
-//! send through the tunnel; in noEncap ([`PeerPath::Underlay`]) they send out of the uplink to
-//! the peer's uplink MAC, for peers on this node's transport segment that publish one.
+//! flows (one bundle per peer change). In encap the flows send through the tunnel; in noEncap
+//! ([`PeerPath::Underlay`]) they send out of the uplink to the peer's uplink MAC, for peers on
+//! this node's transport segment that publish one. Their host routes and neighbours belong to
+//! the host-state reconciler ([`crate::hoststate`]), fed from the same [`desired_peers`].
 //!
 //! Each agent publishes its transport address on its own Node as the annotation
 //! [`TRANSPORT_ADDRESS_ANNOTATION`] (and in noEncap its uplink MAC as
 //! [`UPLINK_MAC_ANNOTATION`]); a peer without a transport address (an older agent, or not
 //! started yet) is reached at its first InternalIP of the underlay's family. [`desired_peers`]
 //! is a pure function of the peer view; [`PeerReconciler::reconcile`] diffs it with the flow
-//! set's peers and converges the routes ([`crate::peer_routes`]).
+//! set's peers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use ipnet::IpNet;
 
 use super::flows::{FlowSet, PeerRoute};
 use crate::k8s::{NodeInfo, PeerNodes};
 use crate::mtu::Family;
-use crate::peer_routes::{self, RouteChanges};
 
 /// The Node annotation carrying the agent's transport (tunnel endpoint) address.
 pub const TRANSPORT_ADDRESS_ANNOTATION: &str = "weft.dev/transport-address";
@@ -139,42 +138,23 @@ pub struct PeerChanges {
     pub upserted: Vec<String>,
     /// Peers removed.
     pub removed: Vec<String>,
-    /// Host route changes.
-    pub routes: RouteChanges,
 }
 
-/// Converges the flow set's peers and the host routes to the peer view.
+/// Converges the flow set's peers to the peer view.
 pub struct PeerReconciler {
     flows: FlowSet,
     family: Family,
     path: PeerPath,
-    local_cidrs: Vec<IpNet>,
-    gateway: String,
-    netns: PathBuf,
-    nl: rtnetlink::Handle,
     skipped: BTreeSet<(String, String)>,
 }
 
 impl PeerReconciler {
-    /// A reconciler for the node's pod CIDRs, its gateway interface `gateway` and an underlay
-    /// of `family`, reaching peers by `path`.
-    pub fn new(
-        flows: FlowSet,
-        family: Family,
-        path: PeerPath,
-        local_cidrs: Vec<IpNet>,
-        gateway: String,
-        netns: PathBuf,
-        nl: rtnetlink::Handle,
-    ) -> Self {
+    /// A reconciler for peers reached over an underlay of `family`, by `path`.
+    pub fn new(flows: FlowSet, family: Family, path: PeerPath) -> Self {
         PeerReconciler {
             flows,
             family,
             path,
-            local_cidrs,
-            gateway,
-            netns,
-            nl,
             skipped: BTreeSet::new(),
         }
     }
@@ -184,8 +164,8 @@ impl PeerReconciler {
         self.family
     }
 
-    /// One pass: each added/changed peer is one bundle, each removed peer one delete; then the
-    /// routes. Errors are logged per peer and retried on the next pass.
+    /// One pass: each added/changed peer is one bundle, each removed peer one delete. Errors
+    /// are logged per peer and retried on the next pass.
     pub async fn reconcile(&mut self, view: &PeerNodes) -> PeerChanges {
         let (desired, skipped) = desired_peers(view, self.family, &self.path);
         let now: BTreeSet<(String, String)> =
@@ -212,32 +192,13 @@ impl PeerReconciler {
                 Err(error) => tracing::warn!(peer = %name, %error, "cannot install peer flows"),
             }
         }
-        match self.converge_routes().await {
-            Ok(routes) => changes.routes = routes,
-            Err(error) => tracing::warn!(%error, "cannot converge peer routes, will retry"),
-        }
-        if !changes.upserted.is_empty() || !changes.removed.is_empty() || !changes.routes.is_empty()
-        {
+        if !changes.upserted.is_empty() || !changes.removed.is_empty() {
             tracing::info!(
                 upserted = ?changes.upserted, removed = ?changes.removed,
-                routes_added = ?changes.routes.added.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                routes_removed = ?changes.routes.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "peers converged"
+                "peer flows converged"
             );
         }
         changes
-    }
-
-    /// Converges the host routes of the current peers (also the periodic backstop).
-    pub async fn converge_routes(&self) -> Result<RouteChanges, String> {
-        let desired = peer_routes::peer_routes(&self.local_cidrs, &self.flows.peers());
-        let link = crate::iface::link::get_by_name(&self.nl, &self.netns, &self.gateway)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("gateway interface {} does not exist", self.gateway))?;
-        peer_routes::converge(&self.nl, link.index, &desired)
-            .await
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -34,6 +34,13 @@ enum Command {
         #[arg(long)]
         plugin: Option<PathBuf>,
     },
+    /// Install the systemd-networkd and udev drop-ins that keep networkd and udev away from
+    /// Weft's routes, rules and interfaces (opt-in, idempotent; never touches foreign files).
+    InstallHostConfig {
+        /// Install below this directory instead of `/`.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -44,16 +51,19 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
     let config = AgentConfig::load(&args.config)?;
-    if let Some(Command::InstallCni { plugin }) = args.command {
-        return install_cni(&config, plugin);
+    // Only the daemon writes logFile; one-shot commands (install-cni, install-host-config) log
+    // to stderr.
+    let log_file = if args.command.is_none() {
+        config.log_file.as_str()
+    } else {
+        ""
+    };
+    init_logs(args.log_format, log_file)?;
+    match args.command {
+        Some(Command::InstallCni { plugin }) => return install_cni(&config, plugin),
+        Some(Command::InstallHostConfig { root }) => return install_host_config(&config, &root),
+        None => {}
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let options = weft_agent::agent::RunOptions {
@@ -64,6 +74,36 @@ fn main() -> anyhow::Result<()> {
         shutdown_signal(),
         options,
     ))?;
+    Ok(())
+}
+
+/// Logs to stderr, and also appended to `logFile` when the config sets one.
+fn init_logs(format: LogFormat, log_file: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let writer = if log_file.is_empty() {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        if let Some(dir) = std::path::Path::new(log_file).parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the directory of logFile {log_file}"))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .with_context(|| format!("cannot open logFile {log_file}"))?;
+        BoxMakeWriter::new(std::io::stderr.and(std::sync::Arc::new(file)))
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(log_file.is_empty())
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     Ok(())
 }
 
@@ -101,6 +141,27 @@ fn install_cni(config: &AgentConfig, plugin: Option<PathBuf>) -> anyhow::Result<
             report.order.chosen.as_deref().unwrap_or("nothing"),
             weft_agent::cniconf::multus_pin_hint(&config.cni_conf_dir)
         );
+    }
+    Ok(())
+}
+
+fn install_host_config(config: &AgentConfig, root: &std::path::Path) -> anyhow::Result<()> {
+    use weft_agent::hoststate::install::{self, FileOutcome};
+    let report = install::install(root, config)?;
+    for (path, outcome) in &report.files {
+        let what = match outcome {
+            FileOutcome::Created => "created",
+            FileOutcome::Updated => "updated",
+            FileOutcome::Unchanged => "unchanged",
+        };
+        println!("{what} {}", path.display());
+    }
+    if report.changed() {
+        println!(
+            "apply with `networkctl reload` (or restart systemd-networkd) and `udevadm control --reload`"
+        );
+    } else {
+        println!("nothing changed");
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ pub mod pods;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::RpcModule;
@@ -114,10 +115,17 @@ pub enum ServeError {
     },
 }
 
+/// Observes every ADD, DEL and CHECK the server answers (e.g. for metrics).
+pub trait CniObserver: Send + Sync + std::fmt::Debug {
+    /// `verb` (`ADD`, `DEL`, `CHECK`) took `elapsed`; `error_code` is the CNI code of a failure.
+    fn observe(&self, verb: &'static str, elapsed: Duration, error_code: Option<u32>);
+}
+
 /// The service behind the socket: ready or not, and the pod network once ready.
 #[derive(Debug, Default)]
 pub struct CniService {
     network: OnceLock<Arc<PodNetwork>>,
+    observer: OnceLock<Arc<dyn CniObserver>>,
 }
 
 impl CniService {
@@ -131,6 +139,32 @@ impl CniService {
         if self.network.set(network).is_err() {
             tracing::warn!("cni service was already ready");
         }
+    }
+
+    /// Reports every later ADD, DEL and CHECK to `observer` (set once).
+    pub fn set_observer(&self, observer: Arc<dyn CniObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The pod network once ready.
+    pub fn ready_network(&self) -> Option<Arc<PodNetwork>> {
+        self.network.get().cloned()
+    }
+
+    fn observed<T>(
+        &self,
+        verb: &'static str,
+        started: Instant,
+        result: Result<T, ErrorObjectOwned>,
+    ) -> Result<T, ErrorObjectOwned> {
+        if let Some(observer) = self.observer.get() {
+            let code = result
+                .as_ref()
+                .err()
+                .map(|e| u32::try_from(e.code()).unwrap_or(0));
+            observer.observe(verb, started.elapsed(), code);
+        }
+        result
     }
 
     /// The pod network, or code 11 while bootstrap runs.
@@ -149,24 +183,39 @@ impl CniService {
         let mut module = RpcModule::new(Arc::clone(self));
         // Registration fails only for duplicate names, which these are not.
         let _ = module.register_async_method(method::ADD, |params, ctx, _| async move {
-            let request: CniRequest = params.one()?;
-            let network = ctx.network().map_err(rpc_error)?;
-            let result = network.add(&request).await.map_err(rpc_error)?;
-            Ok::<_, ErrorObjectOwned>(CniResponse {
-                result: Some(result),
-            })
+            let started = Instant::now();
+            let result = async {
+                let request: CniRequest = params.one()?;
+                let network = ctx.network().map_err(rpc_error)?;
+                let result = network.add(&request).await.map_err(rpc_error)?;
+                Ok::<_, ErrorObjectOwned>(CniResponse {
+                    result: Some(result),
+                })
+            }
+            .await;
+            ctx.observed("ADD", started, result)
         });
         let _ = module.register_async_method(method::DEL, |params, ctx, _| async move {
-            let request: CniRequest = params.one()?;
-            let network = ctx.network().map_err(rpc_error)?;
-            network.del(&request).await.map_err(rpc_error)?;
-            Ok::<_, ErrorObjectOwned>(CniResponse::default())
+            let started = Instant::now();
+            let result = async {
+                let request: CniRequest = params.one()?;
+                let network = ctx.network().map_err(rpc_error)?;
+                network.del(&request).await.map_err(rpc_error)?;
+                Ok::<_, ErrorObjectOwned>(CniResponse::default())
+            }
+            .await;
+            ctx.observed("DEL", started, result)
         });
         let _ = module.register_async_method(method::CHECK, |params, ctx, _| async move {
-            let request: CniRequest = params.one()?;
-            let network = ctx.network().map_err(rpc_error)?;
-            network.check(&request).await.map_err(rpc_error)?;
-            Ok::<_, ErrorObjectOwned>(CniResponse::default())
+            let started = Instant::now();
+            let result = async {
+                let request: CniRequest = params.one()?;
+                let network = ctx.network().map_err(rpc_error)?;
+                network.check(&request).await.map_err(rpc_error)?;
+                Ok::<_, ErrorObjectOwned>(CniResponse::default())
+            }
+            .await;
+            ctx.observed("CHECK", started, result)
         });
         let _ = module.register_async_method(method::STATUS, |_params, ctx, _| async move {
             match ctx.network.get() {

@@ -1,0 +1,237 @@
+//! Interface watch: the links Weft manages (gateway, pod host veths, later the uplink internal
+//! port and the tunnel), what each should look like, and the pure drift check.
+//!
+//! Who knows the managed links is behind [`ManagedLinks`]: the agent passes
+//! [`PodNetworkLinks`] (the gateway spec + the CNI server's pod store); tests pass a fixed list.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::agent::gateway::GatewaySpec;
+use crate::cniserver::PodNetwork;
+use crate::iface::{host_mac, InterfaceInfo, MacAddr};
+
+/// What a managed link is, for reports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LinkRole {
+    /// The host gateway.
+    Gateway,
+    /// The host end of a pod's veth; the pod is `namespace/name`.
+    PodVeth {
+        /// `namespace/name`.
+        pod: String,
+    },
+    /// Another Weft link (uplink internal port, tunnel).
+    Other,
+}
+
+impl fmt::Display for LinkRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkRole::Gateway => f.write_str("gateway"),
+            LinkRole::PodVeth { pod } => write!(f, "host veth of pod {pod}"),
+            LinkRole::Other => f.write_str("weft link"),
+        }
+    }
+}
+
+/// What a managed link should look like. `None` fields are not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// Interface name in the node's namespace.
+    pub name: String,
+    /// Its role.
+    pub role: LinkRole,
+    /// Its MAC.
+    pub mac: Option<MacAddr>,
+    /// Its MTU.
+    pub mtu: Option<u32>,
+    /// Whether it must be administratively up.
+    pub up: bool,
+}
+
+/// Source of the links to watch. Implementations must be cheap (called on every pass) and
+/// return the current set; a link absent from the set is never touched.
+pub trait ManagedLinks: Send + Sync {
+    /// The links Weft manages right now.
+    fn managed_links(&self) -> Vec<LinkSpec>;
+}
+
+/// A fixed list (tests, benches).
+impl ManagedLinks for Vec<LinkSpec> {
+    fn managed_links(&self) -> Vec<LinkSpec> {
+        self.clone()
+    }
+}
+
+/// The agent's managed links: the gateway and the host end of every attached pod (MAC from
+/// [`host_mac`], MTU from the plan), read from the CNI server's pod store on each call.
+pub struct PodNetworkLinks {
+    /// The gateway.
+    pub gateway: GatewaySpec,
+    /// The pod MTU of the plan.
+    pub pod_mtu: u32,
+    /// The CNI server's pod network.
+    pub network: Arc<PodNetwork>,
+}
+
+impl ManagedLinks for PodNetworkLinks {
+    fn managed_links(&self) -> Vec<LinkSpec> {
+        let mut links = vec![LinkSpec {
+            name: self.gateway.name.clone(),
+            role: LinkRole::Gateway,
+            mac: Some(self.gateway.mac),
+            mtu: Some(self.gateway.mtu),
+            up: true,
+        }];
+        links.extend(self.network.records().into_iter().map(|record| LinkSpec {
+            mac: Some(host_mac(&record.container_id, &record.ifname)),
+            role: LinkRole::PodVeth { pod: record.key() },
+            name: record.host_ifname,
+            mtu: Some(self.pod_mtu),
+            up: true,
+        }));
+        links
+    }
+}
+
+/// One way a link differs from its spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// The link does not exist.
+    Missing,
+    /// Wrong MTU.
+    Mtu {
+        /// What the kernel has.
+        have: Option<u32>,
+        /// What Weft wants.
+        want: u32,
+    },
+    /// Wrong MAC.
+    Mac {
+        /// What the kernel has.
+        have: Option<MacAddr>,
+        /// What Weft wants.
+        want: MacAddr,
+    },
+    /// Administratively down.
+    Down,
+}
+
+impl Drift {
+    /// The repair kind counted for it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Drift::Missing => "link_missing",
+            Drift::Mtu { .. } => "link_mtu",
+            Drift::Mac { .. } => "link_mac",
+            Drift::Down => "link_state",
+        }
+    }
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Drift::Missing => f.write_str("missing"),
+            Drift::Mtu { have, want } => match have {
+                Some(have) => write!(f, "mtu {have}, want {want}"),
+                None => write!(f, "no mtu, want {want}"),
+            },
+            Drift::Mac { have, want } => match have {
+                Some(have) => write!(f, "mac {have}, want {want}"),
+                None => write!(f, "no mac, want {want}"),
+            },
+            Drift::Down => f.write_str("down, want up"),
+        }
+    }
+}
+
+/// How `observed` differs from `spec` (empty when in place).
+pub fn link_drift(spec: &LinkSpec, observed: Option<&InterfaceInfo>) -> Vec<Drift> {
+    let Some(link) = observed else {
+        return vec![Drift::Missing];
+    };
+    let mut drift = Vec::new();
+    if let Some(want) = spec.mac {
+        if link.mac != Some(want) {
+            drift.push(Drift::Mac {
+                have: link.mac,
+                want,
+            });
+        }
+    }
+    if let Some(want) = spec.mtu {
+        if link.mtu != Some(want) {
+            drift.push(Drift::Mtu {
+                have: link.mtu,
+                want,
+            });
+        }
+    }
+    if spec.up && !link.admin_up {
+        drift.push(Drift::Down);
+    }
+    drift
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iface::OperState;
+
+    fn info(mac: [u8; 6], mtu: u32, up: bool) -> InterfaceInfo {
+        InterfaceInfo {
+            index: 3,
+            name: "wfweb-abc".into(),
+            kind: Some("veth".into()),
+            mtu: Some(mtu),
+            mac: Some(MacAddr(mac)),
+            admin_up: up,
+            oper_state: OperState::Up,
+            alias: None,
+            peer_index: None,
+        }
+    }
+
+    fn spec() -> LinkSpec {
+        LinkSpec {
+            name: "wfweb-abc".into(),
+            role: LinkRole::PodVeth {
+                pod: "default/web".into(),
+            },
+            mac: Some(MacAddr([2, 1, 2, 3, 4, 5])),
+            mtu: Some(1450),
+            up: true,
+        }
+    }
+
+    #[test]
+    fn drift_lists_every_difference() {
+        let s = spec();
+        assert!(link_drift(&s, Some(&info([2, 1, 2, 3, 4, 5], 1450, true))).is_empty());
+        assert_eq!(link_drift(&s, None), vec![Drift::Missing]);
+        let drift = link_drift(&s, Some(&info([2, 9, 9, 9, 9, 9], 1500, false)));
+        assert_eq!(
+            drift.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "mac 02:09:09:09:09:09, want 02:01:02:03:04:05",
+                "mtu 1500, want 1450",
+                "down, want up"
+            ]
+        );
+        assert_eq!(
+            drift.iter().map(Drift::kind).collect::<Vec<_>>(),
+            ["link_mac", "link_mtu", "link_state"]
+        );
+        // Unchecked fields are not drift.
+        let loose = LinkSpec {
+            mac: None,
+            mtu: None,
+            up: false,
+            ..spec()
+        };
+        assert!(link_drift(&loose, Some(&info([0; 6], 9000, false))).is_empty());
+        assert_eq!(s.role.to_string(), "host veth of pod default/web");
+    }
+}
