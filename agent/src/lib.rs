@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod mtu;
 pub mod netns;
 pub mod ovsdb;
+pub mod socket;
 pub mod uplink;

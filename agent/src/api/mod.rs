@@ -23,7 +23,6 @@ pub mod unixctl;
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -58,20 +57,9 @@ const TRACE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Errors of the API: serving it, and answering a call (each maps to a JSON-RPC code).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The socket's directory, a stale socket or the socket could not be set up.
-    #[error("cannot serve api socket {path}: {source}")]
-    Socket {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Something other than a socket is in the way.
-    #[error("cannot serve api socket {path}: a file that is not a socket is in the way")]
-    NotASocket {
-        /// The socket path.
-        path: PathBuf,
-    },
+    /// The socket could not be served.
+    #[error(transparent)]
+    Socket(#[from] crate::socket::SocketError),
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -753,35 +741,9 @@ pub fn rpc_module(state: &Arc<ApiState>) -> RpcModule<Arc<ApiState>> {
     module
 }
 
-/// Binds the unix socket with root-only permissions: the directory is created 0700 if missing,
-/// a stale socket is replaced, the socket is 0600.
+/// Binds the API socket (root only: directory 0700, socket 0600, a stale socket replaced).
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ApiError> {
-    let err = |source| ApiError::Socket {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(err)?;
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
-        Ok(_) => {
-            return Err(ApiError::NotASocket {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    Ok(crate::socket::bind_private("api", path)?)
 }
 
 /// The running API and metrics endpoint; dropping it stops both and removes the socket.

@@ -38,8 +38,7 @@ pub mod locks;
 pub mod ofports;
 pub mod pods;
 
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -99,20 +98,9 @@ pub mod code {
 /// Errors serving the socket.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The socket's directory, the stale socket or the socket itself could not be set up.
-    #[error("cannot serve cni socket {path}: {source}")]
-    Socket {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Something other than a socket is in the way.
-    #[error("cannot serve cni socket {path}: a file that is not a socket is in the way")]
-    NotASocket {
-        /// The socket path.
-        path: PathBuf,
-    },
+    /// The socket could not be served.
+    #[error(transparent)]
+    Socket(#[from] crate::socket::SocketError),
 }
 
 /// Observes every ADD, DEL and CHECK the server answers (e.g. for metrics).
@@ -249,32 +237,7 @@ fn rpc_error(err: CniError) -> ErrorObjectOwned {
     ErrorObjectOwned::from(err)
 }
 
-/// Binds the unix socket with root-only permissions.
+/// Binds the CNI socket (root only: directory 0700, socket 0600, a stale socket replaced).
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
-    let err = |source| ServeError::Socket {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(err)?;
-        }
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
-        Ok(_) => {
-            return Err(ServeError::NotASocket {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    Ok(crate::socket::bind_private("cni", path)?)
 }
