@@ -4,17 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jsonrpsee::core::client::{
-    ClientBuilder, ClientT, Error as RpcClientError, ReceivedMessage, TransportReceiverT,
-    TransportSenderT,
-};
+use jsonrpsee::core::client::{ClientT, Error as RpcClientError};
 use jsonrpsee::core::params::ArrayParams;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use weft_cni::rpc::framing::{write_frame, FrameError, FrameReader};
 
 /// Errors calling the agent.
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +99,7 @@ impl ApiClient {
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|source| connect_error(&self.socket, source))?;
-        let (read, write) = stream.into_split();
-        let client = ClientBuilder::default()
-            .request_timeout(self.timeout)
-            .max_concurrent_requests(1)
-            .build_with_tokio(Sender(write), Receiver(FrameReader::new(read)));
+        let client = weft_cni::rpc::client::unix_client(stream, self.timeout);
         let protocol = |reason: String| ClientError::Protocol {
             socket: self.socket.clone(),
             method,
@@ -151,35 +141,6 @@ fn connect_error(socket: &Path, source: std::io::Error) -> ClientError {
             socket: socket.to_path_buf(),
             source,
         },
-    }
-}
-
-/// Writing half of the transport: one frame per message.
-struct Sender(OwnedWriteHalf);
-
-impl TransportSenderT for Sender {
-    type Error = FrameError;
-
-    async fn send(&mut self, msg: String) -> Result<(), Self::Error> {
-        write_frame(&mut self.0, &msg).await
-    }
-
-    async fn close(&mut self) -> Result<(), Self::Error> {
-        self.0.shutdown().await.map_err(FrameError::Io)
-    }
-}
-
-/// Reading half of the transport.
-struct Receiver(FrameReader<OwnedReadHalf>);
-
-impl TransportReceiverT for Receiver {
-    type Error = FrameError;
-
-    async fn receive(&mut self) -> Result<ReceivedMessage, Self::Error> {
-        match self.0.read_frame().await? {
-            Some(text) => Ok(ReceivedMessage::Text(text)),
-            None => Err(FrameError::Closed),
-        }
     }
 }
 

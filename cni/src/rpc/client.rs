@@ -116,11 +116,7 @@ pub async fn call(
                     socket: socket.to_owned(),
                     source,
                 })?;
-        let (read, write) = stream.into_split();
-        let client = ClientBuilder::default()
-            .request_timeout(timeout)
-            .max_concurrent_requests(1)
-            .build_with_tokio(Sender(write), Receiver(FrameReader::new(read)));
+        let client = unix_client(stream, timeout);
         let mut params = ArrayParams::new();
         params.insert(request).map_err(|e| ClientError::Protocol {
             socket: socket.to_owned(),
@@ -181,6 +177,16 @@ fn classify(
             reason: other.to_string(),
         },
     }
+}
+
+/// A jsonrpsee client over a connected unix stream speaking Weft's line framing, one request at a
+/// time, each bounded by `timeout`. Shared by the plugin and weftctl.
+pub fn unix_client(stream: UnixStream, timeout: Duration) -> jsonrpsee::core::client::Client {
+    let (read, write) = stream.into_split();
+    ClientBuilder::default()
+        .request_timeout(timeout)
+        .max_concurrent_requests(1)
+        .build_with_tokio(Sender(write), Receiver(FrameReader::new(read)))
 }
 
 /// Writing half of the client transport: one frame per message.

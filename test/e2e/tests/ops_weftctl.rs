@@ -358,17 +358,20 @@ fn weftctl_against_a_running_then_stopped_agent() -> Result<()> {
         .status()?;
     ensure!(deleted.success(), "ip route del: {deleted}");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let repairs = loop {
-        let (_, repairs) = ctl.formats(0, &["get", "repairs"])?;
+    // Wait with one format (the repair may land between two calls of `formats`), then check
+    // that every format shows it.
+    loop {
+        let repairs = ctl.expect(0, &["get", "repairs", "-o", "json"])?.json()?;
         if repairs.as_array().is_some_and(|r| !r.is_empty()) {
-            break repairs;
+            break;
         }
         ensure!(
             std::time::Instant::now() < deadline,
             "no repair listed: {repairs}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+    let (_, repairs) = ctl.formats(0, &["get", "repairs"])?;
     ensure!(
         repairs[0]["kind"] == "route"
             && repairs[0]["object"]
