@@ -26,14 +26,9 @@ use crate::node::{run_plugin, Binaries, PluginCall, PluginOutput, Pod};
 use crate::ovs::{OvsInstance, OvsOptions};
 use crate::{cmd, netns};
 
-/// The bridge every node uses.
-pub const BRIDGE: &str = "br-int";
-/// The gateway port every node uses.
-pub const GATEWAY: &str = "weft-gw0";
-/// The node's interface into the underlay (the transport interface).
-pub const UPLINK: &str = "uplink0";
-/// The tunnel port.
-pub const TUNNEL: &str = "weft-tun0";
+/// Bridge, gateway, uplink (the node's interface into the underlay) and tunnel names: the same
+/// on every node of a cluster as on a single harness node.
+pub use crate::node::{BRIDGE, GATEWAY, TUNNEL, UPLINK};
 /// The underlay bridge's address (and the API server's).
 pub const UNDERLAY_GW: &str = "192.168.60.1";
 
