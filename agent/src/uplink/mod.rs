@@ -310,26 +310,39 @@ impl<F: UplinkFlows> Run<'_, F> {
         }
     }
 
-    /// Journals `step` done, honouring the crash point; `Err(Stopped)` means stop here.
+    /// Journals `step` of operation `op` done in `steps(j)`, honouring the crash point
+    /// `point(step, ..)` before and after the journal write; `Err(Stopped)` means stop here.
+    fn step_done<S: Copy + PartialEq + serde::Serialize>(
+        &mut self,
+        j: &mut Journal,
+        op: &str,
+        step: S,
+        steps: fn(&mut Journal) -> &mut Vec<S>,
+        point: fn(S, Journaled) -> CrashPoint,
+    ) -> Result<Result<(), Stopped>, UplinkError> {
+        self.outcome.ran.push(format!("{op}:{}", kebab(&step)));
+        if self.crash == Some(point(step, Journaled::Before)) {
+            self.outcome.stopped = true;
+            return Ok(Err(Stopped));
+        }
+        let done = steps(j);
+        if !done.contains(&step) {
+            done.push(step);
+        }
+        journal::store(&self.spec.journal, j)?;
+        if self.crash == Some(point(step, Journaled::After)) {
+            self.outcome.stopped = true;
+            return Ok(Err(Stopped));
+        }
+        Ok(Ok(()))
+    }
+
     fn attach_done(
         &mut self,
         j: &mut Journal,
         step: AttachStep,
     ) -> Result<Result<(), Stopped>, UplinkError> {
-        self.outcome.ran.push(format!("attach:{}", kebab(&step)));
-        if self.crash == Some(CrashPoint::Attach(step, Journaled::Before)) {
-            self.outcome.stopped = true;
-            return Ok(Err(Stopped));
-        }
-        if !j.attach.contains(&step) {
-            j.attach.push(step);
-        }
-        journal::store(&self.spec.journal, j)?;
-        if self.crash == Some(CrashPoint::Attach(step, Journaled::After)) {
-            self.outcome.stopped = true;
-            return Ok(Err(Stopped));
-        }
-        Ok(Ok(()))
+        self.step_done(j, "attach", step, |j| &mut j.attach, CrashPoint::Attach)
     }
 
     fn detach_done(
@@ -337,20 +350,7 @@ impl<F: UplinkFlows> Run<'_, F> {
         j: &mut Journal,
         step: DetachStep,
     ) -> Result<Result<(), Stopped>, UplinkError> {
-        self.outcome.ran.push(format!("detach:{}", kebab(&step)));
-        if self.crash == Some(CrashPoint::Detach(step, Journaled::Before)) {
-            self.outcome.stopped = true;
-            return Ok(Err(Stopped));
-        }
-        if !j.detach.contains(&step) {
-            j.detach.push(step);
-        }
-        journal::store(&self.spec.journal, j)?;
-        if self.crash == Some(CrashPoint::Detach(step, Journaled::After)) {
-            self.outcome.stopped = true;
-            return Ok(Err(Stopped));
-        }
-        Ok(Ok(()))
+        self.step_done(j, "detach", step, |j| &mut j.detach, CrashPoint::Detach)
     }
 
     async fn fresh_attach(&mut self, boot_id: String) -> Result<(), UplinkError> {
