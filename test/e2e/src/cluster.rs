@@ -14,14 +14,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
 use crate::apiserver::{ApiServer, ApiServerOptions};
+use crate::node::AgentProcess;
 use crate::node::{run_plugin, Binaries, PluginCall, PluginOutput, Pod};
 use crate::ovs::{OvsInstance, OvsOptions};
 use crate::{cmd, netns};
@@ -68,25 +69,6 @@ struct Underlay {
 impl Drop for Underlay {
     fn drop(&mut self) {
         let _ = netns::delete(&self.netns);
-    }
-}
-
-/// The agent process; stopped on drop.
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -319,22 +301,13 @@ impl ClusterNode {
         if self.agent.is_some() {
             bail!("agent of {} already runs", self.name);
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ovs.netns()])
-            .arg(&self.bins.agent)
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start weft-agent")?;
-        self.agent = Some(AgentProcess(child));
+        self.agent = Some(AgentProcess::spawn(
+            self.ovs.netns(),
+            &self.bins.agent,
+            &self.config,
+            &[],
+            &self.log,
+        )?);
         Ok(())
     }
 
@@ -356,10 +329,7 @@ impl ClusterNode {
             if out.success {
                 return Ok(());
             }
-            let exited = self
-                .agent
-                .as_mut()
-                .is_none_or(|a| !matches!(a.0.try_wait(), Ok(None)));
+            let exited = self.agent.as_mut().is_none_or(|a| !a.running());
             if exited || Instant::now() > deadline {
                 bail!(
                     "weft-agent of {} not ready (exited: {exited}); log:\n{}",

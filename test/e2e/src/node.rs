@@ -105,7 +105,41 @@ impl NodeOptions {
 
 /// The agent process; killed on drop.
 #[derive(Debug)]
-struct AgentProcess(Child);
+pub(crate) struct AgentProcess(Child);
+
+impl AgentProcess {
+    /// Starts `agent --config CONFIG ARGS...` inside `netns`, appending its output to `log`.
+    pub(crate) fn spawn(
+        netns: &str,
+        agent: &Path,
+        config: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(agent)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start weft-agent")?;
+        Ok(AgentProcess(child))
+    }
+
+    /// Whether the process still runs.
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
@@ -254,23 +288,13 @@ impl Node {
         if self.agent.is_some() {
             bail!("agent of node {} already runs", self.name);
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ovs.netns()])
-            .arg(&self.bins.agent)
-            .arg("--config")
-            .arg(&self.config)
-            .args(&self.agent_args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start weft-agent")?;
-        self.agent = Some(AgentProcess(child));
+        self.agent = Some(AgentProcess::spawn(
+            self.ovs.netns(),
+            &self.bins.agent,
+            &self.config,
+            &self.agent_args,
+            &self.log,
+        )?);
         Ok(())
     }
 
@@ -289,9 +313,7 @@ impl Node {
 
     /// Whether the agent process is still running.
     pub fn agent_running(&mut self) -> bool {
-        self.agent
-            .as_mut()
-            .is_some_and(|a| matches!(a.0.try_wait(), Ok(None)))
+        self.agent.as_mut().is_some_and(AgentProcess::running)
     }
 
     /// Waits until CNI STATUS through the plugin succeeds; fails early if the agent exits.
