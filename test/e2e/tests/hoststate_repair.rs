@@ -88,7 +88,9 @@ impl Pinger {
         Ok(Pinger(Some(child)))
     }
 
-    /// Stops it (SIGINT, so it prints its summary) and returns (transmitted, received).
+    /// Stops it (SIGINT, so it prints its summary) and returns (transmitted, received), not
+    /// counting as transmitted the one echo that may still be in flight when the signal lands
+    /// (ping does not wait for it; at 100 pps at most one is outstanding).
     fn stop(mut self) -> Result<(u64, u64)> {
         let child = self.0.take().context("ping already stopped")?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -105,10 +107,12 @@ impl Pinger {
             let i = words.iter().position(|w| *w == word)?;
             words.get(i.checked_sub(1)?)?.parse().ok()
         };
-        Ok((
+        let (sent, received) = (
             number("packets").unwrap_or(0),
             number("received").unwrap_or(0),
-        ))
+        );
+        let in_flight = u64::from(sent > received);
+        Ok((sent - in_flight, received))
     }
 }
 
