@@ -290,6 +290,42 @@ pub fn recorded_nic(journal: &std::path::Path) -> Option<NicSnapshot> {
     journal::load(journal).ok().flatten().map(|j| j.nic)
 }
 
+/// Test-only: the environment variable naming the uplink step at which the agent kills itself
+/// with SIGKILL (`attach:<step>:before|after`, e.g. `attach:nic-renamed:after`; steps as
+/// journaled). It lets e2e tests crash the real binary at every step deterministically. Unset in
+/// production; an unparsable value is logged and ignored.
+pub const CRASH_ENV: &str = "WEFT_TEST_CRASH_AT";
+
+/// The crash point named by [`CRASH_ENV`], if set and valid.
+fn test_crash_point() -> Option<CrashPoint> {
+    let text = std::env::var(CRASH_ENV).ok()?;
+    let point = parse_crash_point(&text);
+    if point.is_none() {
+        tracing::warn!(value = %text, "{CRASH_ENV}: not attach|detach:<step>:before|after, ignored");
+    }
+    point
+}
+
+/// Parses `attach:<step>:before|after` or `detach:<step>:before|after`.
+fn parse_crash_point(text: &str) -> Option<CrashPoint> {
+    let mut parts = text.split(':');
+    let (op, step, when) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let when = match when {
+        "before" => Journaled::Before,
+        "after" => Journaled::After,
+        _ => return None,
+    };
+    let step = serde_json::Value::String(step.to_string());
+    match op {
+        "attach" => Some(CrashPoint::Attach(serde_json::from_value(step).ok()?, when)),
+        "detach" => Some(CrashPoint::Detach(serde_json::from_value(step).ok()?, when)),
+        _ => None,
+    }
+}
+
 /// Signals that the run stopped at its crash point.
 struct Stopped;
 
@@ -734,6 +770,32 @@ mod tests {
     use crate::ovsdb::DatapathType;
 
     #[test]
+    fn crash_points_parse_from_the_journal_step_names() {
+        assert_eq!(
+            parse_crash_point("attach:nic-renamed:after"),
+            Some(CrashPoint::Attach(AttachStep::NicRenamed, Journaled::After))
+        );
+        assert_eq!(
+            parse_crash_point("detach:routes-restored:before"),
+            Some(CrashPoint::Detach(
+                DetachStep::RoutesRestored,
+                Journaled::Before
+            ))
+        );
+        for bad in [
+            "",
+            "attach",
+            "attach:nic-renamed",
+            "attach:nope:after",
+            "attach:nic-renamed:later",
+            "attach:nic-renamed:after:x",
+            "move:nic-renamed:after",
+        ] {
+            assert_eq!(parse_crash_point(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn uplink_is_wanted_in_noencap_and_with_netdev() {
         for (no_encap, dp, transport, want) in [
             (true, DatapathType::System, true, true),
@@ -838,7 +900,13 @@ pub async fn at_start(
     } else {
         Target::Detached
     };
-    let outcome = converge(ovs, flows, &kernel, &spec, target).await?;
+    let crash = test_crash_point();
+    let outcome = converge_until(ovs, flows, &kernel, &spec, target, crash).await?;
+    if outcome.stopped {
+        // Test-only (`WEFT_TEST_CRASH_AT`): die here exactly as `kill -9` would.
+        tracing::warn!(?crash, steps = ?outcome.ran, "{CRASH_ENV}: killing the agent");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
     tracing::info!(?target, plan = ?outcome.plan, steps = ?outcome.ran, nic = %spec.nic, mtu = spec.mtu, "uplink converged");
     Ok(StartReport {
         switch,

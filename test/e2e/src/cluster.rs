@@ -32,6 +32,8 @@ use crate::{cmd, netns};
 pub use crate::node::{BRIDGE, GATEWAY, TUNNEL, UPLINK};
 /// The underlay bridge's address (and the API server's).
 pub const UNDERLAY_GW: &str = "192.168.60.1";
+/// The underlay bridge's IPv6 address ([`ClusterOptions::underlay_ipv6`]).
+pub const UNDERLAY_GW6: &str = "fd00:60::1";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static POD_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -47,6 +49,10 @@ pub struct ClusterOptions {
     pub tunnel: String,
     /// Extra agent config lines (YAML) for every node.
     pub extra_config: String,
+    /// IPv6 underlay: every node also gets `fd00:60::(10+i)/64` on its uplink and that address
+    /// is its only InternalIP, so the transport (tunnel endpoints) is IPv6. The IPv4 node
+    /// address stays (the agents reach the API server on [`UNDERLAY_GW`]); pods stay IPv4.
+    pub underlay_ipv6: bool,
 }
 
 impl ClusterOptions {
@@ -57,6 +63,7 @@ impl ClusterOptions {
             mode: "encap".into(),
             tunnel: tunnel.into(),
             extra_config: String::new(),
+            underlay_ipv6: false,
         }
     }
 }
@@ -81,7 +88,7 @@ pub struct ClusterNode {
     pub index: usize,
     /// Node name.
     pub name: String,
-    /// Node IP on the underlay.
+    /// Node IP on the underlay (its InternalIP: the IPv6 one with an IPv6 underlay).
     pub ip: IpAddr,
     /// The node's pod CIDR.
     pub pod_cidr: String,
@@ -133,6 +140,21 @@ impl Cluster {
             ],
         )?;
         cmd::run("ip", &["-n", u, "link", "set", "br0", "up"])?;
+        if options.underlay_ipv6 {
+            cmd::run(
+                "ip",
+                &[
+                    "-n",
+                    u,
+                    "addr",
+                    "add",
+                    &format!("{UNDERLAY_GW6}/64"),
+                    "dev",
+                    "br0",
+                    "nodad",
+                ],
+            )?;
+        }
         let listen: SocketAddr = format!("{UNDERLAY_GW}:0").parse()?;
         let api = ApiServer::start_with(ApiServerOptions {
             netns: Some(u.to_string()),
@@ -213,6 +235,25 @@ impl Cluster {
             &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", UPLINK],
         )?;
         cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "up"])?;
+        let ip = if self.options.underlay_ipv6 {
+            let ip6: IpAddr = format!("fd00:60::{}", 10 + index).parse()?;
+            cmd::run(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{ip6}/64"),
+                    "dev",
+                    UPLINK,
+                    "nodad",
+                ],
+            )?;
+            ip6
+        } else {
+            ip
+        };
 
         let name = format!("node-{index}");
         let pod_cidr = format!("10.244.{index}.0/24");
@@ -448,5 +489,133 @@ pub fn ping_df(ns: &str, dst: IpAddr, size: usize) -> Result<String> {
         Ok(text)
     } else {
         bail!("{text}")
+    }
+}
+
+impl ClusterNode {
+    /// Starts the agent with extra flags and environment variables (e.g. `--restore-uplink`,
+    /// the test-only crash hook `WEFT_TEST_CRASH_AT`).
+    pub fn start_agent_with(&mut self, args: &[String], env: &[(&str, &str)]) -> Result<()> {
+        if self.agent.is_some() {
+            bail!("agent of {} already runs", self.name);
+        }
+        self.agent = Some(AgentProcess::spawn_with_env(
+            self.ovs.netns(),
+            &self.bins.agent,
+            &self.config,
+            args,
+            env,
+            &self.log,
+        )?);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the agent to exit by itself and forgets it; its exit status
+    /// (None if it still ran: then it is stopped).
+    pub fn wait_agent_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let status = self.agent.as_mut()?.wait_exit(timeout);
+        self.agent = None;
+        status
+    }
+
+    /// The agent's data directory (IPAM store, uplink journal).
+    pub fn data_dir(&self) -> PathBuf {
+        self.ovs.rundir().join("agent").join("data")
+    }
+
+    /// Replaces the config line `key: ...` (or appends it) in the agent config; takes effect
+    /// on the next agent start.
+    pub fn set_config(&self, key: &str, value: &str) -> Result<()> {
+        let text = std::fs::read_to_string(&self.config)?;
+        let prefix = format!("{key}:");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        lines.push(format!("{key}: {value}"));
+        std::fs::write(&self.config, lines.join("\n") + "\n")?;
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// Restarts every agent with `settings` (config `key: value` lines) applied: all agents are
+    /// stopped first, so no two configurations run at once, then started, then awaited. Returns
+    /// each node's log length before the restart (to read what the new run logged).
+    pub fn restart_agents_with(&mut self, settings: &[(&str, &str)]) -> Result<Vec<usize>> {
+        let mut offsets = Vec::new();
+        for node in &mut self.nodes {
+            node.stop_agent();
+            offsets.push(node.agent_log().len());
+        }
+        for node in &mut self.nodes {
+            for (key, value) in settings {
+                node.set_config(key, value)?;
+            }
+            node.start_agent()?;
+        }
+        for node in &mut self.nodes {
+            node.wait_ready(Duration::from_secs(60))?;
+        }
+        Ok(offsets)
+    }
+}
+
+impl ClusterNode {
+    /// Names of every interface in the node's namespace.
+    pub fn links(&self) -> Result<Vec<String>> {
+        let out = cmd::run("ip", &["-n", self.netns(), "-o", "link", "show"])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect())
+    }
+
+    /// The uplink journal (`dataDir/uplink-journal.json`) as JSON, if there is one.
+    pub fn uplink_journal(&self) -> Result<Option<Value>> {
+        match std::fs::read_to_string(self.data_dir().join("uplink-journal.json")) {
+            Ok(text) => Ok(Some(serde_json::from_str(&text)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true; fails after `timeout`.
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ping -q -c COUNT -i INTERVAL -W 1 DST` from namespace `ns`, run to completion (so no echo
+/// is in flight when it ends); returns (transmitted, received).
+pub fn ping_count(ns: &str, dst: IpAddr, count: u32, interval: &str) -> Result<(u64, u64)> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-q", "-c", &count.to_string()])
+        .args(["-i", interval, "-W", "1", &dst.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| anyhow!("no ping summary from {ns} to {dst}: {text}"))?;
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let before = |word: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == word)?;
+        words.get(i.checked_sub(1)?)?.parse().ok()
+    };
+    match (before("packets"), before("received")) {
+        (Some(sent), Some(received)) => Ok((sent, received)),
+        _ => bail!("cannot parse ping summary {line:?}"),
     }
 }

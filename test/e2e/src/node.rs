@@ -116,6 +116,18 @@ impl AgentProcess {
         args: &[String],
         log: &Path,
     ) -> Result<Self> {
+        Self::spawn_with_env(netns, agent, config, args, &[], log)
+    }
+
+    /// [`Self::spawn`] with extra environment variables (e.g. the test-only crash hook).
+    pub(crate) fn spawn_with_env(
+        netns: &str,
+        agent: &Path,
+        config: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -127,6 +139,7 @@ impl AgentProcess {
             .arg(config)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -138,6 +151,20 @@ impl AgentProcess {
     /// Whether the process still runs.
     pub(crate) fn running(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status, if it did.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -3,15 +3,18 @@
 //! calling the real `weft` plugin as a runtime does, prints nodes, pods, IPs, the MTU plan and a
 //! ping matrix, writes a state file for `build/lab status|exec`, and keeps everything up until it
 //! receives SIGTERM or SIGINT; then it deletes the pods through the plugin and tears the node down.
+//! SIGUSR1 (`build/lab switch-mode`) restarts every agent of the multi-node lab in the mode named
+//! in `switch-mode.request` next to the state file, keeping the pods, and answers in
+//! `switch-mode.result` (first line `ok` or `error`).
 
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use weft_e2e::cluster::{Cluster, ClusterOptions};
+use weft_e2e::cluster::{Cluster, ClusterNode, ClusterOptions};
 use weft_e2e::node::{Node, NodeOptions, Pod, BRIDGE, NODE_IP4, NODE_IP6};
 
 const USAGE: &str = "usage: weft-lab up --state FILE [--pods-per-node N] \
@@ -94,16 +97,10 @@ fn main() -> Result<()> {
         "ipv6" => &["fd00:244:1::/64"],
         _ => &["10.244.1.0/24", "fd00:244:1::/64"],
     };
+    let mut signals = Signals::install()?;
     let node = Node::start(NodeOptions::new(cidrs))?;
     println!("== node {} (netns {})", node.name, node.netns());
-    let plan = node
-        .ovs
-        .vsctl(&["get", "Bridge", BRIDGE, "external_ids:weft-mtu-plan"])
-        .unwrap_or_default();
-    println!(
-        "MTU plan: {}",
-        plan.trim().trim_matches('"').replace("\\\"", "\"")
-    );
+    println!("MTU plan: {}", mtu_plan(&node.ovs));
     println!(
         "node IPs: {NODE_IP4}, {NODE_IP6}; pod CIDRs: {}",
         cidrs.join(", ")
@@ -138,7 +135,13 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot write {}", args.state.display()))?;
     println!("lab is up (state: {})", args.state.display());
 
-    wait_for_shutdown()?;
+    let (_, result) = switch_files(&args.state);
+    while let Event::SwitchMode = signals.next() {
+        write_result(
+            &result,
+            "error\nswitch-mode needs the multi-node lab: build/lab up --nodes N or --mode MODE\n",
+        )?;
+    }
     println!("== taking the lab down");
     for pod in &pods {
         if let Err(err) = node.del(pod) {
@@ -158,11 +161,13 @@ fn multi_node(args: &Args) -> Result<()> {
     if args.family != "dual" && args.family != "ipv4" {
         bail!("the multi-node lab runs IPv4 pods only (--ip-family ipv4)");
     }
-    let cluster = Cluster::start(ClusterOptions {
+    let mut signals = Signals::install()?;
+    let mut cluster = Cluster::start(ClusterOptions {
         nodes: args.nodes,
         mode: args.mode.clone(),
         tunnel: args.tunnel.clone(),
         extra_config: String::new(),
+        underlay_ipv6: false,
     })?;
     println!(
         "== cluster: {} nodes, mode {}, tunnel {}, underlay netns {}",
@@ -173,16 +178,12 @@ fn multi_node(args: &Args) -> Result<()> {
     );
     let mut pods = Vec::new();
     for node in &cluster.nodes {
-        let plan = node
-            .ovs
-            .vsctl(&["get", "Bridge", BRIDGE, "external_ids:weft-mtu-plan"])
-            .unwrap_or_default();
         println!(
             "node {} ip {} podCIDR {} MTU plan {}",
             node.name,
             node.ip,
             node.pod_cidr,
-            plan.trim().trim_matches('"').replace("\\\"", "\"")
+            mtu_plan(&node.ovs)
         );
         for i in 1..=args.pods {
             let name = format!("n{}-pod-{i}", node.index);
@@ -194,19 +195,7 @@ fn multi_node(args: &Args) -> Result<()> {
     for (node, pod, ip) in &pods {
         println!("{:<10} node {node} netns {:<24} {ip}", pod.name, pod.netns);
     }
-    println!("== ping matrix (3 echo requests each: ok, FAIL, or replies/3)");
-    print!("{:<10}", "from\\to");
-    for (_, pod, _) in &pods {
-        print!(" {:>10}", pod.name);
-    }
-    println!();
-    for (_, from, _) in &pods {
-        print!("{:<10}", from.name);
-        for (_, _, ip) in &pods {
-            print!(" {:>10}", probe(from, *ip));
-        }
-        println!();
-    }
+    print!("{}", pod_matrix(&pods));
     let state = json!({
         "pid": std::process::id(),
         "node": cluster.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(","),
@@ -219,7 +208,19 @@ fn multi_node(args: &Args) -> Result<()> {
     std::fs::write(&args.state, serde_json::to_vec_pretty(&state)?)
         .with_context(|| format!("cannot write {}", args.state.display()))?;
     println!("lab is up (state: {})", args.state.display());
-    wait_for_shutdown()?;
+    let (request, result) = switch_files(&args.state);
+    while let Event::SwitchMode = signals.next() {
+        let answer = std::fs::read_to_string(&request)
+            .with_context(|| format!("cannot read {}", request.display()))
+            .and_then(|text| parse_switch_request(&text))
+            .and_then(|(mode, reconcile)| switch_mode(&mut cluster, &pods, &mode, reconcile));
+        let text = match answer {
+            Ok(report) => format!("ok\n{report}"),
+            Err(err) => format!("error\n{err:#}\n"),
+        };
+        print!("{text}");
+        write_result(&result, &text)?;
+    }
     println!("== taking the lab down");
     for (index, pod, _) in &pods {
         if let Ok(node) = cluster.node(*index) {
@@ -308,18 +309,151 @@ fn first_host(cidr: &str) -> Option<IpAddr> {
     }
 }
 
-fn wait_for_shutdown() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+/// What the lab process was asked to do.
+enum Event {
+    /// SIGTERM or SIGINT: take the lab down.
+    Shutdown,
+    /// SIGUSR1: `build/lab switch-mode` wrote a request next to the state file.
+    SwitchMode,
+}
+
+/// Waits for SIGTERM/SIGINT (shutdown) or SIGUSR1 (switch-mode request). The handlers are
+/// installed once, before the state file tells `build/lab` the lab is up.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (term, int, usr1) = runtime.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::user_defined1())?,
+            ))
+        })?;
+        Ok(Signals {
+            runtime,
+            term,
+            int,
+            usr1,
+        })
+    }
+
+    fn next(&mut self) -> Event {
+        let Signals {
+            runtime,
+            term,
+            int,
+            usr1,
+        } = self;
+        runtime.block_on(async {
+            tokio::select! {
+                _ = term.recv() => Event::Shutdown,
+                _ = int.recv() => Event::Shutdown,
+                _ = usr1.recv() => Event::SwitchMode,
+            }
+        })
+    }
+}
+
+/// The request file `build/lab switch-mode` writes next to the state file (the mode and
+/// options on one line) and the result file the lab answers with (first line `ok` or `error`).
+fn switch_files(state: &Path) -> (PathBuf, PathBuf) {
+    let dir = state.parent().unwrap_or_else(|| Path::new("."));
+    (dir.join("switch-mode.request"), dir.join("switch-mode.result"))
+}
+
+/// Writes the result atomically (temp file + rename), so `build/lab` never reads half of it.
+fn write_result(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// A parsed switch-mode request: `MODE [--reconcile-pod-mtu]`.
+fn parse_switch_request(text: &str) -> Result<(String, bool)> {
+    let mut words = text.split_whitespace();
+    let mode = words.next().unwrap_or_default().to_string();
+    if !["encap", "noEncap"].contains(&mode.as_str()) {
+        bail!("switch-mode {mode:?}: expected encap or noEncap");
+    }
+    let mut reconcile = false;
+    for word in words {
+        match word {
+            "--reconcile-pod-mtu" => reconcile = true,
+            other => bail!("switch-mode: unknown option {other:?}"),
         }
-        Ok(())
-    })
+    }
+    Ok((mode, reconcile))
+}
+
+/// Restarts every agent of `cluster` in `mode` (all stopped first, so no two modes run at
+/// once), keeping the pods; prints the new plan, each pod's MTU and the ping matrix.
+fn switch_mode(
+    cluster: &mut Cluster,
+    pods: &[(usize, Pod, IpAddr)],
+    mode: &str,
+    reconcile: bool,
+) -> Result<String> {
+    for node in &mut cluster.nodes {
+        node.stop_agent();
+    }
+    for node in &mut cluster.nodes {
+        node.set_config("trafficEncapMode", mode)?;
+        node.set_config("reconcilePodMTU", if reconcile { "true" } else { "false" })?;
+        node.start_agent()?;
+    }
+    for node in &mut cluster.nodes {
+        node.wait_ready(std::time::Duration::from_secs(60))?;
+    }
+    let mut out = format!(
+        "== switched to mode {mode} (reconcilePodMTU: {reconcile}); pods kept\n"
+    );
+    for node in &cluster.nodes {
+        out += &format!("node {} MTU plan {}\n", node.name, mtu_plan(&node.ovs));
+    }
+    out += "== pods (eth0 MTU)\n";
+    for (_, pod, ip) in pods {
+        let mtu = ClusterNode::link_mtu(&pod.netns, "eth0")
+            .map(|m| m.to_string())
+            .unwrap_or_else(|e| format!("{e:#}"));
+        out += &format!("{:<10} {ip:<15} mtu {mtu}\n", pod.name);
+    }
+    out += &pod_matrix(pods);
+    Ok(out)
+}
+
+/// The bridge's recorded MTU plan, as JSON text.
+fn mtu_plan(ovs: &weft_e2e::ovs::OvsInstance) -> String {
+    let plan = ovs
+        .vsctl(&["get", "Bridge", BRIDGE, "external_ids:weft-mtu-plan"])
+        .unwrap_or_default();
+    plan.trim().trim_matches('"').replace("\\\"", "\"")
+}
+
+/// The cross-pod ping matrix of the multi-node lab.
+fn pod_matrix(pods: &[(usize, Pod, IpAddr)]) -> String {
+    let mut out = String::from("== ping matrix (3 echo requests each: ok, FAIL, or replies/3)\n");
+    out += &format!("{:<10}", "from\\to");
+    for (_, pod, _) in pods {
+        out += &format!(" {:>10}", pod.name);
+    }
+    out += "\n";
+    for (_, from, _) in pods {
+        out += &format!("{:<10}", from.name);
+        for (_, _, ip) in pods {
+            out += &format!(" {:>10}", probe(from, *ip));
+        }
+        out += "\n";
+    }
+    out
 }
