@@ -140,6 +140,16 @@ pub async fn run_with(
     ops.state.set_ovs(ovs.clone());
     let mut events = client.subscribe();
     converge_bridge(&config, &ovs).await.map_err(ovsdb_error)?;
+    // A half-done uplink attach can leave the node IP unusable: undo it before the API server
+    // is needed (the bootstrap attaches again).
+    if let Ok(host) = Netns::current() {
+        if let Err(error) =
+            crate::uplink::recover_unfinished(&ovs, &host, &config.data_dir, &config.ovs_bridge)
+                .await
+        {
+            tracing::warn!(%error, "cannot undo the unfinished uplink operation; the bootstrap retries");
+        }
+    }
     ops.state
         .set_phase(crate::api::types::Phase::WaitingForNode);
 

@@ -290,6 +290,52 @@ pub fn recorded_nic(journal: &std::path::Path) -> Option<NicSnapshot> {
     journal::load(journal).ok().flatten().map(|j| j.nic)
 }
 
+/// Run before the agent needs the network (the API server may well be reached through this
+/// NIC): an attach or detach that this boot's journal shows unfinished is undone, back to the
+/// plain NIC with its name, addresses and routes. A crash mid-attach (e.g. after the rename,
+/// with the node IP on a NIC that no longer answers ARP) must not cut the agent off from the
+/// API server it needs before it can converge. A finished attach is left alone (restarts keep
+/// the datapath); the bootstrap attaches again when the mode wants it.
+pub async fn recover_unfinished(
+    ovs: &Ovs,
+    host: &crate::netns::Netns,
+    data_dir: &std::path::Path,
+    bridge: &str,
+) -> Result<Option<Outcome>, UplinkError> {
+    let path = journal::path_in(data_dir);
+    let Some(j) = journal::load(&path)? else {
+        return Ok(None);
+    };
+    let finished =
+        j.operation == Operation::Attach && AttachStep::ALL.iter().all(|s| j.attach.contains(s));
+    if finished || j.boot_id != journal::boot_id() {
+        return Ok(None);
+    }
+    let kernel = Kernel::open(host.clone()).await?;
+    let spec = UplinkSpec {
+        nic: j.nic.name.clone(),
+        bridge: bridge.to_string(),
+        mtu: j.mtu,
+        journal: path,
+        flows: Vec::new(),
+    };
+    let outcome = converge(ovs, &NoFlows, &kernel, &spec, Target::Detached).await?;
+    tracing::warn!(
+        operation = ?j.operation, done = ?j.attach, steps = ?outcome.ran, nic = %spec.nic,
+        "unfinished uplink operation found at start (killed mid-way?): nic restored before reaching the api server"
+    );
+    Ok(Some(outcome))
+}
+
+/// Flows for [`recover_unfinished`], which only detaches (detach installs no flows).
+struct NoFlows;
+
+impl UplinkFlows for NoFlows {
+    async fn install(&self, _flows: Vec<Flow>) -> Result<(), String> {
+        Err("no uplink flows can be installed before the bootstrap".into())
+    }
+}
+
 /// Test-only: the environment variable naming the uplink step at which the agent kills itself
 /// with SIGKILL (`attach:<step>:before|after`, e.g. `attach:nic-renamed:after`; steps as
 /// journaled). It lets e2e tests crash the real binary at every step deterministically. Unset in

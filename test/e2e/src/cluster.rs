@@ -584,7 +584,11 @@ impl ClusterNode {
 }
 
 /// Polls `check` every 50 ms until it returns true; fails after `timeout`.
-pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn eventually(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if check()? {

@@ -120,13 +120,21 @@ fn lab_switch_mode_restarts_agents_keeping_pods() -> Result<()> {
     }
     let before: Value = serde_json::from_slice(&std::fs::read(&state)?)?;
     let rundir = before["rundir"].as_str().context("rundir")?.to_string();
-    let mode = || vsctl(&rundir, &["get", "Bridge", "br-int", "external_ids:weft-mode"]);
-    ensure!(mode()? == "encap", "lab not in encap: {}", mode()?);
+    let mode = || {
+        vsctl(
+            &rundir,
+            &["get", "Bridge", "br-int", "external_ids:weft-mode"],
+        )
+    };
+    ensure!(mode()? == "encap/geneve", "lab not in encap: {}", mode()?);
 
     // A bad mode is refused by the script; the lab keeps running in encap.
     let bad = lab_script(dir.path(), &["switch-mode", "vxlan"])?;
     ensure!(!bad.status.success(), "switch-mode vxlan accepted");
-    ensure!(mode()? == "encap", "mode changed by a refused switch");
+    ensure!(
+        mode()? == "encap/geneve",
+        "mode changed by a refused switch"
+    );
 
     let out = lab_script(dir.path(), &["switch-mode", "noEncap"])?;
     let printed = text(&out);
@@ -135,8 +143,18 @@ fn lab_switch_mode_restarts_agents_keeping_pods() -> Result<()> {
         "switch-mode failed:\n{printed}\nlab log:\n{}",
         std::fs::read_to_string(dir.path().join("weft-lab.log"))?
     );
+    // Every cell of the ping matrix (the rows after its "from\\to" header) is "ok".
+    let rows: Vec<&str> = printed
+        .lines()
+        .skip_while(|l| !l.starts_with("from\\to"))
+        .skip(1)
+        .collect();
     ensure!(
-        printed.contains("switched to mode noEncap") && !printed.contains("FAIL"),
+        printed.contains("switched to mode noEncap")
+            && rows.len() == 2
+            && rows
+                .iter()
+                .all(|r| r.split_whitespace().skip(1).all(|cell| cell == "ok")),
         "switch-mode output:\n{printed}"
     );
     ensure!(

@@ -237,7 +237,10 @@ fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
     )
     .with_context(|| logs(&cluster))?;
     // The traffic really crossed the tunnel again.
-    let datapath = cluster.node(1)?.ovs.appctl_vswitchd(&["dpctl/dump-flows"])?;
+    let datapath = cluster
+        .node(1)?
+        .ovs
+        .appctl_vswitchd(&["dpctl/dump-flows"])?;
     ensure!(
         datapath.contains("tnl_push(") && datapath.contains("geneve("),
         "no geneve tnl_push after the switch back:\n{datapath}"

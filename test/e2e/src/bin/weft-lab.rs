@@ -368,7 +368,10 @@ impl Signals {
 /// options on one line) and the result file the lab answers with (first line `ok` or `error`).
 fn switch_files(state: &Path) -> (PathBuf, PathBuf) {
     let dir = state.parent().unwrap_or_else(|| Path::new("."));
-    (dir.join("switch-mode.request"), dir.join("switch-mode.result"))
+    (
+        dir.join("switch-mode.request"),
+        dir.join("switch-mode.result"),
+    )
 }
 
 /// Writes the result atomically (temp file + rename), so `build/lab` never reads half of it.
@@ -415,9 +418,7 @@ fn switch_mode(
     for node in &mut cluster.nodes {
         node.wait_ready(std::time::Duration::from_secs(60))?;
     }
-    let mut out = format!(
-        "== switched to mode {mode} (reconcilePodMTU: {reconcile}); pods kept\n"
-    );
+    let mut out = format!("== switched to mode {mode} (reconcilePodMTU: {reconcile}); pods kept\n");
     for node in &cluster.nodes {
         out += &format!("node {} MTU plan {}\n", node.name, mtu_plan(&node.ovs));
     }
