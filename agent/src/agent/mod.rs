@@ -221,6 +221,7 @@ pub async fn run_with(
             .map(|a| (peers::TRANSPORT_ADDRESS_ANNOTATION, a.to_string())),
         booted
             .uplink_mac
+            .or_else(|| crate::uplink::attached_nic_mac(&booted.uplink))
             .map(|m| (peers::UPLINK_MAC_ANNOTATION, m.to_string())),
     ]
     .into_iter()
@@ -241,6 +242,16 @@ pub async fn run_with(
         Some(path) => {
             let mut reconciler =
                 peers::PeerReconciler::new(booted.network.flows().clone(), family, path.clone());
+            // netdev over an IPv6 underlay: OVS does not learn tunnel next hops by itself.
+            if *path == peers::PeerPath::Tunnel
+                && family == crate::mtu::Family::Ipv6
+                && config.ovs_datapath_type == crate::ovsdb::DatapathType::Netdev
+            {
+                reconciler = reconciler.with_tunnel_neighbours(peers::TunnelNeighbours::new(
+                    config.ovs_run_dir.clone(),
+                    config.ovs_bridge.clone(),
+                ));
+            }
             if let Some(view) = peers_view.current() {
                 reconciler.reconcile(&view).await;
             }

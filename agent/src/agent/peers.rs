@@ -5,8 +5,9 @@
 //! the host-state reconciler ([`crate::hoststate`]), fed from the same [`desired_peers`].
 //!
 //! Each agent publishes its transport address on its own Node as the annotation
-//! [`TRANSPORT_ADDRESS_ANNOTATION`] (and in noEncap its uplink MAC as
-//! [`UPLINK_MAC_ANNOTATION`]); a peer without a transport address (an older agent, or not
+//! [`TRANSPORT_ADDRESS_ANNOTATION`] (and, with its uplink attached, its uplink MAC as
+//! [`UPLINK_MAC_ANNOTATION`]: noEncap peers send to it, IPv6 tunnel peers need it as their
+//! tunnel neighbour on netdev, [`TunnelNeighbours`]); a peer without a transport address (an older agent, or not
 //! started yet) is reached at its first InternalIP of the underlay's family. [`desired_peers`]
 //! is a pure function of the peer view; [`PeerReconciler::reconcile`] diffs it with the flow
 //! set's peers.
@@ -23,7 +24,7 @@ use crate::mtu::Family;
 /// The Node annotation carrying the agent's transport (tunnel endpoint) address.
 pub const TRANSPORT_ADDRESS_ANNOTATION: &str = "weft.dev/transport-address";
 
-/// The Node annotation carrying the agent's uplink MAC (noEncap with the uplink attached).
+/// The Node annotation carrying the agent's uplink MAC (whenever the uplink is attached).
 pub const UPLINK_MAC_ANNOTATION: &str = "weft.dev/uplink-mac";
 
 /// How pod traffic reaches peers.
@@ -131,6 +132,74 @@ pub fn desired_peers(
     (routes, skipped)
 }
 
+/// The (transport address, uplink MAC) of every peer in `view` that has both for an underlay
+/// of `family` (pure): the entries of OVS's tunnel neighbour table ([`TunnelNeighbours`]).
+pub fn tunnel_neighbours(
+    view: &PeerNodes,
+    family: Family,
+) -> BTreeMap<String, (IpAddr, ovs_flows::flow::MacAddr)> {
+    view.iter()
+        .filter_map(|(name, node)| {
+            let ip = peer_transport_ip(node, family)?;
+            Some((name.clone(), (ip, peer_uplink_mac(node)?)))
+        })
+        .collect()
+}
+
+/// Sets OVS's userspace tunnel neighbour entries for the peers (unixctl `tnl/neigh/set`): with
+/// the netdev datapath over an IPv6 underlay, OVS 3.1 never learns a peer from its Neighbor
+/// Advertisement (ARP replies are learned), so the tunnel push has no next-hop MAC and drops.
+/// Each peer publishes its uplink MAC ([`UPLINK_MAC_ANNOTATION`]); entries expire after 15 min
+/// and vanish with an ovs-vswitchd restart, so every peer pass (view change, 30 s resync) sets
+/// them again.
+#[derive(Debug, Clone)]
+pub struct TunnelNeighbours {
+    /// The OVS run directory (ovs-vswitchd's control socket).
+    pub rundir: std::path::PathBuf,
+    /// The bridge the tunnel port is on.
+    pub bridge: String,
+    set: BTreeMap<String, (IpAddr, ovs_flows::flow::MacAddr)>,
+}
+
+impl TunnelNeighbours {
+    /// Entries for `bridge` through the ovs-vswitchd of `rundir`.
+    pub fn new(rundir: std::path::PathBuf, bridge: String) -> Self {
+        TunnelNeighbours {
+            rundir,
+            bridge,
+            set: BTreeMap::new(),
+        }
+    }
+
+    /// Sets every entry of [`tunnel_neighbours`]; logs new or changed entries once, failures
+    /// each time (retried on the next pass).
+    async fn converge(&mut self, view: &PeerNodes, family: Family) {
+        let wanted = tunnel_neighbours(view, family);
+        let ctl = match crate::api::unixctl::vswitchd_ctl(&self.rundir) {
+            Ok(ctl) => ctl,
+            Err(error) => {
+                tracing::warn!(%error, "cannot set tunnel neighbours");
+                return;
+            }
+        };
+        for (name, (ip, mac)) in &wanted {
+            let (ip_text, mac_text) = (ip.to_string(), mac.to_string());
+            let args = [self.bridge.as_str(), ip_text.as_str(), mac_text.as_str()];
+            let timeout = std::time::Duration::from_secs(2);
+            match crate::api::unixctl::call(&ctl, "tnl/neigh/set", &args, timeout).await {
+                Ok(_) if self.set.get(name) != Some(&(*ip, *mac)) => {
+                    tracing::info!(peer = %name, %ip, %mac, "tunnel neighbour set");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(peer = %name, %ip, %error, "cannot set tunnel neighbour")
+                }
+            }
+        }
+        self.set = wanted;
+    }
+}
+
 /// What one reconciliation changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerChanges {
@@ -146,6 +215,7 @@ pub struct PeerReconciler {
     family: Family,
     path: PeerPath,
     skipped: BTreeSet<(String, String)>,
+    neighbours: Option<TunnelNeighbours>,
 }
 
 impl PeerReconciler {
@@ -156,7 +226,14 @@ impl PeerReconciler {
             family,
             path,
             skipped: BTreeSet::new(),
+            neighbours: None,
         }
+    }
+
+    /// Also keeps OVS's tunnel neighbour entries for the peers ([`TunnelNeighbours`]).
+    pub fn with_tunnel_neighbours(mut self, neighbours: TunnelNeighbours) -> Self {
+        self.neighbours = Some(neighbours);
+        self
     }
 
     /// The underlay family peers are reached over.
@@ -198,6 +275,9 @@ impl PeerReconciler {
                 "peer flows converged"
             );
         }
+        if let Some(neighbours) = self.neighbours.as_mut() {
+            neighbours.converge(view, self.family).await;
+        }
         changes
     }
 }
@@ -220,6 +300,33 @@ mod tests {
                 })
                 .unwrap_or_default(),
         }
+    }
+
+    #[test]
+    fn tunnel_neighbours_need_an_address_of_the_family_and_a_mac() {
+        let with_mac = |mut n: NodeInfo, mac: &str| {
+            n.annotations
+                .insert(UPLINK_MAC_ANNOTATION.to_string(), mac.to_string());
+            n
+        };
+        let view: PeerNodes = Arc::new(
+            [
+                with_mac(node("a", &[], &["fd00:60::12"], None), "02:00:00:00:00:0a"),
+                node("b", &[], &["fd00:60::13"], None),
+                with_mac(
+                    node("c", &[], &["192.168.60.14"], None),
+                    "02:00:00:00:00:0c",
+                ),
+                with_mac(node("d", &[], &["fd00:60::15"], None), "01:00:00:00:00:0d"),
+            ]
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect(),
+        );
+        let got = tunnel_neighbours(&view, Family::Ipv6);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got["a"].0, "fd00:60::12".parse::<IpAddr>().unwrap());
+        assert_eq!(got["a"].1.to_string(), "02:00:00:00:00:0a");
     }
 
     #[test]

@@ -962,6 +962,15 @@ pub async fn at_start(
     })
 }
 
+/// The NIC's MAC (recorded in the journal) when the start left the uplink attached: published
+/// for the peers whatever the mode (noEncap peers send to it, IPv6 tunnel peers set it as
+/// their tunnel neighbour).
+pub fn attached_nic_mac(report: &StartReport) -> Option<ovs_flows::flow::MacAddr> {
+    let spec = report.uplink.as_ref()?;
+    let mac = parse_mac(&recorded_nic(&spec.journal)?.mac)?;
+    Some(ovs_flows::flow::MacAddr(mac.0))
+}
+
 /// Lists every pod whose MTU differs from `planned` (one warning per pod) and, with
 /// `reconcile`, fixes them live; returns the survey and the pods fixed.
 pub async fn check_pods(

@@ -4,7 +4,8 @@
 //! 1. encap (Geneve, pod MTU 1450): pods `a1`, `b1`.
 //! 2. Field report 2: agents restarted in noEncap. The tunnel port is gone, the uplink and its
 //!    internal port carry the transport MTU 1500 (never the old pods' 1450), the old pods are
-//!    reported and left alone, new pods `a2`, `b2` get 1500.
+//!    reported and left alone, new pods `a2`, `b2` get 1500; node-1's host reaches a pod on
+//!    node-2.
 //! 3. Restarted with `reconcilePodMTU: true`: the old pods are fixed live; DF pings at 1500
 //!    pass between old and new pods across nodes, one byte more fails locally.
 //! 4. The reverse switch: agents restarted in encap with `reconcilePodMTU: true`. The tunnel
@@ -199,6 +200,8 @@ fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
         .context("noEncap, field report 2")?;
     ping(&a1.netns, b2_ip).with_context(|| logs(&cluster))?;
     ping(&a2.netns, b1_ip).with_context(|| logs(&cluster))?;
+    // noEncap: node-1's host namespace reaches a pod on node-2 (host -> remote pod).
+    ping(cluster.node(1)?.netns(), b1_ip).context("noEncap: node-1 host -> pod b1")?;
 
     // 3. reconcilePodMTU: old pods fixed live, DF at 1500 between old and new pods.
     let offsets = cluster.restart_agents_with(&[("reconcilePodMTU", "true")])?;
@@ -236,6 +239,7 @@ fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
         ENCAP_MTU,
     )
     .with_context(|| logs(&cluster))?;
+    ping(cluster.node(2)?.netns(), a3_ip).context("encap: node-2 host -> pod a3")?;
     // The traffic really crossed the tunnel again.
     let datapath = cluster
         .node(1)?
