@@ -365,7 +365,7 @@ fn underlay_family(booted: &bootstrap::Bootstrapped) -> crate::mtu::Family {
 }
 
 /// Publishes `annotations` on the own Node (the transport address,
-/// [`peers::TRANSPORT_ADDRESS_ANNOTATION`], and in noEncap the uplink MAC,
+/// [`peers::TRANSPORT_ADDRESS_ANNOTATION`], and with the uplink attached its MAC,
 /// [`peers::UPLINK_MAC_ANNOTATION`]), retrying with backoff until the API server takes them.
 async fn publish_annotations(
     kube: kube::Client,
