@@ -44,6 +44,7 @@ fn input(peers: usize) -> HostInput {
             })
             .collect(),
         peer_gateway_mac: [2, 0x77, 0x65, 0x66, 0x74, 1],
+        no_snat: false,
     }
 }
 

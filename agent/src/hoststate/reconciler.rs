@@ -23,10 +23,11 @@ use rtnetlink::MulticastGroup;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::desired::{HostState, RouteKey, RouteSpec};
+use super::desired::{HostState, IpFamily, RouteKey, RouteSpec, SnatSpec};
 use super::diff::{self, ObservedRoute};
 use super::kernel::{self, Links};
 use super::links::{link_drift, Drift, LinkRole, LinkSpec, ManagedLinks};
+use super::nft::{self, NftError, NftEvent, NftEvents, NftSocket};
 use super::report::{HostReport, HostStatus};
 use super::HostStateError;
 use crate::iface::plan::HOST_VETH_PREFIX;
@@ -80,6 +81,8 @@ pub struct Dirty {
     pub rules: bool,
     /// Neighbours.
     pub neighbours: bool,
+    /// SNAT tables (nf_tables).
+    pub snat: bool,
 }
 
 impl Dirty {
@@ -91,6 +94,7 @@ impl Dirty {
         routes: true,
         rules: true,
         neighbours: true,
+        snat: true,
     };
 
     /// Whether anything is dirty.
@@ -106,6 +110,7 @@ impl Dirty {
         self.routes |= other.routes;
         self.rules |= other.rules;
         self.neighbours |= other.neighbours;
+        self.snat |= other.snat;
     }
 
     fn only_routes() -> Self {
@@ -310,6 +315,7 @@ impl HostReconciler {
         config: ReconcilerConfig,
     ) -> Result<Self, HostStateError> {
         let events = subscribe(&netns, config.receive_buffer).await?;
+        let nft_events = subscribe_nft(&netns, config.receive_buffer).await?;
         let handle = netns.rtnetlink().await?;
         let kick = Arc::new(Notify::new());
         let worker = Worker {
@@ -325,7 +331,7 @@ impl HostReconciler {
             reported: HashSet::new(),
             established: HashSet::new(),
         };
-        let task = tokio::spawn(worker.run(events, Arc::clone(&kick)));
+        let task = tokio::spawn(worker.run(events, Some(nft_events), Arc::clone(&kick)));
         Ok(HostReconciler { report, kick, task })
     }
 
@@ -383,6 +389,30 @@ async fn subscribe(netns: &Netns, receive_buffer: usize) -> Result<Events, HostS
     Ok(events)
 }
 
+/// Opens the `NFNLGRP_NFTABLES` socket in `netns`.
+async fn subscribe_nft(netns: &Netns, receive_buffer: usize) -> Result<NftEvents, HostStateError> {
+    let rt = tokio::runtime::Handle::current();
+    let path = netns.path().to_path_buf();
+    netns
+        .run(move || {
+            let _guard = rt.enter();
+            NftEvents::open(receive_buffer)
+        })
+        .await?
+        .map_err(|source| HostStateError::Subscribe {
+            netns: path,
+            source,
+        })
+}
+
+/// The next nf_tables event, or never without a socket.
+async fn next_nft(events: &mut Option<NftEvents>) -> std::io::Result<NftEvent> {
+    match events {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Worker {
     netns: Netns,
     handle: rtnetlink::Handle,
@@ -411,7 +441,7 @@ struct PassOutcome {
 }
 
 impl Worker {
-    async fn run(mut self, mut events: Events, kick: Arc<Notify>) {
+    async fn run(mut self, mut events: Events, mut nft: Option<NftEvents>, kick: Arc<Notify>) {
         let mut dirty = Dirty::ALL;
         let mut first_event: Option<Instant> = None;
         let mut due: Option<Instant> = Some(Instant::now());
@@ -450,6 +480,29 @@ impl Worker {
                         events_open = false;
                     }
                 },
+                event = next_nft(&mut nft) => {
+                    let snat = match event {
+                        Ok(NftEvent::Foreign) => false,
+                        Ok(NftEvent::Ours) => true,
+                        Ok(NftEvent::Overrun) => {
+                            self.report.metrics.overruns.inc();
+                            tracing::warn!(netns = %self.netns.path().display(), "nf_tables event buffer overrun, relisting the SNAT tables");
+                            true
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, netns = %self.netns.path().display(), "nf_tables event socket failed; the SNAT tables now rely on the periodic resync");
+                            nft = None;
+                            false
+                        }
+                    };
+                    if snat {
+                        let now = Instant::now();
+                        dirty.snat = true;
+                        first_event.get_or_insert(now);
+                        let at = (now + self.config.debounce).max(last_pass + self.config.debounce);
+                        due = Some(due.map_or(at, |d| d.min(at)));
+                    }
+                }
                 () = timer => {
                     let outcome = self.pass(dirty, first_event).await;
                     last_pass = Instant::now();
@@ -539,6 +592,9 @@ impl Worker {
             self.neighbour_pass(&desired, &links, trigger, &mut errors)
                 .await;
         }
+        if dirty.snat {
+            self.snat_pass(&desired, trigger, &mut errors).await;
+        }
         self.filter.update(links, &desired, &specs);
         self.establish(&desired, dirty);
         outcome.failed = !errors.is_empty();
@@ -591,6 +647,11 @@ impl Worker {
                 dirty.addresses,
                 "address",
                 desired.addresses.iter().map(ToString::to_string).collect(),
+            ),
+            (
+                dirty.snat,
+                "snat",
+                desired.snat.iter().map(ToString::to_string).collect(),
             ),
         ];
         let wanted: HashSet<String> = keys
@@ -880,6 +941,34 @@ impl Worker {
         }
     }
 
+    async fn snat_pass(
+        &mut self,
+        desired: &HostState,
+        trigger: Option<Instant>,
+        errors: &mut Vec<String>,
+    ) {
+        let specs: Vec<SnatSpec> = desired.snat.iter().cloned().collect();
+        let results = match self.netns.run(move || sync_snat_tables(&specs)).await {
+            Ok(r) => r,
+            Err(e) => return self.fail("snat", &e.into(), errors),
+        };
+        for result in results {
+            match result {
+                Ok(None) => {}
+                Ok(Some(SnatChange::Applied { spec, was })) => {
+                    let object = spec.to_string();
+                    let key = self.note_missing("snat", &object, trigger);
+                    self.repaired(&key, "snat", &format!("{object} (was {was})"), None);
+                }
+                Ok(Some(SnatChange::Removed(family))) => {
+                    self.report.metrics.stale_removed.inc("snat");
+                    tracing::info!(table = %format!("{} {}", nft::family_name(family), nft::TABLE), "stale weft nf_tables table removed");
+                }
+                Err(e) => self.fail("snat", &e.into(), errors),
+            }
+        }
+    }
+
     async fn neighbour_pass(
         &mut self,
         desired: &HostState,
@@ -915,6 +1004,44 @@ impl Worker {
     }
 }
 
+/// What the SNAT pass did to one family's table.
+enum SnatChange {
+    /// Installed or replaced (`was`: why: missing or changed).
+    Applied { spec: SnatSpec, was: &'static str },
+    /// Removed (not desired: `noSNAT`, or no pod CIDR of the family).
+    Removed(IpFamily),
+}
+
+/// Brings Weft's table of each family in line with `specs`, from a thread inside the namespace.
+fn sync_snat_tables(specs: &[SnatSpec]) -> Vec<Result<Option<SnatChange>, NftError>> {
+    let mut socket = match NftSocket::open() {
+        Ok(s) => s,
+        Err(e) => return vec![Err(e)],
+    };
+    [IpFamily::V4, IpFamily::V6]
+        .into_iter()
+        .map(|family| {
+            let want = specs.iter().find(|s| s.family == family);
+            let have = socket.observe(family)?;
+            Ok(match (want, have) {
+                (Some(want), Some(have)) if have.matches(want) => None,
+                (Some(want), have) => {
+                    socket.apply(want)?;
+                    Some(SnatChange::Applied {
+                        spec: want.clone(),
+                        was: if have.is_some() { "changed" } else { "missing" },
+                    })
+                }
+                (None, Some(_)) => {
+                    socket.delete(family)?;
+                    Some(SnatChange::Removed(family))
+                }
+                (None, None) => None,
+            })
+        })
+        .collect()
+}
+
 fn counts(desired: &HostState) -> BTreeMap<String, usize> {
     BTreeMap::from([
         ("routes".to_string(), desired.routes.len()),
@@ -922,6 +1049,7 @@ fn counts(desired: &HostState) -> BTreeMap<String, usize> {
         ("neighbours".to_string(), desired.neighbours.len()),
         ("sysctls".to_string(), desired.sysctls.len()),
         ("addresses".to_string(), desired.addresses.len()),
+        ("snat".to_string(), desired.snat.len()),
     ])
 }
 
@@ -945,6 +1073,7 @@ mod tests {
                 transport_ips: vec![],
             }],
             peer_gateway_mac: [2, 0, 0, 0, 0, 1],
+            no_snat: false,
         })
     }
 
