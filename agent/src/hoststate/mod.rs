@@ -6,6 +6,7 @@
 //! - [`diff`]: observed state as plain data and the pure diff (ownership rules live there).
 //! - [`kernel`]: rtnetlink dumps and single-object adds/deletes (never execs `ip`).
 //! - [`nft`]: the SNAT table (`ip weft`, `ip6 weft`) over nf_tables netlink (never execs `nft`).
+//! - [`netconf`]: forwarding/rp_filter change events (sysctl drift without waiting for a resync).
 //! - [`links`]: the managed links ([`ManagedLinks`]) and the pure drift check.
 //! - [`reconciler`]: the event-driven loop (netlink multicast groups, debounce, resync, relist
 //!   after overrun).
@@ -20,6 +21,7 @@ pub mod diff;
 pub mod install;
 pub mod kernel;
 pub mod links;
+pub mod netconf;
 pub mod nft;
 pub mod reconciler;
 pub mod report;

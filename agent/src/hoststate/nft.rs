@@ -905,34 +905,54 @@ pub fn classify_event(message: &RawMessage) -> NftEvent {
     }
 }
 
-/// A socket on the `NFNLGRP_NFTABLES` group of one namespace, read on the tokio runtime.
-pub struct NftEvents {
+/// A netlink socket bound to multicast groups of one namespace, read on the tokio runtime
+/// (also used for the rtnetlink netconf groups, [`super::netconf`]).
+pub struct EventSocket {
     socket: TokioSocket,
 }
 
-impl NftEvents {
-    /// Subscribes in the calling thread's namespace (call inside [`crate::netns::Netns::run`]
-    /// with the runtime entered: the socket registers with its reactor).
-    pub fn open(receive_buffer: usize) -> io::Result<Self> {
-        let mut socket = TokioSocket::new(NETLINK_NETFILTER)?;
+impl EventSocket {
+    /// Opens a `protocol` socket subscribed to `groups` in the calling thread's namespace (call
+    /// inside [`crate::netns::Netns::run`] with the runtime entered: the socket registers with
+    /// its reactor).
+    pub fn open(protocol: isize, groups: &[u32], receive_buffer: usize) -> io::Result<Self> {
+        let mut socket = TokioSocket::new(protocol)?;
         socket.socket_mut().bind_auto()?;
-        socket.socket_mut().add_membership(NFNLGRP_NFTABLES)?;
+        for group in groups {
+            socket.socket_mut().add_membership(*group)?;
+        }
         socket.socket_mut().set_rx_buf_sz(receive_buffer)?;
-        Ok(NftEvents { socket })
+        Ok(EventSocket { socket })
+    }
+
+    /// The messages of the next datagram; `None` when events were lost (ENOBUFS) or the
+    /// datagram did not parse: the caller must relist.
+    pub async fn next(&mut self) -> io::Result<Option<Vec<RawMessage>>> {
+        match self.socket.recv_from_full().await {
+            Ok((buf, _)) => Ok(parse_messages(&buf).ok()),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A socket on the `NFNLGRP_NFTABLES` group of one namespace.
+pub struct NftEvents {
+    socket: EventSocket,
+}
+
+impl NftEvents {
+    /// Subscribes in the calling thread's namespace (see [`EventSocket::open`]).
+    pub fn open(receive_buffer: usize) -> io::Result<Self> {
+        EventSocket::open(NETLINK_NETFILTER, &[NFNLGRP_NFTABLES], receive_buffer)
+            .map(|socket| NftEvents { socket })
     }
 
     /// The next datagram's meaning: [`NftEvent::Ours`] if any message in it touches Weft's
-    /// table, [`NftEvent::Overrun`] after ENOBUFS.
+    /// table, [`NftEvent::Overrun`] after ENOBUFS or an unparsable datagram.
     pub async fn next(&mut self) -> io::Result<NftEvent> {
-        let buf = match self.socket.recv_from_full().await {
-            Ok((buf, _)) => buf,
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
-                return Ok(NftEvent::Overrun)
-            }
-            Err(e) => return Err(e),
-        };
-        let Ok(messages) = parse_messages(&buf) else {
-            return Ok(NftEvent::Ours);
+        let Some(messages) = self.socket.next().await? else {
+            return Ok(NftEvent::Overrun);
         };
         let events: Vec<NftEvent> = messages.iter().map(classify_event).collect();
         Ok(if events.contains(&NftEvent::Overrun) {

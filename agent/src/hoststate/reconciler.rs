@@ -27,7 +27,8 @@ use super::desired::{HostState, IpFamily, RouteKey, RouteSpec, SnatSpec};
 use super::diff::{self, ObservedRoute};
 use super::kernel::{self, Links};
 use super::links::{link_drift, Drift, LinkRole, LinkSpec, ManagedLinks};
-use super::nft::{self, NftError, NftEvent, NftEvents, NftSocket};
+use super::netconf::{touches_sysctls, NetconfEvents};
+use super::nft::{self, NftError, NftEvent, NftEvents, NftSocket, RawMessage};
 use super::report::{HostReport, HostStatus};
 use super::HostStateError;
 use crate::iface::plan::HOST_VETH_PREFIX;
@@ -315,7 +316,9 @@ impl HostReconciler {
         config: ReconcilerConfig,
     ) -> Result<Self, HostStateError> {
         let events = subscribe(&netns, config.receive_buffer).await?;
-        let nft_events = subscribe_nft(&netns, config.receive_buffer).await?;
+        let buffer = config.receive_buffer;
+        let nft_events = open_events(&netns, move || NftEvents::open(buffer)).await?;
+        let netconf_events = open_events(&netns, move || NetconfEvents::open(buffer)).await?;
         let handle = netns.rtnetlink().await?;
         let kick = Arc::new(Notify::new());
         let worker = Worker {
@@ -331,7 +334,12 @@ impl HostReconciler {
             reported: HashSet::new(),
             established: HashSet::new(),
         };
-        let task = tokio::spawn(worker.run(events, Some(nft_events), Arc::clone(&kick)));
+        let task = tokio::spawn(worker.run(
+            events,
+            Some(nft_events),
+            Some(netconf_events),
+            Arc::clone(&kick),
+        ));
         Ok(HostReconciler { report, kick, task })
     }
 
@@ -389,14 +397,17 @@ async fn subscribe(netns: &Netns, receive_buffer: usize) -> Result<Events, HostS
     Ok(events)
 }
 
-/// Opens the `NFNLGRP_NFTABLES` socket in `netns`.
-async fn subscribe_nft(netns: &Netns, receive_buffer: usize) -> Result<NftEvents, HostStateError> {
+/// Opens an event socket with `open` on a thread inside `netns` (runtime entered).
+async fn open_events<T: Send + 'static>(
+    netns: &Netns,
+    open: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, HostStateError> {
     let rt = tokio::runtime::Handle::current();
     let path = netns.path().to_path_buf();
     netns
         .run(move || {
             let _guard = rt.enter();
-            NftEvents::open(receive_buffer)
+            open()
         })
         .await?
         .map_err(|source| HostStateError::Subscribe {
@@ -411,6 +422,30 @@ async fn next_nft(events: &mut Option<NftEvents>) -> std::io::Result<NftEvent> {
         Some(events) => events.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// The next netconf datagram, or never without a socket.
+async fn next_netconf(
+    events: &mut Option<NetconfEvents>,
+) -> std::io::Result<Option<Vec<RawMessage>>> {
+    match events {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Schedules a pass for an event seen now: `debounce` from now, never sooner than `debounce`
+/// after the last pass, never later than an already scheduled one.
+fn schedule(
+    due: &mut Option<Instant>,
+    first_event: &mut Option<Instant>,
+    last_pass: Instant,
+    debounce: Duration,
+) {
+    let now = Instant::now();
+    first_event.get_or_insert(now);
+    let at = (now + debounce).max(last_pass + debounce);
+    *due = Some(due.map_or(at, |d| d.min(at)));
 }
 
 struct Worker {
@@ -441,7 +476,13 @@ struct PassOutcome {
 }
 
 impl Worker {
-    async fn run(mut self, mut events: Events, mut nft: Option<NftEvents>, kick: Arc<Notify>) {
+    async fn run(
+        mut self,
+        mut events: Events,
+        mut nft: Option<NftEvents>,
+        mut netconf: Option<NetconfEvents>,
+        kick: Arc<Notify>,
+    ) {
         let mut dirty = Dirty::ALL;
         let mut first_event: Option<Instant> = None;
         let mut due: Option<Instant> = Some(Instant::now());
@@ -468,11 +509,8 @@ impl Worker {
                             tracing::warn!(netns = %self.netns.path().display(), "netlink event buffer overrun, relisting host state");
                         }
                         if classified.dirty.any() {
-                            let now = Instant::now();
                             dirty.merge(classified.dirty);
-                            first_event.get_or_insert(now);
-                            let at = (now + self.config.debounce).max(last_pass + self.config.debounce);
-                            due = Some(due.map_or(at, |d| d.min(at)));
+                            schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
                         }
                     }
                     None => {
@@ -496,11 +534,29 @@ impl Worker {
                         }
                     };
                     if snat {
-                        let now = Instant::now();
                         dirty.snat = true;
-                        first_event.get_or_insert(now);
-                        let at = (now + self.config.debounce).max(last_pass + self.config.debounce);
-                        due = Some(due.map_or(at, |d| d.min(at)));
+                        schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
+                    }
+                }
+                messages = next_netconf(&mut netconf) => {
+                    let sysctls = match messages {
+                        Ok(Some(messages)) => {
+                            touches_sysctls(&messages, &self.sysctl_devices())
+                        }
+                        Ok(None) => {
+                            self.report.metrics.overruns.inc();
+                            tracing::warn!(netns = %self.netns.path().display(), "netconf event buffer overrun, rereading the sysctls");
+                            true
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, netns = %self.netns.path().display(), "netconf event socket failed; sysctls now rely on the periodic resync");
+                            netconf = None;
+                            false
+                        }
+                    };
+                    if sysctls {
+                        dirty.sysctls = true;
+                        schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
                     }
                 }
                 () = timer => {
@@ -604,6 +660,18 @@ impl Worker {
         self.report
             .pass_done(missing_veths, conflicts, counts(&desired), errors.pop());
         outcome
+    }
+
+    /// Indexes of the interfaces desired sysctls belong to (netconf events name them by index).
+    fn sysctl_devices(&self) -> HashSet<i32> {
+        self.desired
+            .borrow()
+            .sysctls
+            .iter()
+            .filter_map(|s| s.dev.as_deref())
+            .filter_map(|dev| self.filter.links.index(dev))
+            .filter_map(|index| i32::try_from(index).ok())
+            .collect()
     }
 
     fn fail(&mut self, kind: &str, error: &HostStateError, errors: &mut Vec<String>) {
