@@ -317,8 +317,15 @@ impl HostReconciler {
     ) -> Result<Self, HostStateError> {
         let events = subscribe(&netns, config.receive_buffer).await?;
         let buffer = config.receive_buffer;
-        let nft_events = open_events(&netns, move || NftEvents::open(buffer)).await?;
-        let netconf_events = open_events(&netns, move || NetconfEvents::open(buffer)).await?;
+        // Without these two the reconciler still runs: their kinds fall back to the resync.
+        let nft_events = open_events(&netns, move || NftEvents::open(buffer))
+            .await
+            .inspect_err(|error| tracing::error!(%error, "no nf_tables events: SNAT tables are checked on the periodic resync only"))
+            .ok();
+        let netconf_events = open_events(&netns, move || NetconfEvents::open(buffer))
+            .await
+            .inspect_err(|error| tracing::error!(%error, "no netconf events: sysctls are checked on the periodic resync only"))
+            .ok();
         let handle = netns.rtnetlink().await?;
         let kick = Arc::new(Notify::new());
         let worker = Worker {
@@ -334,12 +341,7 @@ impl HostReconciler {
             reported: HashSet::new(),
             established: HashSet::new(),
         };
-        let task = tokio::spawn(worker.run(
-            events,
-            Some(nft_events),
-            Some(netconf_events),
-            Arc::clone(&kick),
-        ));
+        let task = tokio::spawn(worker.run(events, nft_events, netconf_events, Arc::clone(&kick)));
         Ok(HostReconciler { report, kick, task })
     }
 
@@ -519,44 +521,29 @@ impl Worker {
                     }
                 },
                 event = next_nft(&mut nft) => {
-                    let snat = match event {
-                        Ok(NftEvent::Foreign) => false,
-                        Ok(NftEvent::Ours) => true,
-                        Ok(NftEvent::Overrun) => {
-                            self.report.metrics.overruns.inc();
-                            tracing::warn!(netns = %self.netns.path().display(), "nf_tables event buffer overrun, relisting the SNAT tables");
-                            true
+                    let event = event.map(|e| match e {
+                        NftEvent::Foreign => Some(false),
+                        NftEvent::Ours => Some(true),
+                        NftEvent::Overrun => None,
+                    });
+                    match self.side_event("nf_tables", "the SNAT tables", event) {
+                        Some(true) => {
+                            dirty.snat = true;
+                            schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
                         }
-                        Err(error) => {
-                            tracing::error!(%error, netns = %self.netns.path().display(), "nf_tables event socket failed; the SNAT tables now rely on the periodic resync");
-                            nft = None;
-                            false
-                        }
-                    };
-                    if snat {
-                        dirty.snat = true;
-                        schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
+                        Some(false) => {}
+                        None => nft = None,
                     }
                 }
                 messages = next_netconf(&mut netconf) => {
-                    let sysctls = match messages {
-                        Ok(Some(messages)) => {
-                            touches_sysctls(&messages, &self.sysctl_devices())
+                    let event = messages.map(|m| m.map(|m| touches_sysctls(&m, &self.sysctl_devices())));
+                    match self.side_event("netconf", "the sysctls", event) {
+                        Some(true) => {
+                            dirty.sysctls = true;
+                            schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
                         }
-                        Ok(None) => {
-                            self.report.metrics.overruns.inc();
-                            tracing::warn!(netns = %self.netns.path().display(), "netconf event buffer overrun, rereading the sysctls");
-                            true
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, netns = %self.netns.path().display(), "netconf event socket failed; sysctls now rely on the periodic resync");
-                            netconf = None;
-                            false
-                        }
-                    };
-                    if sysctls {
-                        dirty.sysctls = true;
-                        schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
+                        Some(false) => {}
+                        None => netconf = None,
                     }
                 }
                 () = timer => {
@@ -660,6 +647,31 @@ impl Worker {
         self.report
             .pass_done(missing_veths, conflicts, counts(&desired), errors.pop());
         outcome
+    }
+
+    /// What one event of a side socket (nf_tables, netconf) means: `event` is `Ok(Some(look))`,
+    /// `Ok(None)` after lost events (an overrun: look), or the socket's failure. Returns
+    /// whether to look at `what`, `None` when the socket is gone (`what` then relies on the
+    /// periodic resync).
+    fn side_event(
+        &self,
+        socket: &str,
+        what: &str,
+        event: std::io::Result<Option<bool>>,
+    ) -> Option<bool> {
+        let netns = self.netns.path().display();
+        match event {
+            Ok(Some(look)) => Some(look),
+            Ok(None) => {
+                self.report.metrics.overruns.inc();
+                tracing::warn!(%netns, socket, "event buffer overrun, relisting {what}");
+                Some(true)
+            }
+            Err(error) => {
+                tracing::error!(%error, %netns, socket, "event socket failed; {what} now rely on the periodic resync");
+                None
+            }
+        }
     }
 
     /// Indexes of the interfaces desired sysctls belong to (netconf events name them by index).
@@ -1084,6 +1096,8 @@ enum SnatChange {
 fn sync_snat_tables(specs: &[SnatSpec]) -> Vec<Result<Option<SnatChange>, NftError>> {
     let mut socket = match NftSocket::open() {
         Ok(s) => s,
+        // No nf_tables in this kernel: no table can exist, nothing to remove.
+        Err(_) if specs.is_empty() => return Vec::new(),
         Err(e) => return vec![Err(e)],
     };
     [IpFamily::V4, IpFamily::V6]
