@@ -3,13 +3,15 @@
 //! address, which is no pod CIDR) arrives with the node's transport IP as source; pod to pod
 //! across nodes keeps the pod's address; `nft delete table ip weft` in the node's namespace is
 //! undone within 1 s and counted; with `noSNAT: true` the table is gone and the outside sees the
-//! pod's address.
+//! pod's address. IPv6 (the `ip6 weft` table) on the single-node harness with a dual-stack
+//! pod and an "outside" namespace wired to the node by a veth.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use weft_e2e::cluster::{tcp_source_seen, Cluster, ClusterOptions, UNDERLAY_GW};
+use weft_e2e::node::{Node, NodeOptions, Pod};
 use weft_e2e::{cmd, netns};
 
 fn weft_table(ns: &str) -> Option<String> {
@@ -100,5 +102,57 @@ fn pods_leaving_the_cluster_are_masqueraded_unless_no_snat() -> Result<()> {
         "with noSNAT outside saw {seen}, want pod {a_ip}"
     );
     drop((a, b));
+    Ok(())
+}
+
+/// A namespace deleted on drop.
+struct Outside(String);
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.0);
+    }
+}
+
+#[test]
+fn ipv6_pods_leaving_the_node_are_masqueraded() -> Result<()> {
+    let node = Node::start(NodeOptions::new(&["10.244.1.0/24", "fd00:10:244:1::/64"]))?;
+    let ns = node.netns().to_string();
+    let outside = Outside(format!("{ns}-out"));
+    netns::create(&outside.0)?;
+    cmd::run(
+        "ip",
+        &[
+            "-n", &ns, "link", "add", "outn", "type", "veth", "peer", "name", "oute", "netns",
+            &outside.0,
+        ],
+    )?;
+    for (space, dev, addr) in [
+        (&ns, "outn", "fd00:99::1/64"),
+        (&outside.0, "oute", "fd00:99::2/64"),
+    ] {
+        cmd::run(
+            "ip",
+            &["-n", space, "addr", "add", addr, "dev", dev, "nodad"],
+        )?;
+        cmd::run("ip", &["-n", space, "link", "set", dev, "up"])?;
+    }
+    let pod = Pod::create(&node, "v6")?;
+    let result = node.add(&pod)?;
+    let pod_ip: IpAddr = result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+        .find(IpAddr::is_ipv6)
+        .context("no IPv6 pod address")?;
+    let table = netns::exec(&ns, &["nft", "list", "table", "ip6", "weft"])?;
+    ensure!(table.contains("masquerade"), "{table}");
+    let seen = tcp_source_seen(&outside.0, "fd00:99::2".parse()?, &pod.netns)
+        .with_context(|| node.agent_log())?;
+    ensure!(
+        seen == "fd00:99::1".parse::<IpAddr>()?,
+        "outside saw {seen} (pod {pod_ip}), want the node's fd00:99::1"
+    );
     Ok(())
 }
