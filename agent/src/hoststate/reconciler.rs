@@ -9,6 +9,10 @@
 //! that after the previous pass: rate limit), dumps what is dirty and repairs it. A periodic full
 //! resync ([`ReconcilerConfig::resync_interval`]) is the backstop; a receive buffer overrun
 //! (ENOBUFS, delivered as an NLMSG_OVERRUN) forces a full relist.
+//!
+//! Two more sockets feed the same debounce: `NFNLGRP_NFTABLES` (changes to Weft's SNAT tables,
+//! [`super::nft`]) and the IPv4/IPv6 netconf groups (forwarding and rp_filter changes,
+//! [`super::netconf`]). If either cannot be opened its kind relies on the periodic resync.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
