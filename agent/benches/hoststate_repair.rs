@@ -1,5 +1,5 @@
-//! Host-state repair (issue 5): repair latency of routes, rules and neighbours deleted behind
-//! the reconciler's back, its CPU while idle, and its CPU and convergence time during a
+//! Host-state repair (issue 5): repair latency of routes, rules, neighbours and the SNAT table
+//! (`ip weft`) deleted behind the reconciler's back, its CPU while idle, and its CPU and convergence time during a
 //! 1,000-route flap storm (every Weft route flushed, ten times in a row).
 //!
 //! The reconciler runs in-process on its own single-threaded runtime (thread `weft-hostrec`),
@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 use weft_agent::hoststate::diff::ObservedRoute;
+use weft_agent::hoststate::nft::NftSocket;
 use weft_agent::hoststate::{
-    desired, kernel, HostInput, HostReconciler, HostReport, HostState, LinkRole, LinkSpec,
-    ManagedLinks, PeerSpec, ReconcilerConfig, RouteSpec, WEFT_PROTOCOL,
+    desired, kernel, HostInput, HostReconciler, HostReport, HostState, IpFamily, LinkRole,
+    LinkSpec, ManagedLinks, PeerSpec, ReconcilerConfig, RouteSpec, WEFT_PROTOCOL,
 };
 use weft_agent::mtu::{TrafficMode, TunnelType};
 use weft_agent::netns::Netns;
@@ -44,6 +45,7 @@ fn input(peers: usize) -> HostInput {
             })
             .collect(),
         peer_gateway_mac: [2, 0x77, 0x65, 0x66, 0x74, 1],
+        no_snat: false,
     }
 }
 
@@ -200,6 +202,38 @@ fn main() -> Result<()> {
             }
             rows.push((kind, times));
         }
+        // The SNAT table: deleted through the bench's own nf_tables socket, back when a dump
+        // matches the desired table again.
+        let snat = small
+            .snat
+            .iter()
+            .find(|s| s.family == IpFamily::V4)
+            .context("snat table")?
+            .clone();
+        let mut times = Vec::new();
+        for _ in 0..TRIALS {
+            let start = Instant::now();
+            bench_ns
+                .run(|| NftSocket::open()?.delete(IpFamily::V4))
+                .await??;
+            loop {
+                let spec = snat.clone();
+                let back = bench_ns
+                    .run(move || {
+                        let table = NftSocket::open()?.observe(IpFamily::V4)?;
+                        Ok::<_, anyhow::Error>(table.is_some_and(|t| t.matches(&spec)))
+                    })
+                    .await??;
+                if back {
+                    break;
+                }
+                anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "no snat table");
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            times.push(start.elapsed());
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        rows.push(("snat table (ip weft)", times));
 
         // Idle CPU over 10 s.
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -256,6 +256,41 @@ impl fmt::Display for AddressSpec {
     }
 }
 
+/// Weft's SNAT table of one family (`ip weft` / `ip6 weft`, see [`super::nft`]): pod traffic
+/// from `sources` leaving the cluster is masqueraded; traffic to any `cluster` CIDR or out of
+/// the gateway is not.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SnatSpec {
+    /// Family of the table.
+    pub family: IpFamily,
+    /// This node's pod CIDRs of the family (masqueraded when leaving the cluster).
+    pub sources: Vec<IpNet>,
+    /// Every pod CIDR of the cluster of the family, local first (never masqueraded to).
+    pub cluster: Vec<IpNet>,
+    /// The gateway interface (traffic out of it goes to pods: never masqueraded).
+    pub gateway: String,
+}
+
+impl fmt::Display for SnatSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |nets: &[IpNet]| {
+            nets.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        write!(
+            f,
+            "table {} {}: masquerade from {} except to {} or out of {}",
+            super::nft::family_name(self.family),
+            super::nft::TABLE,
+            list(&self.sources),
+            list(&self.cluster),
+            self.gateway
+        )
+    }
+}
+
 /// Everything Weft wants in the node's namespace. Sets, so comparison ignores order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostState {
@@ -269,6 +304,8 @@ pub struct HostState {
     pub sysctls: BTreeSet<SysctlSpec>,
     /// Addresses on Weft's interfaces.
     pub addresses: BTreeSet<AddressSpec>,
+    /// SNAT tables, at most one per family (none with `noSNAT`).
+    pub snat: BTreeSet<SnatSpec>,
 }
 
 /// A peer node as plain data (from the agent's peer view, [`super::peer_specs`]).
@@ -298,6 +335,8 @@ pub struct HostInput {
     pub peers: Vec<PeerSpec>,
     /// The MAC peer gateways resolve to on the gateway (the pipeline's virtual MAC).
     pub peer_gateway_mac: [u8; 6],
+    /// Config `noSNAT`: pod traffic leaves the cluster with the pod's address (no SNAT table).
+    pub no_snat: bool,
 }
 
 /// Computes the host state for `input`. Pure: same input, same output.
@@ -386,6 +425,10 @@ pub fn desired(input: &HostInput) -> HostState {
         }
     }
 
+    if !input.no_snat {
+        state.snat = snat(input, &families);
+    }
+
     if families.contains(&IpFamily::V4) {
         state
             .sysctls
@@ -414,6 +457,39 @@ pub fn desired(input: &HostInput) -> HostState {
             .insert(sysctl("net/ipv6/conf/all/forwarding", "1", None));
     }
     state
+}
+
+/// One SNAT table per family this node has pod CIDRs of: sources are the local pod CIDRs,
+/// the cluster is the local and every peer's pod CIDR of the family (the same peers and the
+/// same overlap rule as the routes; deduplicated, local first).
+fn snat(input: &HostInput, families: &BTreeSet<IpFamily>) -> BTreeSet<SnatSpec> {
+    let mut out = BTreeSet::new();
+    for family in families {
+        let sources: Vec<IpNet> = input
+            .pod_cidrs
+            .iter()
+            .map(IpNet::trunc)
+            .filter(|c| IpFamily::of_net(c) == *family)
+            .collect();
+        let mut cluster = sources.clone();
+        for cidr in input.peers.iter().flat_map(|p| &p.pod_cidrs) {
+            let cidr = cidr.trunc();
+            if IpFamily::of_net(&cidr) == *family
+                && !overlaps_any(&cidr, &input.pod_cidrs)
+                && !cluster.contains(&cidr)
+            {
+                cluster.push(cidr);
+            }
+        }
+        cluster[sources.len()..].sort();
+        out.insert(SnatSpec {
+            family: *family,
+            sources,
+            cluster,
+            gateway: input.gateway.clone(),
+        });
+    }
+    out
 }
 
 fn sysctl(key: &str, value: &str, dev: Option<&str>) -> SysctlSpec {
@@ -452,6 +528,7 @@ mod tests {
             transport: Some("eth0".into()),
             peers,
             peer_gateway_mac: VMAC,
+            no_snat: false,
         }
     }
 
@@ -660,5 +737,36 @@ mod tests {
         assert_eq!(WEFT_PROTOCOL, 87);
         assert_eq!(prefix_route_metric(IpFamily::V6), 256);
         assert_eq!(default_metric(IpFamily::V6), 1024);
+    }
+
+    #[test]
+    fn snat_per_family_excludes_every_cluster_cidr_and_no_snat_removes_it() {
+        let peers = vec![
+            peer("c", &["10.244.3.0/24", "fd00:10:244:3::/64"], &[]),
+            peer("b", &["10.244.2.0/24"], &[]),
+            // Overlaps ours: neither routed nor excluded twice.
+            peer("x", &["10.244.1.128/25"], &[]),
+        ];
+        let mut i = input(&["10.244.1.0/24", "fd00:10:244:1::/64"], peers);
+        assert_eq!(
+            text(&desired(&i).snat),
+            [
+                "table ip weft: masquerade from 10.244.1.0/24 except to \
+                 10.244.1.0/24,10.244.2.0/24,10.244.3.0/24 or out of weft-gw0",
+                "table ip6 weft: masquerade from fd00:10:244:1::/64 except to \
+                 fd00:10:244:1::/64,fd00:10:244:3::/64 or out of weft-gw0",
+            ]
+        );
+        // Peer order does not matter.
+        let mut reversed = i.clone();
+        reversed.peers.reverse();
+        assert_eq!(desired(&i).snat, desired(&reversed).snat);
+        // noEncap masquerades the same way.
+        i.mode = TrafficMode::NoEncap;
+        assert_eq!(desired(&i).snat.len(), 2);
+        i.no_snat = true;
+        assert!(desired(&i).snat.is_empty());
+        // No pod CIDR: nothing to masquerade.
+        assert!(desired(&input(&[], vec![])).snat.is_empty());
     }
 }

@@ -21,7 +21,12 @@ pub enum LinkRole {
         /// `namespace/name`.
         pod: String,
     },
-    /// Another Weft link (uplink internal port, tunnel).
+    /// The OVS internal port that carries the node's IPs and keeps the NIC's name and MAC
+    /// (uplink attached to the bridge).
+    UplinkPort,
+    /// The renamed NIC itself (`T~`), a port of the bridge.
+    UplinkNic,
+    /// Another Weft link.
     Other,
 }
 
@@ -30,6 +35,8 @@ impl fmt::Display for LinkRole {
         match self {
             LinkRole::Gateway => f.write_str("gateway"),
             LinkRole::PodVeth { pod } => write!(f, "host veth of pod {pod}"),
+            LinkRole::UplinkPort => f.write_str("uplink internal port"),
+            LinkRole::UplinkNic => f.write_str("uplink nic"),
             LinkRole::Other => f.write_str("weft link"),
         }
     }
@@ -64,11 +71,37 @@ impl ManagedLinks for Vec<LinkSpec> {
     }
 }
 
-/// The agent's managed links: the gateway and the host end of every attached pod (MAC from
-/// [`host_mac`], MTU from the plan), read from the CNI server's pod store on each call.
+/// The links of an attached uplink (NIC `nic`, renamed by the attach): the internal port that
+/// took the NIC's name, with the plan's uplink `mtu`, the NIC's `mac` when known, up; and the
+/// renamed NIC with the same MTU, up. Tunnels have no kernel link with the netdev datapath
+/// (userspace tunnel ports), so there is none to watch; their `mtu_request` lives in OVSDB.
+pub fn uplink_links(nic: &str, mtu: u32, mac: Option<MacAddr>) -> Vec<LinkSpec> {
+    vec![
+        LinkSpec {
+            name: nic.to_string(),
+            role: LinkRole::UplinkPort,
+            mac,
+            mtu: Some(mtu),
+            up: true,
+        },
+        LinkSpec {
+            name: crate::uplink::plan::renamed_nic(nic),
+            role: LinkRole::UplinkNic,
+            mac: None,
+            mtu: Some(mtu),
+            up: true,
+        },
+    ]
+}
+
+/// The agent's managed links: the gateway, the uplink's links when it is attached, and the host
+/// end of every attached pod (MAC from [`host_mac`], MTU from the plan), read from the CNI
+/// server's pod store on each call.
 pub struct PodNetworkLinks {
     /// The gateway.
     pub gateway: GatewaySpec,
+    /// Fixed links besides the gateway ([`uplink_links`]; empty without an attached uplink).
+    pub uplink: Vec<LinkSpec>,
     /// The pod MTU of the plan.
     pub pod_mtu: u32,
     /// The CNI server's pod network.
@@ -84,6 +117,7 @@ impl ManagedLinks for PodNetworkLinks {
             mtu: Some(self.gateway.mtu),
             up: true,
         }];
+        links.extend(self.uplink.iter().cloned());
         links.extend(self.network.records().into_iter().map(|record| LinkSpec {
             mac: Some(host_mac(&record.container_id, &record.ifname)),
             role: LinkRole::PodVeth { pod: record.key() },
@@ -233,5 +267,34 @@ mod tests {
         };
         assert!(link_drift(&loose, Some(&info([0; 6], 9000, false))).is_empty());
         assert_eq!(s.role.to_string(), "host veth of pod default/web");
+    }
+
+    #[test]
+    fn an_attached_uplink_watches_the_internal_port_and_the_renamed_nic() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 7]);
+        let links = uplink_links("eth0", 9000, Some(mac));
+        let got: Vec<_> = links
+            .into_iter()
+            .map(|l| (l.name, l.role.to_string(), l.mac, l.mtu, l.up))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "eth0".to_string(),
+                    "uplink internal port".to_string(),
+                    Some(mac),
+                    Some(9000),
+                    true
+                ),
+                (
+                    "eth0~".to_string(),
+                    "uplink nic".to_string(),
+                    None,
+                    Some(9000),
+                    true
+                ),
+            ]
+        );
     }
 }

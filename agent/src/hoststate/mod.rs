@@ -1,10 +1,12 @@
 //! Host state that heals itself (issue 5; field reports 3 and 5): the routes, policy rules,
-//! permanent neighbours, sysctls and gateway addresses Weft needs in the node's namespace, and
-//! the links it manages (gateway, pod host veths).
+//! permanent neighbours, sysctls, gateway addresses and SNAT tables Weft needs in the node's
+//! namespace, and the links it manages (gateway, uplink internal port and NIC, pod host veths).
 //!
 //! - [`desired`]: the desired [`HostState`], a pure function of (config, node, peers).
 //! - [`diff`]: observed state as plain data and the pure diff (ownership rules live there).
 //! - [`kernel`]: rtnetlink dumps and single-object adds/deletes (never execs `ip`).
+//! - [`nft`]: the SNAT table (`ip weft`, `ip6 weft`) over nf_tables netlink (never execs `nft`).
+//! - [`netconf`]: forwarding/rp_filter change events (sysctl drift without waiting for a resync).
 //! - [`links`]: the managed links ([`ManagedLinks`]) and the pure drift check.
 //! - [`reconciler`]: the event-driven loop (netlink multicast groups, debounce, resync, relist
 //!   after overrun).
@@ -19,6 +21,8 @@ pub mod diff;
 pub mod install;
 pub mod kernel;
 pub mod links;
+pub mod netconf;
+pub mod nft;
 pub mod reconciler;
 pub mod report;
 
@@ -29,8 +33,8 @@ use tokio::sync::watch;
 
 pub use desired::{
     desired, AddressSpec, HostInput, HostState, IpFamily, NeighbourSpec, PeerSpec, RouteSpec,
-    RuleSpec, SysctlSpec, MAIN_TABLE, RULE_PRIORITY_MAX, RULE_PRIORITY_MIN, WEFT_PROTOCOL,
-    WEFT_TABLE,
+    RuleSpec, SnatSpec, SysctlSpec, MAIN_TABLE, RULE_PRIORITY_MAX, RULE_PRIORITY_MIN,
+    WEFT_PROTOCOL, WEFT_TABLE,
 };
 pub use links::{LinkRole, LinkSpec, ManagedLinks, PodNetworkLinks};
 pub use reconciler::{HostReconciler, ReconcilerConfig};
@@ -87,6 +91,9 @@ pub enum HostStateError {
     /// Entering the namespace failed.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// An nf_tables request (the SNAT table) failed.
+    #[error(transparent)]
+    Nft(#[from] nft::NftError),
 }
 
 /// The peers as plain data, from the peer view: the same peers the flows route
@@ -130,6 +137,7 @@ pub fn agent_input(
         transport: booted.transport.transport.clone(),
         peers,
         peer_gateway_mac: ovs_flows::pipeline::VIRTUAL_MAC.0,
+        no_snat: config.no_snat,
     }
 }
 
@@ -171,8 +179,8 @@ impl StatusSection for ApiView {
 }
 
 /// The host-state reconciler as the agent runs it: the single owner of Weft's routes (local
-/// and peer), rules, neighbours, sysctls and gateway addresses. Started once the peers are
-/// listed (so "not listed yet" never removes peer routes); [`AgentHostState::set_peers`]
+/// and peer), rules, neighbours, sysctls, gateway addresses and SNAT tables. Started once the
+/// peers are listed (so "not listed yet" never removes peer routes); [`AgentHostState::set_peers`]
 /// recomputes the desired state on every peer change. Every repair goes to the agent API's
 /// repairs log, its counters to `/metrics`, its status and desired routes to the API. Stops
 /// when dropped.
@@ -206,8 +214,20 @@ impl AgentHostState {
         ));
         api.metrics()
             .register(Arc::clone(&report) as Arc<dyn MetricFamilies>);
+        // The attached uplink's internal port keeps the NIC's MAC (recorded by the attach).
+        let uplink = booted
+            .uplink
+            .uplink
+            .as_ref()
+            .map(|spec| {
+                let mac = crate::uplink::recorded_nic(&spec.journal)
+                    .and_then(|nic| crate::cniserver::pods::parse_mac(&nic.mac));
+                links::uplink_links(&spec.nic, spec.mtu, mac)
+            })
+            .unwrap_or_default();
         let links: Arc<dyn ManagedLinks> = Arc::new(PodNetworkLinks {
             gateway: booted.gateway.clone(),
+            uplink,
             pod_mtu: booted.transport.plan.pod,
             network: Arc::clone(&booted.network),
         });

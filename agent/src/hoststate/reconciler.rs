@@ -9,6 +9,10 @@
 //! that after the previous pass: rate limit), dumps what is dirty and repairs it. A periodic full
 //! resync ([`ReconcilerConfig::resync_interval`]) is the backstop; a receive buffer overrun
 //! (ENOBUFS, delivered as an NLMSG_OVERRUN) forces a full relist.
+//!
+//! Two more sockets feed the same debounce: `NFNLGRP_NFTABLES` (changes to Weft's SNAT tables,
+//! [`super::nft`]) and the IPv4/IPv6 netconf groups (forwarding and rp_filter changes,
+//! [`super::netconf`]). If either cannot be opened its kind relies on the periodic resync.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -23,10 +27,12 @@ use rtnetlink::MulticastGroup;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::desired::{HostState, RouteKey, RouteSpec};
+use super::desired::{HostState, IpFamily, RouteKey, RouteSpec, SnatSpec};
 use super::diff::{self, ObservedRoute};
 use super::kernel::{self, Links};
 use super::links::{link_drift, Drift, LinkRole, LinkSpec, ManagedLinks};
+use super::netconf::{touches_sysctls, NetconfEvents};
+use super::nft::{self, NftError, NftEvent, NftEvents, NftSocket, RawMessage};
 use super::report::{HostReport, HostStatus};
 use super::HostStateError;
 use crate::iface::plan::HOST_VETH_PREFIX;
@@ -80,6 +86,8 @@ pub struct Dirty {
     pub rules: bool,
     /// Neighbours.
     pub neighbours: bool,
+    /// SNAT tables (nf_tables).
+    pub snat: bool,
 }
 
 impl Dirty {
@@ -91,6 +99,7 @@ impl Dirty {
         routes: true,
         rules: true,
         neighbours: true,
+        snat: true,
     };
 
     /// Whether anything is dirty.
@@ -106,6 +115,7 @@ impl Dirty {
         self.routes |= other.routes;
         self.rules |= other.rules;
         self.neighbours |= other.neighbours;
+        self.snat |= other.snat;
     }
 
     fn only_routes() -> Self {
@@ -310,6 +320,16 @@ impl HostReconciler {
         config: ReconcilerConfig,
     ) -> Result<Self, HostStateError> {
         let events = subscribe(&netns, config.receive_buffer).await?;
+        let buffer = config.receive_buffer;
+        // Without these two the reconciler still runs: their kinds fall back to the resync.
+        let nft_events = open_events(&netns, move || NftEvents::open(buffer))
+            .await
+            .inspect_err(|error| tracing::error!(%error, "no nf_tables events: SNAT tables are checked on the periodic resync only"))
+            .ok();
+        let netconf_events = open_events(&netns, move || NetconfEvents::open(buffer))
+            .await
+            .inspect_err(|error| tracing::error!(%error, "no netconf events: sysctls are checked on the periodic resync only"))
+            .ok();
         let handle = netns.rtnetlink().await?;
         let kick = Arc::new(Notify::new());
         let worker = Worker {
@@ -325,7 +345,7 @@ impl HostReconciler {
             reported: HashSet::new(),
             established: HashSet::new(),
         };
-        let task = tokio::spawn(worker.run(events, Arc::clone(&kick)));
+        let task = tokio::spawn(worker.run(events, nft_events, netconf_events, Arc::clone(&kick)));
         Ok(HostReconciler { report, kick, task })
     }
 
@@ -383,6 +403,57 @@ async fn subscribe(netns: &Netns, receive_buffer: usize) -> Result<Events, HostS
     Ok(events)
 }
 
+/// Opens an event socket with `open` on a thread inside `netns` (runtime entered).
+async fn open_events<T: Send + 'static>(
+    netns: &Netns,
+    open: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, HostStateError> {
+    let rt = tokio::runtime::Handle::current();
+    let path = netns.path().to_path_buf();
+    netns
+        .run(move || {
+            let _guard = rt.enter();
+            open()
+        })
+        .await?
+        .map_err(|source| HostStateError::Subscribe {
+            netns: path,
+            source,
+        })
+}
+
+/// The next nf_tables event, or never without a socket.
+async fn next_nft(events: &mut Option<NftEvents>) -> std::io::Result<NftEvent> {
+    match events {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next netconf datagram, or never without a socket.
+async fn next_netconf(
+    events: &mut Option<NetconfEvents>,
+) -> std::io::Result<Option<Vec<RawMessage>>> {
+    match events {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Schedules a pass for an event seen now: `debounce` from now, never sooner than `debounce`
+/// after the last pass, never later than an already scheduled one.
+fn schedule(
+    due: &mut Option<Instant>,
+    first_event: &mut Option<Instant>,
+    last_pass: Instant,
+    debounce: Duration,
+) {
+    let now = Instant::now();
+    first_event.get_or_insert(now);
+    let at = (now + debounce).max(last_pass + debounce);
+    *due = Some(due.map_or(at, |d| d.min(at)));
+}
+
 struct Worker {
     netns: Netns,
     handle: rtnetlink::Handle,
@@ -411,7 +482,13 @@ struct PassOutcome {
 }
 
 impl Worker {
-    async fn run(mut self, mut events: Events, kick: Arc<Notify>) {
+    async fn run(
+        mut self,
+        mut events: Events,
+        mut nft: Option<NftEvents>,
+        mut netconf: Option<NetconfEvents>,
+        kick: Arc<Notify>,
+    ) {
         let mut dirty = Dirty::ALL;
         let mut first_event: Option<Instant> = None;
         let mut due: Option<Instant> = Some(Instant::now());
@@ -438,11 +515,8 @@ impl Worker {
                             tracing::warn!(netns = %self.netns.path().display(), "netlink event buffer overrun, relisting host state");
                         }
                         if classified.dirty.any() {
-                            let now = Instant::now();
                             dirty.merge(classified.dirty);
-                            first_event.get_or_insert(now);
-                            let at = (now + self.config.debounce).max(last_pass + self.config.debounce);
-                            due = Some(due.map_or(at, |d| d.min(at)));
+                            schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
                         }
                     }
                     None => {
@@ -450,6 +524,32 @@ impl Worker {
                         events_open = false;
                     }
                 },
+                event = next_nft(&mut nft) => {
+                    let event = event.map(|e| match e {
+                        NftEvent::Foreign => Some(false),
+                        NftEvent::Ours => Some(true),
+                        NftEvent::Overrun => None,
+                    });
+                    match self.side_event("nf_tables", "the SNAT tables", event) {
+                        Some(true) => {
+                            dirty.snat = true;
+                            schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
+                        }
+                        Some(false) => {}
+                        None => nft = None,
+                    }
+                }
+                messages = next_netconf(&mut netconf) => {
+                    let event = messages.map(|m| m.map(|m| touches_sysctls(&m, &self.sysctl_devices())));
+                    match self.side_event("netconf", "the sysctls", event) {
+                        Some(true) => {
+                            dirty.sysctls = true;
+                            schedule(&mut due, &mut first_event, last_pass, self.config.debounce);
+                        }
+                        Some(false) => {}
+                        None => netconf = None,
+                    }
+                }
                 () = timer => {
                     let outcome = self.pass(dirty, first_event).await;
                     last_pass = Instant::now();
@@ -539,6 +639,9 @@ impl Worker {
             self.neighbour_pass(&desired, &links, trigger, &mut errors)
                 .await;
         }
+        if dirty.snat {
+            self.snat_pass(&desired, trigger, &mut errors).await;
+        }
         self.filter.update(links, &desired, &specs);
         self.establish(&desired, dirty);
         outcome.failed = !errors.is_empty();
@@ -548,6 +651,43 @@ impl Worker {
         self.report
             .pass_done(missing_veths, conflicts, counts(&desired), errors.pop());
         outcome
+    }
+
+    /// What one event of a side socket (nf_tables, netconf) means: `event` is `Ok(Some(look))`,
+    /// `Ok(None)` after lost events (an overrun: look), or the socket's failure. Returns
+    /// whether to look at `what`, `None` when the socket is gone (`what` then relies on the
+    /// periodic resync).
+    fn side_event(
+        &self,
+        socket: &str,
+        what: &str,
+        event: std::io::Result<Option<bool>>,
+    ) -> Option<bool> {
+        let netns = self.netns.path().display();
+        match event {
+            Ok(Some(look)) => Some(look),
+            Ok(None) => {
+                self.report.metrics.overruns.inc();
+                tracing::warn!(%netns, socket, "event buffer overrun, relisting {what}");
+                Some(true)
+            }
+            Err(error) => {
+                tracing::error!(%error, %netns, socket, "event socket failed; {what} now rely on the periodic resync");
+                None
+            }
+        }
+    }
+
+    /// Indexes of the interfaces desired sysctls belong to (netconf events name them by index).
+    fn sysctl_devices(&self) -> HashSet<i32> {
+        self.desired
+            .borrow()
+            .sysctls
+            .iter()
+            .filter_map(|s| s.dev.as_deref())
+            .filter_map(|dev| self.filter.links.index(dev))
+            .filter_map(|index| i32::try_from(index).ok())
+            .collect()
     }
 
     fn fail(&mut self, kind: &str, error: &HostStateError, errors: &mut Vec<String>) {
@@ -591,6 +731,11 @@ impl Worker {
                 dirty.addresses,
                 "address",
                 desired.addresses.iter().map(ToString::to_string).collect(),
+            ),
+            (
+                dirty.snat,
+                "snat",
+                desired.snat.iter().map(ToString::to_string).collect(),
             ),
         ];
         let wanted: HashSet<String> = keys
@@ -880,6 +1025,34 @@ impl Worker {
         }
     }
 
+    async fn snat_pass(
+        &mut self,
+        desired: &HostState,
+        trigger: Option<Instant>,
+        errors: &mut Vec<String>,
+    ) {
+        let specs: Vec<SnatSpec> = desired.snat.iter().cloned().collect();
+        let results = match self.netns.run(move || sync_snat_tables(&specs)).await {
+            Ok(r) => r,
+            Err(e) => return self.fail("snat", &e.into(), errors),
+        };
+        for result in results {
+            match result {
+                Ok(None) => {}
+                Ok(Some(SnatChange::Applied { spec, was })) => {
+                    let object = spec.to_string();
+                    let key = self.note_missing("snat", &object, trigger);
+                    self.repaired(&key, "snat", &format!("{object} (was {was})"), None);
+                }
+                Ok(Some(SnatChange::Removed(family))) => {
+                    self.report.metrics.stale_removed.inc("snat");
+                    tracing::info!(table = %format!("{} {}", nft::family_name(family), nft::TABLE), "stale weft nf_tables table removed");
+                }
+                Err(e) => self.fail("snat", &e.into(), errors),
+            }
+        }
+    }
+
     async fn neighbour_pass(
         &mut self,
         desired: &HostState,
@@ -915,6 +1088,46 @@ impl Worker {
     }
 }
 
+/// What the SNAT pass did to one family's table.
+enum SnatChange {
+    /// Installed or replaced (`was`: why: missing or changed).
+    Applied { spec: SnatSpec, was: &'static str },
+    /// Removed (not desired: `noSNAT`, or no pod CIDR of the family).
+    Removed(IpFamily),
+}
+
+/// Brings Weft's table of each family in line with `specs`, from a thread inside the namespace.
+fn sync_snat_tables(specs: &[SnatSpec]) -> Vec<Result<Option<SnatChange>, NftError>> {
+    let mut socket = match NftSocket::open() {
+        Ok(s) => s,
+        // No nf_tables in this kernel: no table can exist, nothing to remove.
+        Err(_) if specs.is_empty() => return Vec::new(),
+        Err(e) => return vec![Err(e)],
+    };
+    [IpFamily::V4, IpFamily::V6]
+        .into_iter()
+        .map(|family| {
+            let want = specs.iter().find(|s| s.family == family);
+            let have = socket.observe(family)?;
+            Ok(match (want, have) {
+                (Some(want), Some(have)) if have.matches(want) => None,
+                (Some(want), have) => {
+                    socket.apply(want)?;
+                    Some(SnatChange::Applied {
+                        spec: want.clone(),
+                        was: if have.is_some() { "changed" } else { "missing" },
+                    })
+                }
+                (None, Some(_)) => {
+                    socket.delete(family)?;
+                    Some(SnatChange::Removed(family))
+                }
+                (None, None) => None,
+            })
+        })
+        .collect()
+}
+
 fn counts(desired: &HostState) -> BTreeMap<String, usize> {
     BTreeMap::from([
         ("routes".to_string(), desired.routes.len()),
@@ -922,6 +1135,7 @@ fn counts(desired: &HostState) -> BTreeMap<String, usize> {
         ("neighbours".to_string(), desired.neighbours.len()),
         ("sysctls".to_string(), desired.sysctls.len()),
         ("addresses".to_string(), desired.addresses.len()),
+        ("snat".to_string(), desired.snat.len()),
     ])
 }
 
@@ -945,6 +1159,7 @@ mod tests {
                 transport_ips: vec![],
             }],
             peer_gateway_mac: [2, 0, 0, 0, 0, 1],
+            no_snat: false,
         })
     }
 

@@ -623,3 +623,28 @@ pub fn ping_count(ns: &str, dst: IpAddr, count: u32, interval: &str) -> Result<(
         _ => bail!("cannot parse ping summary {line:?}"),
     }
 }
+
+/// Accepts one TCP connection on `server_ip` inside `server_ns`, made from `client_ns`, and
+/// returns the source address the server saw (the connection's peer): the pod's address, or
+/// the node's after SNAT.
+pub fn tcp_source_seen(server_ns: &str, server_ip: IpAddr, client_ns: &str) -> Result<IpAddr> {
+    let listener = netns::run_in(server_ns, move || {
+        std::net::TcpListener::bind((server_ip, 0))
+    })??;
+    let addr = listener.local_addr()?;
+    let client = netns::tcp_connect_in(client_ns, addr)
+        .map_err(|e| anyhow!("tcp connect from netns {client_ns} to {addr}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let peer = loop {
+        match listener.accept() {
+            Ok((_, peer)) => break peer,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => bail!("no connection on {addr}: {e}"),
+        }
+    };
+    drop(client);
+    Ok(peer.ip())
+}
