@@ -31,9 +31,9 @@ use weft_e2e::netns;
 use weft_e2e::node::Pod;
 
 /// Repetitions (each measures both sides).
-const REPS: usize = 9;
+const REPS: usize = 15;
 /// Seconds per transfer.
-const SECONDS: f64 = 3.0;
+const SECONDS: f64 = 1.5;
 /// Target: Weft's throughput at least this fraction of the minimal flows'.
 const TARGET_RATIO: f64 = 0.95;
 /// The pipeline's virtual gateway MAC (pods resolve their gateway to it).
@@ -203,17 +203,26 @@ fn run() -> Result<()> {
     let (mut w, mut m, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..REPS {
         // ABBA order: drift in the machine's load hits both sides alike.
-        let mut measure = |set: &[String]| -> Result<f64> {
+        let mut measure = |label: &str, set: &[String]| -> Result<f64> {
             install(set)?;
             port += 1;
-            transfer(&a, &b, port)
+            let bps = transfer(&a, &b, port)?;
+            if rep == 0 {
+                // The datapath flow that carried the transfer out of node 1: what each packet
+                // costs under this flow set.
+                let dp = nodes[0].ovs.appctl_vswitchd(&["dpctl/dump-flows"])?;
+                for line in dp.lines().filter(|l| l.contains("tnl_push")) {
+                    println!("  datapath ({label}): {line}");
+                }
+            }
+            Ok(bps)
         };
         let (weft_bps, min_bps) = if rep % 2 == 0 {
-            let w = measure(&weft)?;
-            (w, measure(&minimal)?)
+            let w = measure("weft", &weft)?;
+            (w, measure("minimal", &minimal)?)
         } else {
-            let m = measure(&minimal)?;
-            (measure(&weft)?, m)
+            let m = measure("minimal", &minimal)?;
+            (measure("weft", &weft)?, m)
         };
         println!(
             "rep {}: weft {:.1} Mbit/s, minimal {:.1} Mbit/s, ratio {:.3}",
