@@ -14,7 +14,10 @@
 //!
 //! The transfer: a sender in pod 1 writes 64 KiB buffers for `SECONDS` to a receiver in pod 2
 //! (sockets created inside the pod namespaces by this process); throughput is bytes received
-//! over the receiver's time from first to last byte.
+//! over the receiver's time from first to last byte. Because a shared machine's load swings
+//! throughput far more than the flow sets can, each transfer also records the CPU time both
+//! ovs-vswitchd processes spent (all threads' `schedstat`) per MB moved: the switching cost,
+//! which other processes' load barely changes.
 //!
 //! ```sh
 //! cargo build --release --workspace --bins && cargo bench -p weft-e2e --bench tunnel_throughput
@@ -128,8 +131,23 @@ fn replace_flows(node: &ClusterNode, flows: &str, dir: &std::path::Path) -> Resu
     Ok(())
 }
 
-/// Sends for `SECONDS` from `client` to `server`; returns bits per second at the receiver.
-fn transfer(client: &Endpoint, server: &Endpoint, port: u16) -> Result<f64> {
+/// CPU time (ns) of every thread of process `pid` so far (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let text = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Sends for `SECONDS` from `client` to `server`; returns bits per second at the receiver and
+/// the bytes received.
+fn transfer(client: &Endpoint, server: &Endpoint, port: u16) -> Result<(f64, u64)> {
     let addr = SocketAddr::new(server.ip, port);
     let listener: TcpListener = netns::run_in(&server.pod.netns, move || TcpListener::bind(addr))??;
     let receiver = std::thread::spawn(move || -> Result<(u64, Duration)> {
@@ -160,7 +178,7 @@ fn transfer(client: &Endpoint, server: &Endpoint, port: u16) -> Result<f64> {
         .join()
         .map_err(|_| anyhow!("receiver panicked"))??;
     ensure!(bytes > 0 && !elapsed.is_zero(), "nothing received");
-    Ok(bytes as f64 * 8.0 / elapsed.as_secs_f64())
+    Ok((bytes as f64 * 8.0 / elapsed.as_secs_f64(), bytes))
 }
 
 fn run() -> Result<()> {
@@ -199,14 +217,28 @@ fn run() -> Result<()> {
         "flows: weft {weft_flow_count} on 2 bridges, minimal {} ; {REPS} x {SECONDS} s per side",
         minimal.iter().map(|m| m.lines().count()).sum::<usize>()
     );
+    let vswitchds: Vec<u32> = nodes
+        .iter()
+        .map(|n| n.ovs.vswitchd_pid().context("ovs-vswitchd pid"))
+        .collect::<Result<_>>()?;
+    let switching_cpu = || -> Result<u64> {
+        vswitchds
+            .iter()
+            .map(|pid| cpu_ns(*pid))
+            .sum::<Result<u64>>()
+    };
     let mut port = 15000u16;
     let (mut w, mut m, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cost_ratios = Vec::new();
     for rep in 0..REPS {
         // ABBA order: drift in the machine's load hits both sides alike.
-        let mut measure = |label: &str, set: &[String]| -> Result<f64> {
+        // Returns (bits/s, ns of ovs-vswitchd CPU per MB moved on both nodes).
+        let mut measure = |label: &str, set: &[String]| -> Result<(f64, f64)> {
             install(set)?;
             port += 1;
-            let bps = transfer(&a, &b, port)?;
+            let cpu_before = switching_cpu()?;
+            let (bps, bytes) = transfer(&a, &b, port)?;
+            let cpu = switching_cpu()?.saturating_sub(cpu_before);
             if rep == 0 {
                 // The datapath flow that carried the transfer out of node 1: what each packet
                 // costs under this flow set.
@@ -215,9 +247,9 @@ fn run() -> Result<()> {
                     println!("  datapath ({label}): {line}");
                 }
             }
-            Ok(bps)
+            Ok((bps, cpu as f64 / (bytes as f64 / 1e6)))
         };
-        let (weft_bps, min_bps) = if rep % 2 == 0 {
+        let ((weft_bps, weft_cost), (min_bps, min_cost)) = if rep % 2 == 0 {
             let w = measure("weft", &weft)?;
             (w, measure("minimal", &minimal)?)
         } else {
@@ -225,12 +257,17 @@ fn run() -> Result<()> {
             (measure("weft", &weft)?, m)
         };
         println!(
-            "rep {}: weft {:.1} Mbit/s, minimal {:.1} Mbit/s, ratio {:.3}",
+            "rep {}: weft {:.1} Mbit/s, minimal {:.1} Mbit/s, ratio {:.3}; ovs-vswitchd CPU per MB \
+             weft {:.0} us, minimal {:.0} us, cost ratio (minimal/weft) {:.3}",
             rep + 1,
             weft_bps / 1e6,
             min_bps / 1e6,
-            weft_bps / min_bps
+            weft_bps / min_bps,
+            weft_cost / 1e3,
+            min_cost / 1e3,
+            min_cost / weft_cost
         );
+        cost_ratios.push(min_cost / weft_cost);
         w.push(weft_bps);
         m.push(min_bps);
         ratios.push(weft_bps / min_bps);
@@ -249,6 +286,14 @@ fn run() -> Result<()> {
         } else {
             "MISSED"
         }
+    );
+    println!(
+        "switching cost: median (minimal CPU per MB / weft CPU per MB) {:.3} (min {:.3}, max {:.3}) \
+         - the throughput Weft can reach relative to the minimal flows when ovs-vswitchd's CPU \
+         is the bottleneck",
+        median(cost_ratios.clone()),
+        cost_ratios.iter().copied().fold(f64::MAX, f64::min),
+        cost_ratios.iter().copied().fold(0.0, f64::max),
     );
     if ratios.is_empty() {
         bail!("no measurement");
