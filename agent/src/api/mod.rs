@@ -165,7 +165,12 @@ pub struct ApiState {
     live: RwLock<Live>,
     sections: Mutex<Vec<Arc<dyn StatusSection>>>,
     mtu_sources: Mutex<Vec<Arc<dyn MtuSource>>>,
-    mtu_mismatches: std::sync::atomic::AtomicU64,
+    /// The mismatch gauge: (sequence number of the report that set it, value). Reports run
+    /// concurrently (periodic and on request); the one started last wins, not the one that
+    /// finished last.
+    mtu_mismatches: Mutex<(u64, u64)>,
+    /// Sequence numbers handed to MTU reports as they start.
+    mtu_reports: std::sync::atomic::AtomicU64,
     host_nl: OnceCell<rtnetlink::Handle>,
     host_plan: std::sync::OnceLock<Arc<dyn HostPlan>>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -209,7 +214,8 @@ impl ApiState {
             }),
             sections: Mutex::default(),
             mtu_sources: Mutex::default(),
-            mtu_mismatches: Default::default(),
+            mtu_mismatches: Mutex::new((0, 0)),
+            mtu_reports: Default::default(),
             host_nl: OnceCell::new(),
             host_plan: std::sync::OnceLock::new(),
             tasks: Mutex::default(),
@@ -329,9 +335,7 @@ impl ApiState {
                 .as_ref()
                 .map_or(0, |o| o.client().stats().connects.saturating_sub(1)),
             openflow_reconnects,
-            mtu_mismatches: self
-                .mtu_mismatches
-                .load(std::sync::atomic::Ordering::Relaxed),
+            mtu_mismatches: lock(&self.mtu_mismatches).1,
         }
     }
 
@@ -516,6 +520,10 @@ impl ApiState {
     /// `mtu_report` (also refreshes the mismatch gauge).
     pub async fn mtu_report(&self) -> Result<MtuReport, ApiError> {
         let node = self.node("the mtu report")?;
+        let sequence = self
+            .mtu_reports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let handle = self.host_nl().await?;
         let ovs = self.ovs();
         let mut entries = mtu::entries(
@@ -531,8 +539,10 @@ impl ApiState {
             entries.extend(source.entries().await);
         }
         let report = mtu::report(node.plan, entries);
-        self.mtu_mismatches
-            .store(report.mismatches, std::sync::atomic::Ordering::Relaxed);
+        let mut gauge = lock(&self.mtu_mismatches);
+        if sequence > gauge.0 {
+            *gauge = (sequence, report.mismatches);
+        }
         Ok(report)
     }
 
@@ -540,10 +550,34 @@ impl ApiState {
     pub async fn trace_packet(&self, req: &TraceRequest) -> Result<TraceResult, ApiError> {
         let node = self.node("packet traces")?;
         let namespace = req.namespace.as_deref();
-        let source = self.find_pod(&node, &req.source, namespace)?;
-        let in_port = source.ofport.ok_or_else(|| {
-            ApiError::NotFound(format!("pod {} has no OpenFlow port", source.key()))
-        })?;
+        let (in_port, src_mac, src_ips, source_name) = match req.from_tunnel {
+            Some(peer) => {
+                let ip: IpAddr = req.source.parse().map_err(|_| {
+                    ApiError::Invalid(format!(
+                        "source {} of a packet from the tunnel (peer {peer}) must be an IP address",
+                        req.source
+                    ))
+                })?;
+                (
+                    ovs_flows::pipeline::ports::TUNNEL,
+                    ovs_flows::pipeline::VIRTUAL_MAC.to_string(),
+                    vec![ip],
+                    req.source.clone(),
+                )
+            }
+            None => {
+                let source = self.find_pod(&node, &req.source, namespace)?;
+                let in_port = source.ofport.ok_or_else(|| {
+                    ApiError::NotFound(format!("pod {} has no OpenFlow port", source.key()))
+                })?;
+                (
+                    in_port,
+                    source.mac.to_string(),
+                    source.addrs(),
+                    format!("pod {}", source.key()),
+                )
+            }
+        };
         let dst_ips: Vec<IpAddr> = match req.destination.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => self
@@ -557,8 +591,7 @@ impl ApiState {
                 })?
                 .addrs(),
         };
-        let (src_ip, dst_ip) = source
-            .addrs()
+        let (src_ip, dst_ip) = src_ips
             .into_iter()
             .find_map(|s| {
                 dst_ips
@@ -568,14 +601,14 @@ impl ApiState {
             })
             .ok_or_else(|| {
                 ApiError::Invalid(format!(
-                    "pod {} has no address of the family of {}",
-                    source.key(),
+                    "{source_name} has no address of the family of {}",
                     req.destination
                 ))
             })?;
         let flow = trace::trace_flow(&TracePacket {
             in_port,
-            src_mac: source.mac.to_string(),
+            src_mac,
+            from_tunnel: req.from_tunnel,
             src_ip,
             dst_ip,
             proto: req.proto.clone(),

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use ovs_flows::pipeline::{tables, Registry, VIRTUAL_MAC};
+use ovs_flows::pipeline::{ports, tables, Registry, VIRTUAL_MAC};
 
 use super::types::{TraceResult, TraceStep};
 
@@ -27,13 +27,16 @@ pub enum TraceError {
     },
 }
 
-/// The packet to trace, as the source pod would send it.
+/// The packet to trace, as the source pod would send it, or as it arrives from a peer's tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TracePacket {
-    /// The source pod's OpenFlow port.
+    /// The source pod's OpenFlow port (ignored for a packet from the tunnel).
     pub in_port: u32,
-    /// The source pod's MAC.
+    /// The source pod's MAC (ignored for a packet from the tunnel).
     pub src_mac: String,
+    /// The packet arrives by the tunnel port from this peer transport address (`tun_src`),
+    /// as the peer's pipeline sends it: both MACs virtual, TTL already decremented.
+    pub from_tunnel: Option<IpAddr>,
     /// Source address.
     pub src_ip: IpAddr,
     /// Destination address.
@@ -45,7 +48,8 @@ pub struct TracePacket {
 }
 
 /// The `ofproto/trace` flow for `packet`: from the pod's port and MAC to the virtual gateway MAC
-/// (pods resolve every neighbour to it), TTL 64, an echo request or a SYN to `dport`.
+/// (pods resolve every neighbour to it), TTL 64, an echo request or a SYN to `dport`; or, with
+/// [`TracePacket::from_tunnel`], in by the tunnel port with `tun_src` set, virtual MACs, TTL 63.
 pub fn trace_flow(packet: &TracePacket) -> Result<String, TraceError> {
     let v6 = match (packet.src_ip, packet.dst_ip) {
         (IpAddr::V4(_), IpAddr::V4(_)) => false,
@@ -62,10 +66,24 @@ pub fn trace_flow(packet: &TracePacket) -> Result<String, TraceError> {
         .as_deref()
         .unwrap_or("icmp")
         .to_ascii_lowercase();
-    let mut flow = format!(
-        "in_port={},dl_src={},dl_dst={}",
-        packet.in_port, packet.src_mac, VIRTUAL_MAC
-    );
+    let mut flow = match packet.from_tunnel {
+        Some(peer) => {
+            let field = if peer.is_ipv4() {
+                "tun_src"
+            } else {
+                "tun_ipv6_src"
+            };
+            format!(
+                "in_port={},{field}={peer},dl_src={VIRTUAL_MAC},dl_dst={VIRTUAL_MAC}",
+                ports::TUNNEL
+            )
+        }
+        None => format!(
+            "in_port={},dl_src={},dl_dst={}",
+            packet.in_port, packet.src_mac, VIRTUAL_MAC
+        ),
+    };
+    let hops = if packet.from_tunnel.is_some() { 63 } else { 64 };
     let (src, dst, ttl) = if v6 {
         ("ipv6_src", "ipv6_dst", "nw_ttl")
     } else {
@@ -85,7 +103,7 @@ pub fn trace_flow(packet: &TracePacket) -> Result<String, TraceError> {
         (other, _) => return Err(TraceError::Proto(other.to_string())),
     }
     flow.push_str(&format!(
-        ",{src}={},{dst}={},{ttl}=64",
+        ",{src}={},{dst}={},{ttl}={hops}",
         packet.src_ip, packet.dst_ip
     ));
     if proto == "tcp" {
@@ -317,6 +335,7 @@ Datapath actions: drop
         let packet = |src: &str, dst: &str, proto: Option<&str>, dport| TracePacket {
             in_port: 3,
             src_mac: "0a:58:0a:f4:01:05".into(),
+            from_tunnel: None,
             src_ip: src.parse().unwrap(),
             dst_ip: dst.parse().unwrap(),
             proto: proto.map(str::to_string),
@@ -345,5 +364,15 @@ Datapath actions: drop
         );
         assert!(trace_flow(&packet("10.0.0.5", "10.0.0.6", Some("sctp"), None)).is_err());
         assert!(trace_flow(&packet("10.0.0.5", "10.0.0.6", None, Some(80))).is_err());
+        let mut tunneled = packet("10.244.2.5", "10.244.1.6", Some("tcp"), Some(80));
+        tunneled.from_tunnel = Some("192.168.60.12".parse().unwrap());
+        assert_eq!(
+            trace_flow(&tunneled).unwrap(),
+            "in_port=32768,tun_src=192.168.60.12,dl_src=02:77:65:66:74:01,dl_dst=02:77:65:66:74:01,tcp,nw_src=10.244.2.5,nw_dst=10.244.1.6,nw_ttl=63,tp_src=40000,tp_dst=80,tcp_flags=0x002"
+        );
+        tunneled.from_tunnel = Some("fd00:60::12".parse().unwrap());
+        assert!(trace_flow(&tunneled)
+            .unwrap()
+            .starts_with("in_port=32768,tun_ipv6_src=fd00:60::12,"));
     }
 }

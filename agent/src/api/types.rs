@@ -3,6 +3,7 @@
 //! that fills them exists, so older clients keep working when sections are added.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -402,6 +403,10 @@ pub struct TraceRequest {
     pub proto: Option<String>,
     /// Destination port (tcp/udp).
     pub dport: Option<u16>,
+    /// Trace the packet as it arrives by the tunnel from this peer transport address; the
+    /// source is then the remote pod's IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_tunnel: Option<IpAddr>,
 }
 
 /// One table visit of a traced packet.

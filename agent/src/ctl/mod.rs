@@ -215,7 +215,7 @@ pub enum CheckCommand {
 /// `trace-packet` arguments.
 #[derive(Args, Debug)]
 pub struct TraceArgs {
-    /// Source pod (name or namespace/name) on this node.
+    /// Source pod (name or namespace/name) on this node; with `--from-tunnel`, a remote pod IP.
     #[arg(long)]
     pub source: String,
     /// Destination pod (name or namespace/name) or IP address.
@@ -230,6 +230,11 @@ pub struct TraceArgs {
     /// Destination port (tcp/udp).
     #[arg(long)]
     pub dport: Option<u16>,
+    /// Trace the packet as it arrives by the tunnel from the peer node with this transport
+    /// address (the receiving half of a cross-node trace); `--source` is then the remote
+    /// pod's IP address.
+    #[arg(long, value_name = "PEER_IP")]
+    pub from_tunnel: Option<std::net::IpAddr>,
     /// Output.
     #[command(flatten)]
     pub out: OutputArgs,
@@ -325,6 +330,7 @@ async fn execute(
                 namespace: args.namespace,
                 proto: args.proto,
                 dport: args.dport,
+                from_tunnel: args.from_tunnel,
             };
             let trace: TraceResult = client.call(method::TRACE_PACKET, &req).await?;
             Ok(Outcome::ok(render(args.out.output, &trace, trace_table)))

@@ -310,6 +310,17 @@ impl Node {
         self.ovs.netns()
     }
 
+    /// Stops the agent, appends `extra` (YAML lines) to its config, starts it again and waits
+    /// until it is ready (e.g. a mode switch: `"trafficEncapMode: noEncap\n"`).
+    pub fn restart_agent_with(&mut self, extra: &str, timeout: Duration) -> Result<()> {
+        self.stop_agent();
+        let mut config = std::fs::read_to_string(&self.config)?;
+        config.push_str(extra);
+        std::fs::write(&self.config, config)?;
+        self.start_agent()?;
+        self.wait_ready(timeout)
+    }
+
     /// Starts the agent process inside the node's namespace (logs appended to [`Node::log`]).
     pub fn start_agent(&mut self) -> Result<()> {
         if self.agent.is_some() {

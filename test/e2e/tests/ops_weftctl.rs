@@ -8,8 +8,6 @@
 //! Needs `cargo build --workspace --bins` first (build/test does it).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,137 +15,17 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use weft_e2e::netns;
 use weft_e2e::node::{Node, NodeOptions, Pod, NODE_IP4};
 
-const FORMATS: [&str; 3] = ["table", "json", "yaml"];
 const METRICS_ADDR: &str = "127.0.0.1:9476";
 const SECRET: &str = "weft-e2e-secret-token";
 
-/// One weftctl run.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod ops_support;
+use ops_support::{Ctl, Run, FORMATS};
 
-impl Run {
-    fn json(&self) -> Result<Value> {
-        serde_json::from_str(&self.stdout).with_context(|| format!("not JSON: {self:?}"))
-    }
-}
-
-struct Ctl {
-    bin: PathBuf,
-    config: PathBuf,
-}
-
-impl Ctl {
-    fn for_node(node: &Node) -> Result<Ctl> {
-        let bin = node.bins.agent.with_file_name("weftctl");
-        ensure!(
-            bin.exists(),
-            "{} missing: cargo build --workspace --bins",
-            bin.display()
-        );
-        Ok(Ctl {
-            bin,
-            config: node.config.clone(),
-        })
-    }
-
-    /// Runs weftctl with the node's agent config as its default source (`--config`).
-    fn run(&self, args: &[&str]) -> Result<Run> {
-        let out = Command::new(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--timeout")
-            .arg("20")
-            .args(args)
-            .output()
-            .context("running weftctl")?;
-        Ok(Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
-
-    /// Runs and requires exit code `code`.
-    fn expect(&self, code: i32, args: &[&str]) -> Result<Run> {
-        let run = self.run(args)?;
-        ensure!(
-            run.code == code,
-            "weftctl {args:?}: exit {} (want {code}): {run:?}",
-            run.code
-        );
-        Ok(run)
-    }
-
-    /// Runs in one format; checks JSON and YAML parse to the same value.
-    fn formats(&self, code: i32, args: &[&str]) -> Result<(String, Value)> {
-        let mut table = String::new();
-        let mut json = Value::Null;
-        for format in FORMATS {
-            let mut full: Vec<&str> = args.to_vec();
-            full.extend(["-o", format]);
-            let run = self.expect(code, &full)?;
-            ensure!(!run.stdout.trim().is_empty(), "{full:?} printed nothing");
-            match format {
-                "table" => table = run.stdout,
-                "json" => json = run.json()?,
-                _ => {
-                    let yaml: Value = serde_yaml::from_str(&run.stdout)
-                        .with_context(|| format!("{full:?} is not YAML: {}", run.stdout))?;
-                    ensure!(!yaml.is_null(), "{full:?}: empty YAML");
-                    // Counters like uptime move between calls: compare the shape only.
-                    ensure!(
-                        same_keys(&yaml, &json),
-                        "{full:?}: YAML and JSON differ:\n{yaml}\n{json}"
-                    );
-                }
-            }
-        }
-        Ok((table, json))
-    }
-}
-
-fn same_keys(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| same_keys(v, w)))
-        }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len(),
-        _ => true,
-    }
-}
-
-/// Scrapes `/metrics` inside the node's namespace: `name{labels}` -> value.
+/// Scrapes `/metrics` inside the node's namespace (strictly parsed): `name{labels}` -> value.
 fn scrape(node: &Node) -> Result<BTreeMap<String, f64>> {
-    let addr: SocketAddr = METRICS_ADDR.parse()?;
-    let mut stream = netns::tcp_connect_in(node.netns(), addr).context("connecting to metrics")?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: weft\r\n\r\n")?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    let (head, body) = reply.split_once("\r\n\r\n").context("no HTTP head")?;
-    ensure!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    ensure!(head.contains("text/plain; version=0.0.4"), "{head}");
-    let mut samples = BTreeMap::new();
-    for line in body
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let (name, value) = line.rsplit_once(' ').context("sample without value")?;
-        let value: f64 = value
-            .parse()
-            .with_context(|| format!("bad sample {line}"))?;
-        samples.insert(name.to_string(), value);
-    }
-    Ok(samples)
+    Ok(ops_support::scrape(node.netns(), METRICS_ADDR)?.samples)
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -172,7 +50,7 @@ fn weftctl_against_a_running_then_stopped_agent() -> Result<()> {
         cni_dir.display()
     );
     let mut node = Node::start(options)?;
-    let ctl = Ctl::for_node(&node)?;
+    let ctl = Ctl::new(&node.config)?;
 
     // The API socket: 0600 in a 0700 directory.
     let socket = node.ovs.rundir().join("agent/run/agent.sock");
