@@ -33,15 +33,6 @@ fn pod_mtu(pod: &Pod) -> Result<String> {
         .to_string())
 }
 
-fn restart_with(node: &mut Node, extra: &str) -> Result<()> {
-    node.stop_agent();
-    let mut config = std::fs::read_to_string(&node.config)?;
-    config.push_str(extra);
-    std::fs::write(&node.config, config)?;
-    node.start_agent()?;
-    node.wait_ready(Duration::from_secs(30))
-}
-
 fn uplink_attached_at(node: &Node, mtu: &str) -> Result<()> {
     let renamed = format!("{UPLINK}~");
     ensure!(iface(node, &renamed, "ofport")? == "32770", "uplink ofport");
@@ -75,7 +66,7 @@ fn noencap_restart_takes_the_uplink_mtu_from_the_plan_and_reports_old_pods() -> 
     ensure!(pod_mtu(&old)? == "1450", "encap pod MTU");
     node::ping(&old.netns, NODE_IP4.parse()?).context("old pod -> node ip (encap)")?;
 
-    restart_with(&mut node, "trafficEncapMode: noEncap\n")?;
+    node.restart_agent_with("trafficEncapMode: noEncap\n", Duration::from_secs(30))?;
     uplink_attached_at(&node, "1500").context("noEncap: uplink MTU from the plan, not 1450")?;
     let ports = node.all_ports()?;
     ensure!(
@@ -96,7 +87,7 @@ fn noencap_restart_takes_the_uplink_mtu_from_the_plan_and_reports_old_pods() -> 
     ensure!(pod_mtu(&new)? == "1500", "noEncap pod MTU");
     node::ping(&new.netns, NODE_IP4.parse()?).context("new pod -> node ip (noEncap)")?;
 
-    restart_with(&mut node, "reconcilePodMTU: true\n")?;
+    node.restart_agent_with("reconcilePodMTU: true\n", Duration::from_secs(30))?;
     ensure!(pod_mtu(&old)? == "1500", "old pod fixed live");
     ensure!(
         node.agent_log().contains("pod mtu fixed live"),
