@@ -14,6 +14,11 @@ use crate::error::{code, CniError};
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
+/// Longest container id Weft accepts: the agent keeps it as the host veth's alias, which Linux
+/// bounds at IFALIASZ - 1 bytes; with the terminating NUL the agent's netlink request carries,
+/// 254 bytes is the most the kernel takes (255 fails with ERANGE). Runtimes use 64 hex digits.
+pub const MAX_CONTAINER_ID_LEN: usize = 254;
+
 /// A CNI verb (`CNI_COMMAND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -116,7 +121,7 @@ impl EnvError {
             EnvError::Missing(_) => String::new(),
             EnvError::UnknownCommand(_) => "expected one of ADD, DEL, CHECK, STATUS, GC, VERSION".into(),
             EnvError::NotUtf8(_) => String::new(),
-            EnvError::InvalidContainerId(_) => "a container id starts with an alphanumeric character, followed by alphanumerics, '_', '.' or '-'".into(),
+            EnvError::InvalidContainerId(_) => format!("a container id starts with an alphanumeric character, followed by alphanumerics, '_', '.' or '-', at most {MAX_CONTAINER_ID_LEN} bytes"),
             EnvError::InvalidIfname { .. } => format!("an interface name has 1 to {MAX_IFNAME_LEN} bytes, is not '.' or '..', and has no '/', ':' or whitespace"),
             EnvError::InvalidNetns { .. } => "the network namespace is an absolute path without '..' components".into(),
             EnvError::InvalidArgs(_) => "CNI_ARGS is KEY=VALUE pairs separated by ';'".into(),
@@ -321,10 +326,12 @@ impl CniArgs {
     }
 }
 
-/// Checks a container id against the spec: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+/// Checks a container id against the spec, `[A-Za-z0-9][A-Za-z0-9_.-]*`, and Weft's length
+/// bound [`MAX_CONTAINER_ID_LEN`].
 pub fn validate_container_id(id: &str) -> Result<(), EnvError> {
     let mut bytes = id.bytes();
-    let valid = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+    let valid = id.len() <= MAX_CONTAINER_ID_LEN
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if valid {
         Ok(())
@@ -491,7 +498,20 @@ mod tests {
         for ok in ["a", "0", "abc-DEF_1.2", "f00dbabe"] {
             assert!(validate_container_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "_a", ".a", "a/b", "a b", "a:b", "ä", "a\n"] {
+        assert!(validate_container_id(&"a".repeat(MAX_CONTAINER_ID_LEN)).is_ok());
+        let too_long = "a".repeat(MAX_CONTAINER_ID_LEN + 1);
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            ".a",
+            "a/b",
+            "a b",
+            "a:b",
+            "ä",
+            "a\n",
+            too_long.as_str(),
+        ] {
             assert_eq!(
                 validate_container_id(bad),
                 Err(EnvError::InvalidContainerId(bad.into())),

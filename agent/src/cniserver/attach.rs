@@ -274,6 +274,12 @@ impl Target {
         if needs_netns && netns.is_none() {
             return Err(missing("CNI_NETNS"));
         }
+        super::validate::check_attachment_fields(&container_id, netns.as_deref()).map_err(|e| {
+            AttachError::InvalidEnv {
+                variable: e.variable,
+                reason: e.reason,
+            }
+        })?;
         let namespace = req.pod_namespace().unwrap_or_default().to_string();
         let name = req
             .pod_name()

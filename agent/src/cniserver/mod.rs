@@ -37,6 +37,7 @@ mod attach;
 pub mod locks;
 pub mod ofports;
 pub mod pods;
+pub mod validate;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
