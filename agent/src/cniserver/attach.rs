@@ -521,6 +521,22 @@ impl PodNetwork {
             .map(PodRoute::default_via)
             .collect();
         veth.disable_tx_checksum = self.config.datapath == DatapathType::Netdev;
+        let iface_err = |source| AttachError::Iface {
+            pod: pod.clone(),
+            source,
+        };
+        let (durable, created) =
+            tokio::join!(reservation.durable(), self.veths.create(&pod_ns, &veth));
+        if created.is_ok() {
+            undo.push(Undo::DeleteVeth {
+                host: veth.host_ifname.clone(),
+                container_id: target.container_id.clone(),
+            });
+        }
+        let ips = ipam_result(&pod, durable)?;
+        created.map_err(iface_err)?;
+        steps.veth_us = micros(started);
+
         let mut record = PodRecord {
             namespace: target.namespace.clone(),
             name: target.name.clone(),
@@ -537,76 +553,33 @@ impl PodNetwork {
             port: record.host_ifname.clone(),
             source,
         };
-        // The OVS port is created as soon as the host end is up and the IPs are durable (they
-        // go onto the port), while the pod end is still being configured. The agent picks the
-        // OpenFlow port number, so the pod's flows go in while ovs-vswitchd adds the port; OVS
-        // must then confirm it gave exactly that number.
-        let (host_ready, host_up) = tokio::sync::oneshot::channel();
-        let mut steps_veth = 0;
-        let attach_port = async {
-            ipam_result(&pod, reservation.durable().await)?;
-            if host_up.await.is_err() {
-                // The veth failed before its host end was up: its error is the one to report.
-                return Ok(None);
-            }
-            let lease =
-                self.ofports
-                    .lease(&self.ofports_in_use())
-                    .ok_or_else(|| AttachError::Ofport {
-                        pod: pod.clone(),
-                        port: record.host_ifname.clone(),
-                        reason: "no free pod openflow port number".into(),
-                    })?;
-            let mut port = PortSpec::new(&record.host_ifname, PortKind::System)
-                .with_mtu_request(self.config.plan.pod)
-                .with_ofport_request(lease.ofport());
-            // A port left behind under this name (its veth vanished with a deleted netns)
-            // still shows its old number until ovs-vswitchd applies the request.
-            let renumbered = self
-                .ovs
-                .client()
-                .read_cache(|cache| cache.by_name("Interface", &record.host_ifname).is_some());
-            port.external_ids = record.external_ids();
-            self.ports
-                .ensure_port(&self.config.bridge, &port)
-                .await
-                .map_err(ovs_err)?;
-            steps.port_us = micros(started);
-            Ok(Some((lease, renumbered)))
-        };
-        let create = async {
-            let created = self
-                .veths
-                .create_notify(&pod_ns, &veth, Some(host_ready))
-                .await;
-            steps_veth = micros(started);
-            created
-        };
-        let (created, attached) = tokio::join!(create, attach_port);
-        steps.veth_us = steps_veth;
-        if created.is_ok() {
-            undo.push(Undo::DeleteVeth {
-                host: veth.host_ifname.clone(),
-                container_id: target.container_id.clone(),
-            });
-        }
-        if let Ok(Some(_)) = &attached {
-            undo.push(Undo::DeletePort(record.host_ifname.clone()));
-        }
-        // The first failure in ADD order: IPs, veth, port.
-        if let Err(e @ AttachError::Ipam { .. }) = attached {
-            return Err(e);
-        }
-        created.map_err(|source| AttachError::Iface {
-            pod: pod.clone(),
-            source,
-        })?;
-        let (lease, renumbered) = attached?.ok_or_else(|| AttachError::Ofport {
-            pod: pod.clone(),
-            port: record.host_ifname.clone(),
-            reason: "the veth was made but its port was not attached".into(),
-        })?;
+        // The agent picks the OpenFlow port number, so the pod's flows go in while
+        // ovs-vswitchd adds the port; OVS must then confirm it gave exactly that number.
+        let lease =
+            self.ofports
+                .lease(&self.ofports_in_use())
+                .ok_or_else(|| AttachError::Ofport {
+                    pod: pod.clone(),
+                    port: record.host_ifname.clone(),
+                    reason: "no free pod openflow port number".into(),
+                })?;
         let ofport = lease.ofport();
+        let mut port = PortSpec::new(&record.host_ifname, PortKind::System)
+            .with_mtu_request(self.config.plan.pod)
+            .with_ofport_request(ofport);
+        // A port left behind under this name (its veth vanished with a deleted netns) still
+        // shows its old number until ovs-vswitchd applies the request.
+        let renumbered = self
+            .ovs
+            .client()
+            .read_cache(|cache| cache.by_name("Interface", &record.host_ifname).is_some());
+        port.external_ids = record.external_ids();
+        self.ports
+            .ensure_port(&self.config.bridge, &port)
+            .await
+            .map_err(ovs_err)?;
+        undo.push(Undo::DeletePort(record.host_ifname.clone()));
+        steps.port_us = micros(started);
         record.ofport = Some(ofport);
         let local = local_pod(&record).ok_or_else(|| AttachError::Ovsdb {
             pod: pod.clone(),

@@ -442,22 +442,10 @@ impl VethManager {
     /// container id as alias and goes up (so the pod end has carrier at once); the pod end gets
     /// its addresses (IPv6 with `nodad`), goes up and gets its routes. Any failure after the create deletes the veth again (both ends go with either).
     pub async fn create(&self, pod: &Netns, spec: &PodVethSpec) -> Result<PodVeth, IfaceError> {
-        self.create_notify(pod, spec, None).await
-    }
-
-    /// [`VethManager::create`], telling `host_ready` as soon as the host end is configured and
-    /// up (the pod end is configured after that), so the caller can attach the host end to OVS
-    /// meanwhile. `host_ready` is dropped untold if the veth fails before that point.
-    pub async fn create_notify(
-        &self,
-        pod: &Netns,
-        spec: &PodVethSpec,
-        host_ready: Option<tokio::sync::oneshot::Sender<()>>,
-    ) -> Result<PodVeth, IfaceError> {
         spec.validate()?;
         let pod_nl = pod.rtnetlink().await?;
         self.create_pair(pod, &pod_nl, spec).await?;
-        match self.configure(pod, &pod_nl, spec, host_ready).await {
+        match self.configure(pod, &pod_nl, spec).await {
             Ok(veth) => Ok(veth),
             Err(cause) => match self.remove_pair(pod, &pod_nl, spec).await {
                 Ok(()) => Err(cause),
@@ -642,7 +630,6 @@ impl VethManager {
         pod: &Netns,
         pod_nl: &rtnetlink::Handle,
         spec: &PodVethSpec,
-        host_ready: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<PodVeth, IfaceError> {
         let pod_path = pod.path();
         let host_link = self
@@ -652,6 +639,31 @@ impl VethManager {
         let pod_link = get_by_name(pod_nl, pod_path, &spec.pod_ifname)
             .await?
             .ok_or_else(|| gone("find created", &spec.pod_ifname, pod_path))?;
+
+        // Kernel settings that have no rtnetlink request, made from inside the pod's namespace.
+        let ifname = spec.pod_ifname.clone();
+        let ipv6 = spec.has_ipv6();
+        let tx_off = spec.disable_tx_checksum;
+        let path = pod_path.to_path_buf();
+        pod.run(move || -> Result<(), IfaceError> {
+            if ipv6 {
+                // Addresses (the link-local one included) are usable at once, without DAD.
+                let key = format!("net/ipv6/conf/{ifname}/accept_dad");
+                std::fs::write(format!("/proc/sys/{key}"), "0").map_err(|source| {
+                    IfaceError::Sysctl {
+                        key,
+                        value: "0",
+                        netns: path,
+                        source,
+                    }
+                })?;
+            }
+            if tx_off {
+                netns::disable_tx_checksum(&ifname)?;
+            }
+            Ok(())
+        })
+        .await??;
 
         // The host end is only a bridge port: the host kernel must never answer the pod's ARP
         // or ND itself (with the netdev datapath it still sees every frame on the veth, and
@@ -688,35 +700,6 @@ impl VethManager {
                 .up(),
         )
         .await?;
-        if let Some(ready) = host_ready {
-            // A caller that stopped listening has nothing to attach.
-            let _ = ready.send(());
-        }
-
-        // Kernel settings that have no rtnetlink request, made from inside the pod's namespace.
-        let ifname = spec.pod_ifname.clone();
-        let ipv6 = spec.has_ipv6();
-        let tx_off = spec.disable_tx_checksum;
-        let path = pod_path.to_path_buf();
-        pod.run(move || -> Result<(), IfaceError> {
-            if ipv6 {
-                // Addresses (the link-local one included) are usable at once, without DAD.
-                let key = format!("net/ipv6/conf/{ifname}/accept_dad");
-                std::fs::write(format!("/proc/sys/{key}"), "0").map_err(|source| {
-                    IfaceError::Sysctl {
-                        key,
-                        value: "0",
-                        netns: path,
-                        source,
-                    }
-                })?;
-            }
-            if tx_off {
-                netns::disable_tx_checksum(&ifname)?;
-            }
-            Ok(())
-        })
-        .await??;
 
         for address in &spec.addresses {
             let mut request =
