@@ -12,8 +12,8 @@ use anyhow::{ensure, Context, Result};
 use ovsdb_support::*;
 use weft_agent::ovsdb::{
     BridgeSpec, CacheEvent, Client, ClientConfig, Condition, ConnectionState, DatapathType, Datum,
-    Mutation, Operation, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Record, Row,
-    WaitUntil,
+    Mutation, Operation, Ovs, OvsBridgeClient, OvsdbError, PortBatcher, PortKind, PortSpec, Record,
+    Row, WaitUntil,
 };
 use weft_e2e::ovs::OvsInstance;
 
@@ -680,6 +680,85 @@ async fn interface_error_column_is_surfaced() -> Result<()> {
     assert!(
         matches!(timeout, OvsdbError::OfportTimeout { .. }),
         "{timeout:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_batcher_groups_concurrent_changes_and_isolates_failures() -> Result<()> {
+    let ovs = blocking(OvsInstance::start)?;
+    let client = Client::connect(unix_config(ovs.db_socket())).await?;
+    let api = Ovs::new(client.clone());
+    api.ensure_bridge(&BridgeSpec::new("br-b", DatapathType::Netdev))
+        .await?;
+    let batcher = PortBatcher::new(api.clone());
+    let names: Vec<String> = (0..16).map(|i| format!("pb{i}")).collect();
+
+    // 16 concurrent creations, plus one on a bridge that does not exist: that one fails on
+    // its own, every other port is created, in fewer transactions than ports.
+    let specs: Vec<PortSpec> = names
+        .iter()
+        .map(|n| PortSpec::new(n, PortKind::Internal).with_external_id("weft-test", n))
+        .collect();
+    let missing = PortSpec::new("pb-lost", PortKind::Internal);
+    let (created, lost) = tokio::join!(
+        futures::future::join_all(specs.iter().map(|s| batcher.ensure_port("br-b", s))),
+        batcher.ensure_port("br-missing", &missing)
+    );
+    let created: Vec<_> = created.into_iter().collect::<Result<_, _>>()?;
+    assert!(
+        matches!(&lost, Err(OvsdbError::RowNotFound { table, name }) if table == "Bridge" && name == "br-missing"),
+        "{lost:?}"
+    );
+    let batches = batcher.batches();
+    ensure!(
+        batches < 16,
+        "17 concurrent port creations took {batches} batches"
+    );
+    let mut listed = vsctl_names(&vsctl(&ovs, &["list-ports", "br-b"])?);
+    listed.sort();
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    for (name, uuid) in names.iter().zip(&created) {
+        assert_eq!(api.uuid_by_name("Port", name).await?.as_ref(), Some(uuid));
+        assert_eq!(
+            vsctl(&ovs, &["get", "Port", name, "external_ids:weft-test"])?.trim_matches('"'),
+            name
+        );
+    }
+    ensure!(
+        api.uuid_by_name("Port", "pb-lost").await?.is_none(),
+        "the failed port was not created"
+    );
+
+    // Creating an existing port converges it (same row), as ensure_port does.
+    wait_until("ports in the cache", LONG, || {
+        cached_names(&client, "Port").len() == 16
+    })
+    .await?;
+    assert_eq!(batcher.ensure_port("br-b", &specs[0]).await?, created[0]);
+
+    // Concurrent deletions (each port twice): every port goes, each reported deleted once.
+    let before = batcher.batches();
+    let deleted = futures::future::join_all(
+        names
+            .iter()
+            .chain(names.iter())
+            .map(|n| batcher.delete_port(n)),
+    )
+    .await;
+    let deleted: Vec<bool> = deleted.into_iter().collect::<Result<_, _>>()?;
+    assert_eq!(deleted.iter().filter(|d| **d).count(), 16, "{deleted:?}");
+    ensure!(
+        batcher.batches() - before < 16,
+        "32 concurrent deletions took {} batches",
+        batcher.batches() - before
+    );
+    assert_eq!(vsctl(&ovs, &["list-ports", "br-b"])?, "");
+    assert!(
+        !batcher.delete_port("pb0").await?,
+        "deleting again is a no-op"
     );
     Ok(())
 }

@@ -42,7 +42,9 @@ use crate::iface::{
 use crate::ipam::{IpamError, Owner, SharedIpam};
 use crate::mtu::MtuPlan;
 use crate::netns::{Netns, NetnsError};
-use crate::ovsdb::{DatapathType, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec};
+use crate::ovsdb::{
+    DatapathType, Ovs, OvsBridgeClient, OvsdbError, PortBatcher, PortKind, PortSpec,
+};
 
 /// How long OVS may take to give a pod port its OpenFlow port.
 const OFPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +68,8 @@ pub struct PodNetworkConfig {
 pub struct PodNetwork {
     config: PodNetworkConfig,
     ovs: Ovs,
+    /// Pod port changes, group-committed across concurrent calls.
+    ports: PortBatcher,
     flows: FlowSet,
     veths: VethManager,
     ipam: SharedIpam,
@@ -312,6 +316,23 @@ impl Target {
     }
 }
 
+/// When the parts of an ADD or DEL were done, in microseconds since its start (logged with the
+/// outcome).
+#[derive(Debug, Default, Clone, Copy)]
+struct StepTimes {
+    /// ADD: veth made; DEL: veth and IPs gone.
+    veth_us: u64,
+    /// ADD: OVS port row created; DEL: flows and OVS port gone.
+    port_us: u64,
+    /// ADD: flows installed and OVS gave the port its number.
+    wired_us: u64,
+}
+
+/// Microseconds since `since`.
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// One step of an ADD to undo on failure.
 #[derive(Debug)]
 enum Undo {
@@ -332,6 +353,7 @@ impl PodNetwork {
     ) -> Self {
         PodNetwork {
             config,
+            ports: PortBatcher::new(ovs.clone()),
             ovs,
             flows,
             veths,
@@ -432,12 +454,14 @@ impl PodNetwork {
         }
         let started = Instant::now();
         let mut undo = Vec::new();
-        match self.add_steps(&target, &mut undo).await {
+        let mut steps = StepTimes::default();
+        match self.add_steps(&target, &mut undo, &mut steps).await {
             Ok(record) => {
                 tracing::info!(
                     pod = %record.key(), container = %record.container_id, netns = %record.netns,
                     interface = %record.host_ifname, ofport = ?record.ofport, ips = ?record.ips,
-                    elapsed_ms = started.elapsed().as_millis() as u64, "pod attached"
+                    elapsed_ms = started.elapsed().as_millis() as u64, veth_us = steps.veth_us,
+                    port_us = steps.port_us, wired_us = steps.wired_us, "pod attached"
                 );
                 let result = self.result(&record);
                 lock(&self.pods).insert(target.key(), record);
@@ -463,7 +487,9 @@ impl PodNetwork {
         &self,
         target: &Target,
         undo: &mut Vec<Undo>,
+        steps: &mut StepTimes,
     ) -> Result<PodRecord, AttachError> {
+        let started = Instant::now();
         let pod = target.pod();
         let netns_path = target.netns.clone().unwrap_or_default();
         let pod_ns = Netns::open(&netns_path).map_err(|e| AttachError::InvalidEnv {
@@ -515,6 +541,7 @@ impl PodNetwork {
         }
         let ips = ipam_result(&pod, durable)?;
         created.map_err(iface_err)?;
+        steps.veth_us = micros(started);
 
         let mut record = PodRecord {
             namespace: target.namespace.clone(),
@@ -553,11 +580,12 @@ impl PodNetwork {
             .client()
             .read_cache(|cache| cache.by_name("Interface", &record.host_ifname).is_some());
         port.external_ids = record.external_ids();
-        self.ovs
+        self.ports
             .ensure_port(&self.config.bridge, &port)
             .await
             .map_err(ovs_err)?;
         undo.push(Undo::DeletePort(record.host_ifname.clone()));
+        steps.port_us = micros(started);
         record.ofport = Some(ofport);
         let local = local_pod(&record).ok_or_else(|| AttachError::Ovsdb {
             pod: pod.clone(),
@@ -571,6 +599,7 @@ impl PodNetwork {
         if installed.is_ok() {
             undo.push(Undo::RemoveFlows(ofport));
         }
+        steps.wired_us = micros(started);
         let assigned = assigned.map_err(ovs_err)?;
         if assigned != ofport {
             return Err(AttachError::Ofport {
@@ -637,7 +666,7 @@ impl PodNetwork {
                     .await
                     .map_err(|e| e.to_string()),
                 Undo::DeletePort(name) => self
-                    .ovs
+                    .ports
                     .delete_port(name)
                     .await
                     .map(drop)
@@ -668,8 +697,9 @@ impl PodNetwork {
         let _guard = self.locks.lock(&target.container_id).await;
         let started = Instant::now();
         let record = lock(&self.pods).get(&target.key()).cloned();
+        let mut steps = StepTimes::default();
         let outcome = match &record {
-            Some(record) => self.teardown(record).await,
+            Some(record) => self.teardown(record, &mut steps).await,
             None => self.teardown_unknown(&target).await,
         };
         match outcome {
@@ -677,7 +707,8 @@ impl PodNetwork {
                 lock(&self.pods).remove(&target.key());
                 tracing::info!(
                     pod = %target.pod(), container = %target.container_id, known = record.is_some(),
-                    elapsed_ms = started.elapsed().as_millis() as u64, "pod detached"
+                    elapsed_ms = started.elapsed().as_millis() as u64, port_us = steps.port_us,
+                    veth_us = steps.veth_us, "pod detached"
                 );
                 Ok(())
             }
@@ -692,7 +723,8 @@ impl PodNetwork {
     /// together. The IPs go only after the flows and the port, so no packet reaches the old
     /// pod once its address can be handed out again; the veth is by then cut off from the
     /// bridge, so it may still be going while the address is released.
-    async fn teardown(&self, record: &PodRecord) -> Result<(), AttachError> {
+    async fn teardown(&self, record: &PodRecord, steps: &mut StepTimes) -> Result<(), AttachError> {
+        let started = Instant::now();
         let pod = record.key();
         let remove_flows = async {
             match record.ofport {
@@ -700,7 +732,7 @@ impl PodNetwork {
                 None => Ok(()),
             }
         };
-        let (flows, port) = tokio::join!(remove_flows, self.ovs.delete_port(&record.host_ifname));
+        let (flows, port) = tokio::join!(remove_flows, self.ports.delete_port(&record.host_ifname));
         flows.map_err(|source| AttachError::Flows {
             pod: pod.clone(),
             source: Box::new(source),
@@ -710,11 +742,13 @@ impl PodNetwork {
             port: record.host_ifname.clone(),
             source,
         })?;
+        steps.port_us = micros(started);
         let owner = record.owner();
         let (veth, ips) = tokio::join!(
             self.delete_veth(&pod, &record.host_ifname, &record.container_id),
             self.ipam.release(&owner)
         );
+        steps.veth_us = micros(started);
         veth?;
         ipam_result(&pod, ips)?;
         Ok(())
@@ -754,7 +788,7 @@ impl PodNetwork {
                         source: Box::new(source),
                     })?;
             }
-            self.ovs
+            self.ports
                 .delete_port(&name)
                 .await
                 .map_err(|source| AttachError::Ovsdb {
@@ -935,7 +969,7 @@ impl PodNetwork {
             let Some(current) = lock(&self.pods).get(&key).cloned() else {
                 continue;
             };
-            match self.teardown(&current).await {
+            match self.teardown(&current, &mut StepTimes::default()).await {
                 Ok(()) => {
                     lock(&self.pods).remove(&key);
                     tracing::info!(pod = %current.key(), container = %current.container_id, "gc removed attachment");

@@ -324,7 +324,44 @@ fn assertion_failed(error: &OvsdbError, index: usize) -> bool {
         .is_some_and(|tx| tx.op_index == index && tx.op == "wait" && tx.error == "timed out")
 }
 
-fn name_is(name: &str) -> Vec<Condition> {
+/// Creates the port `spec` (absent, asserted by the first op) on `bridge`: its Interface and
+/// Port rows are named `iface{tag}` and `port{tag}` in the transaction.
+pub(super) fn insert_port_ops(bridge: &str, spec: &PortSpec, tag: &str) -> [Operation; 4] {
+    let name = spec.name.as_str();
+    let (iface_row, port_row) = (format!("iface{tag}"), format!("port{tag}"));
+    let ids = Datum::map(spec.external_ids.iter());
+    let iface = spec
+        .interface_columns()
+        .with("name", name)
+        .with("external_ids", ids.clone());
+    let port = Row::new()
+        .with("name", name)
+        .with("interfaces", Datum::named_uuid(&iface_row))
+        .with("external_ids", ids);
+    [
+        Operation::assert_rows("Port", name_is(name), "name", false),
+        Operation::insert_named("Interface", iface, &iface_row),
+        Operation::insert_named("Port", port, &port_row),
+        Operation::mutate(
+            "Bridge",
+            name_is(bridge),
+            vec![Mutation::insert("ports", Datum::named_uuid(&port_row))],
+        ),
+    ]
+}
+
+/// Deletes the port row `uuid` (named `name`) from whatever bridge holds it; the delete is the
+/// second op (its count says whether the row existed).
+pub(super) fn delete_port_ops(uuid: &Uuid, name: &str) -> [Operation; 3] {
+    // Unreferenced Port and Interface rows are garbage collected (not root tables).
+    [
+        Operation::mutate("Bridge", Vec::new(), vec![Mutation::delete("ports", uuid)]),
+        Operation::delete("Port", vec![Condition::uuid(uuid)]),
+        Operation::comment(&format!("weft: delete port {name}")),
+    ]
+}
+
+pub(super) fn name_is(name: &str) -> Vec<Condition> {
     vec![Condition::eq("name", name)]
 }
 
@@ -547,25 +584,7 @@ impl OvsBridgeClient for Ovs {
                         }
                     }
                 }
-                None => {
-                    ops.push(Operation::assert_rows("Port", name_is(name), "name", false));
-                    let ids = Datum::map(spec.external_ids.iter());
-                    let iface = spec
-                        .interface_columns()
-                        .with("name", name)
-                        .with("external_ids", ids.clone());
-                    ops.push(Operation::insert_named("Interface", iface, "iface"));
-                    let port = Row::new()
-                        .with("name", name)
-                        .with("interfaces", Datum::named_uuid("iface"))
-                        .with("external_ids", ids);
-                    ops.push(Operation::insert_named("Port", port, "port"));
-                    ops.push(Operation::mutate(
-                        "Bridge",
-                        name_is(bridge),
-                        vec![Mutation::insert("ports", Datum::named_uuid("port"))],
-                    ));
-                }
+                None => ops.extend(insert_port_ops(bridge, spec, "")),
             }
             ops.push(Operation::comment(&format!(
                 "weft: ensure port {name} on {bridge}"
@@ -603,14 +622,9 @@ impl OvsBridgeClient for Ovs {
         let Some(uuid) = self.uuid_by_name("Port", name).await? else {
             return Ok(false);
         };
-        // Unreferenced Port and Interface rows are garbage collected (not root tables).
         let out = self
             .client
-            .transact(vec![
-                Operation::mutate("Bridge", Vec::new(), vec![Mutation::delete("ports", &uuid)]),
-                Operation::delete("Port", vec![Condition::uuid(&uuid)]),
-                Operation::comment(&format!("weft: delete port {name}")),
-            ])
+            .transact(delete_port_ops(&uuid, name).into())
             .await?;
         Ok(out.results.get(1).map(|r| r.count()) == Some(1))
     }

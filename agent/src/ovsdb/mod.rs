@@ -6,14 +6,17 @@
 //! - [`transport`]: endpoints (`unix:`, `tcp:`, custom connectors);
 //! - [`client`]: the connection task, concurrent calls, echo, probe, reconnect and resync;
 //! - [`helpers`]: idempotent bridge/port/external_ids operations behind the [`OvsBridgeClient`]
-//!   trait.
+//!   trait;
+//! - [`batch`], [`portbatch`]: group commit of concurrent port changes into one transaction.
 
+pub mod batch;
 pub mod cache;
 pub mod client;
 pub mod datum;
 pub mod error;
 pub mod helpers;
 pub mod ops;
+pub mod portbatch;
 pub mod rpc;
 pub mod schema;
 pub mod transport;
@@ -28,5 +31,6 @@ pub use helpers::{
 pub use ops::{
     Condition, Function, Mutation, Mutator, OpResult, Operation, TransactOutcome, WaitUntil,
 };
+pub use portbatch::PortBatcher;
 pub use schema::{AtomicType, ColumnType, DbSchema};
 pub use transport::{AsyncStream, BoxedStream, Endpoint};

@@ -237,6 +237,12 @@ fn run() -> Result<()> {
             ms(plugin.add.p50.saturating_sub(agent_times.add.p50)),
             ms(plugin.del.p50.saturating_sub(agent_times.del.p50)),
         );
+        let steps: Vec<String> = agent_times
+            .steps
+            .iter()
+            .map(|(label, l)| format!("{label} {} / {}", ms(l.p50), ms(l.p99)))
+            .collect();
+        println!("  agent steps ({mode}), p50 / p99 ms: {}", steps.join(", "));
     }
     println!(
         "\nweft plugin binary: {} (release), {} (strip -o)",
@@ -366,7 +372,11 @@ fn invoke(side: &Side, command: &str, sandbox: Option<&Sandbox>) -> Result<(Dura
         .spawn()
         .with_context(|| format!("cannot run {}", side.plugin.display()))?;
     let mut stdin = child.stdin.take().context("no stdin pipe")?;
-    stdin.write_all(side.config.as_bytes())?;
+    // A plugin may exit without reading stdin (bridge's VERSION); its answer still counts.
+    match stdin.write_all(side.config.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
     drop(stdin);
     let output = child.wait_with_output()?;
     let elapsed = started.elapsed();
@@ -591,20 +601,35 @@ struct AgentTimes {
     add_calls: usize,
     del: Latency,
     del_calls: usize,
+    /// Per step (`*_us` fields of the same lines): label and latency.
+    steps: Vec<(&'static str, Latency)>,
 }
 
 impl AgentTimes {
     fn parse(log: &str) -> AgentTimes {
         let plain = strip_ansi(log);
-        let times = |message: &str| -> Vec<Duration> {
+        let field = |message: &str, key: &str| -> Vec<u64> {
             plain
                 .lines()
                 .filter(|line| line.contains(message))
-                .filter_map(|line| line.split("elapsed_ms=").nth(1))
+                .filter_map(|line| line.split(&format!(" {key}=")).nth(1))
                 .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
                 .filter_map(|digits| digits.parse().ok())
+                .collect()
+        };
+        let times = |message: &str| -> Vec<Duration> {
+            field(message, "elapsed_ms")
+                .into_iter()
                 .map(Duration::from_millis)
                 .collect()
+        };
+        let step = |message: &str, key: &str| {
+            Latency::of(
+                field(message, key)
+                    .into_iter()
+                    .map(Duration::from_micros)
+                    .collect(),
+            )
         };
         let add = times("pod attached");
         let del = times("pod detached");
@@ -613,6 +638,13 @@ impl AgentTimes {
             add: Latency::of(add),
             del_calls: del.len(),
             del: Latency::of(del),
+            steps: vec![
+                ("ADD veth", step("pod attached", "veth_us")),
+                ("ADD port", step("pod attached", "port_us")),
+                ("ADD wired", step("pod attached", "wired_us")),
+                ("DEL port", step("pod detached", "port_us")),
+                ("DEL veth", step("pod detached", "veth_us")),
+            ],
         }
     }
 }
