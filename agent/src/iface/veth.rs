@@ -33,8 +33,10 @@ const MIN_MTU_IPV4: u32 = 68;
 const MIN_MTU_IPV6: u32 = 1280;
 /// Largest MTU of a veth (`ETH_MAX_MTU`).
 const MAX_MTU_VETH: u32 = 65535;
-/// Longest interface alias (`IFALIASZ` - 1); the container id is stored there.
-const MAX_ALIAS_LEN: usize = 255;
+/// Longest interface alias the kernel takes from us: `IFLA_IFALIAS` is limited to `IFALIASZ` - 1
+/// = 255 bytes including the NUL our netlink encoding sends, so 254 characters (255 fails with
+/// ERANGE). The container id is stored there.
+const MAX_ALIAS_LEN: usize = 254;
 
 /// A route in the pod's namespace: `dst` via `gateway` out of the pod interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,7 +123,7 @@ impl PodVethSpec {
         if self.container_id.len() > MAX_ALIAS_LEN || self.container_id.contains('\0') {
             return Err(IfaceError::InvalidContainerId {
                 container_id: self.container_id.clone(),
-                reason: "longer than 255 bytes or containing NUL",
+                reason: "longer than 254 bytes or containing NUL",
             });
         }
         let mtu_err = |reason| IfaceError::InvalidMtu {
