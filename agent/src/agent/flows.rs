@@ -149,6 +149,7 @@ pub struct FlowSet {
     client: Client,
     desired: Arc<Mutex<Desired>>,
     observer: Arc<OnceLock<Arc<dyn FlowObserver>>>,
+    replays: tokio::sync::watch::Sender<u64>,
 }
 
 impl FlowSet {
@@ -172,9 +173,12 @@ impl FlowSet {
             next_peer_id: 1,
         }));
         let replay = Arc::clone(&desired);
+        let (replays, _) = tokio::sync::watch::channel(0u64);
+        let replayed = replays.clone();
         client.on_reconnect(move |client| {
             let flows = lock(&replay).all_flows();
             let ovs = ovs.clone();
+            let replayed = replayed.clone();
             async move {
                 let count = flows.len();
                 client.bundle(&add_all(flows)).await?;
@@ -185,6 +189,7 @@ impl FlowSet {
                 if let Err(error) = ovs.set_flow_restore_wait(false).await {
                     tracing::warn!(%error, "cannot clear flow-restore-wait after replay");
                 }
+                replayed.send_modify(|n| *n += 1);
                 Ok(())
             }
         });
@@ -192,7 +197,14 @@ impl FlowSet {
             client,
             desired,
             observer: Arc::default(),
+            replays,
         })
+    }
+
+    /// Changes after every replay on reconnect (ovs-vswitchd restarted): state ovs-vswitchd
+    /// lost besides the flows (tunnel neighbours) is set again then.
+    pub fn replays(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.replays.subscribe()
     }
 
     /// Reports every later flow operation to `observer` (set once; later calls are ignored).

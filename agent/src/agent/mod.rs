@@ -259,11 +259,21 @@ pub async fn run_with(
         }
         None => None,
     };
+    let mut replays = booted.network.flows().replays();
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     resync.tick().await;
     loop {
         let (check_bridge, check_gateway) = tokio::select! {
             () = &mut shutdown => break,
+            // ovs-vswitchd restarted: its tunnel neighbours are gone with it; set them now.
+            Ok(()) = replays.changed() => {
+                if let Some(reconciler) = peer_reconciler.as_mut() {
+                    if let Some(view) = peers_view.current() {
+                        reconciler.after_replay(&view).await;
+                    }
+                }
+                (false, false)
+            }
             _ = resync.tick() => {
                 if let Some(reconciler) = peer_reconciler.as_mut() {
                     if let Some(view) = peers_view.current() {

@@ -33,7 +33,9 @@ pub enum PeerPath {
     /// Through the tunnel (encap).
     Tunnel,
     /// On the underlay (noEncap): peers whose transport address lies inside `segment` (this
-    /// node's transport subnets) and that publish their uplink MAC. Others are not routed.
+    /// node's transport subnets) and that publish their uplink MAC. Others get no peer flows:
+    /// their pod traffic goes to the host, whose route for their pod CIDR goes via the host's
+    /// next hop toward their node IP ([`crate::hoststate::diff::resolve_next_hops`]).
     Underlay {
         /// The subnets of this node's transport interface.
         segment: Vec<IpNet>,
@@ -104,7 +106,7 @@ pub fn desired_peers(
                     skipped.push(SkippedPeer {
                         name: name.clone(),
                         reason: format!(
-                            "noEncap: transport address {transport_ip} is not on this node's segment {segment:?}"
+                            "noEncap: transport address {transport_ip} is off this node's segment {segment:?}: no peer flows, its pods are reached through the host's route toward it"
                         ),
                     });
                     continue;
@@ -151,7 +153,8 @@ pub fn tunnel_neighbours(
 /// Advertisement (ARP replies are learned), so the tunnel push has no next-hop MAC and drops.
 /// Each peer publishes its uplink MAC ([`UPLINK_MAC_ANNOTATION`]); entries expire after 15 min
 /// and vanish with an ovs-vswitchd restart, so every peer pass (view change, 30 s resync) sets
-/// them again.
+/// them again, and so does the flow replay after an ovs-vswitchd restart
+/// ([`PeerReconciler::after_replay`]).
 #[derive(Debug, Clone)]
 pub struct TunnelNeighbours {
     /// The OVS run directory (ovs-vswitchd's control socket).
@@ -234,6 +237,15 @@ impl PeerReconciler {
     pub fn with_tunnel_neighbours(mut self, neighbours: TunnelNeighbours) -> Self {
         self.neighbours = Some(neighbours);
         self
+    }
+
+    /// After the flow set replayed every flow to a restarted ovs-vswitchd: sets the tunnel
+    /// neighbours again at once (they died with the old process), instead of on the next resync.
+    pub async fn after_replay(&mut self, view: &PeerNodes) {
+        if let Some(neighbours) = self.neighbours.as_mut() {
+            tracing::info!("ovs-vswitchd restarted: setting tunnel neighbours again");
+            neighbours.converge(view, self.family).await;
+        }
     }
 
     /// The underlay family peers are reached over.

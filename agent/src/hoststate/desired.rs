@@ -17,6 +17,10 @@
 //!   noEncap/egress fill it later (a lookup without a match falls through to the next rule);
 //! - sysctls: forwarding for each family, `rp_filter=2` (loose) and `arp_announce=2` on the
 //!   gateway (and loose `rp_filter` on the transport interface in noEncap mode).
+//!
+//! noEncap peer routes are wanted as `PEER_CIDR via PEER_NODE_IP dev TRANSPORT`; the reconciler
+//! resolves their next hop against the host's routes ([`super::diff::resolve_next_hops`]): a
+//! peer behind a router is reached via the host's gateway toward its node IP.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -701,6 +705,74 @@ mod tests {
             .filter(|r| r.via.is_some())
             .all(|r| r.dev.is_none()));
         assert!(!state.sysctls.iter().any(|s| s.key.contains("eth0")));
+    }
+
+    #[test]
+    fn no_encap_peers_off_the_segment_go_via_the_hosts_next_hop() {
+        use super::super::diff::{resolve_next_hops, ObservedRoute};
+        let mut inp = input(
+            &["10.244.1.0/24"],
+            vec![
+                peer("on-segment", &["10.244.2.0/24"], &["192.168.60.12"]),
+                peer("behind-router", &["10.244.3.0/24"], &["192.168.61.13"]),
+                peer("nowhere", &["10.244.4.0/24"], &["172.16.0.4"]),
+            ],
+        );
+        inp.mode = TrafficMode::NoEncap;
+        let host = |dst: &str, via: Option<&str>, metric: u32, protocol: u8| ObservedRoute {
+            spec: RouteSpec {
+                table: MAIN_TABLE,
+                dst: net(dst),
+                metric,
+                via: via.map(ip),
+                dev: Some("eth0".into()),
+                onlink: false,
+            },
+            protocol,
+        };
+        let observed = [
+            // The segment (kernel prefix route), the router toward 192.168.61.0/24 (two
+            // metrics: the lower wins), and a Weft route that must never serve as next hop.
+            host("192.168.60.0/24", None, 0, 2),
+            host("192.168.61.0/24", Some("192.168.60.254"), 100, 3),
+            host("192.168.61.0/24", Some("192.168.60.253"), 200, 3),
+            host("172.16.0.0/16", Some("192.168.60.99"), 0, WEFT_PROTOCOL),
+        ];
+        let state = desired(&inp);
+        let resolved = resolve_next_hops(&state.routes, &observed);
+        let main: Vec<_> = resolved
+            .routes
+            .iter()
+            .filter(|r| r.table == MAIN_TABLE)
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            main,
+            [
+                "10.244.1.0/24 dev weft-gw0 table 254 metric 0",
+                "10.244.2.0/24 via 192.168.60.12 dev eth0 table 254 metric 0",
+                "10.244.3.0/24 via 192.168.60.254 dev eth0 table 254 metric 0",
+            ]
+        );
+        // No host route toward the third peer: left out (both tables), never installed.
+        assert_eq!(resolved.unreachable.len(), 2);
+        assert!(resolved
+            .unreachable
+            .iter()
+            .all(|r| r.dst == net("10.244.4.0/24") && r.via == Some(ip("172.16.0.4"))));
+        // A default route makes it reachable through the default gateway.
+        let mut with_default = observed.to_vec();
+        with_default.push(host("0.0.0.0/0", Some("192.168.60.1"), 0, 3));
+        let resolved = resolve_next_hops(&state.routes, &with_default);
+        assert!(resolved.unreachable.is_empty());
+        assert!(resolved
+            .routes
+            .iter()
+            .any(|r| r.dst == net("10.244.4.0/24") && r.via == Some(ip("192.168.60.1"))));
+        // Encap routes (onlink) and local routes pass through untouched.
+        inp.mode = TrafficMode::Encap(TunnelType::Geneve);
+        let state = desired(&inp);
+        assert_eq!(resolve_next_hops(&state.routes, &[]).routes, state.routes);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::desired::{
-    is_weft_rule_priority, AddressSpec, NeighbourSpec, RouteKey, RouteSpec, RuleSpec, WEFT_PROTOCOL,
+    is_weft_rule_priority, AddressSpec, NeighbourSpec, RouteKey, RouteSpec, RuleSpec, MAIN_TABLE,
+    WEFT_PROTOCOL,
 };
 
 /// A unicast route as the kernel reports it.
@@ -115,6 +116,56 @@ pub fn diff_routes(
         }
     }
     diff
+}
+
+/// Desired routes after next-hop resolution ([`resolve_next_hops`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedRoutes {
+    /// The routes to converge: unchanged, or with the host's next hop toward their `via`.
+    pub routes: BTreeSet<RouteSpec>,
+    /// Routes left out: the host has no route toward their `via` (the peer node IP).
+    pub unreachable: Vec<RouteSpec>,
+}
+
+/// Resolves the next hop of every desired route that goes `via` an address without `onlink`
+/// (noEncap peer routes: `PEER_CIDR via PEER_NODE_IP`) against the host's own routes in the
+/// main table (`observed`, Weft's own routes ignored), longest prefix first, lowest metric on a
+/// tie. A directly connected covering route (no gateway: the peer is on this node's segment)
+/// keeps the route as it is; a covering route with a gateway (the peer is behind a router)
+/// replaces `via` by that gateway and `dev` by its device; without a covering route the route
+/// is left out and returned as unreachable (the kernel would refuse it). Other routes pass
+/// through unchanged. Pure.
+pub fn resolve_next_hops(
+    desired: &BTreeSet<RouteSpec>,
+    observed: &[ObservedRoute],
+) -> ResolvedRoutes {
+    let mut out = ResolvedRoutes::default();
+    for want in desired {
+        let Some(via) = want.via.filter(|_| !want.onlink) else {
+            out.routes.insert(want.clone());
+            continue;
+        };
+        let covering = observed
+            .iter()
+            .filter(|r| !r.owned() && r.spec.table == MAIN_TABLE && r.spec.dst.contains(&via))
+            .min_by_key(|r| (std::cmp::Reverse(r.spec.dst.prefix_len()), r.spec.metric));
+        match covering {
+            None => out.unreachable.push(want.clone()),
+            Some(route) => match route.spec.via {
+                None => {
+                    out.routes.insert(want.clone());
+                }
+                Some(gateway) => {
+                    out.routes.insert(RouteSpec {
+                        via: Some(gateway),
+                        dev: route.spec.dev.clone().or_else(|| want.dev.clone()),
+                        ..want.clone()
+                    });
+                }
+            },
+        }
+    }
+    out
 }
 
 /// A kernel prefix route (protocol 2) on the gateway with the desired content.

@@ -14,7 +14,7 @@
 //! [`super::nft`]) and the IPv4/IPv6 netconf groups (forwarding and rp_filter changes,
 //! [`super::netconf`]). If either cannot be opened its kind relies on the periodic resync.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use rtnetlink::MulticastGroup;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::desired::{HostState, IpFamily, RouteKey, RouteSpec, SnatSpec};
+use super::desired::{HostState, IpFamily, RouteKey, RouteSpec, SnatSpec, MAIN_TABLE};
 use super::diff::{self, ObservedRoute};
 use super::kernel::{self, Links};
 use super::links::{link_drift, Drift, LinkRole, LinkSpec, ManagedLinks};
@@ -143,6 +143,8 @@ pub struct EventFilter {
     desired: HostState,
     route_keys: HashSet<RouteKey>,
     specs: HashMap<String, LinkSpec>,
+    /// Some desired route takes its next hop from the host's routes (noEncap peers).
+    resolves: bool,
 }
 
 impl EventFilter {
@@ -151,6 +153,7 @@ impl EventFilter {
         self.links = links;
         self.route_keys = desired.routes.iter().map(RouteSpec::key).collect();
         self.desired = desired.clone();
+        self.resolves = desired.routes.iter().any(|r| r.via.is_some() && !r.onlink);
         self.specs = specs.iter().map(|s| (s.name.clone(), s.clone())).collect();
     }
 
@@ -273,6 +276,11 @@ impl EventFilter {
 
     fn route_event_matters(&self, route: &ObservedRoute, deleted: bool) -> bool {
         let desired_key = self.route_keys.contains(&route.spec.key());
+        // The host's own routes decide noEncap next hops (off-segment peers).
+        let next_hops = self.resolves && !route.owned() && route.spec.table == MAIN_TABLE;
+        if next_hops {
+            return true;
+        }
         if deleted {
             route.owned() && desired_key
         } else if route.owned() {
@@ -344,6 +352,7 @@ impl HostReconciler {
             veth_gone: HashMap::new(),
             reported: HashSet::new(),
             established: HashSet::new(),
+            resolved: Default::default(),
         };
         let task = tokio::spawn(worker.run(events, nft_events, netconf_events, Arc::clone(&kick)));
         Ok(HostReconciler { report, kick, task })
@@ -472,6 +481,10 @@ struct Worker {
     /// place. Adding one of these again is a repair; adding any other is an install (the first
     /// pass, a new peer), which is logged but not counted as a repair.
     established: HashSet<String>,
+    /// The desired routes of the last route pass and what they resolved to
+    /// ([`diff::resolve_next_hops`]): events and "established" compare against the resolved
+    /// routes while the desired ones are unchanged.
+    resolved: (BTreeSet<RouteSpec>, BTreeSet<RouteSpec>),
 }
 
 /// What a pass achieved.
@@ -641,6 +654,11 @@ impl Worker {
         }
         if dirty.snat {
             self.snat_pass(&desired, trigger, &mut errors).await;
+        }
+        // Routes as converged: noEncap peer routes carry the host's next hop.
+        let mut desired = desired;
+        if self.resolved.0 == desired.routes {
+            desired.routes = self.resolved.1.clone();
         }
         self.filter.update(links, &desired, &specs);
         self.establish(&desired, dirty);
@@ -961,7 +979,25 @@ impl Worker {
             Ok(r) => r,
             Err(e) => return self.fail("route", &e, errors),
         };
-        let diff = diff::diff_routes(&desired.routes, &observed, &self.config.gateway);
+        let resolved = diff::resolve_next_hops(&desired.routes, &observed);
+        let mut unreachable = HashSet::new();
+        for route in &resolved.unreachable {
+            let via = route.via.map(|ip| ip.to_string()).unwrap_or_default();
+            let text = format!("no route to {via} for {}", route.dst);
+            unreachable.insert(text.clone());
+            if self.reported.insert(text) {
+                tracing::warn!(
+                    peer_cidr = %route.dst,
+                    node_ip = %via,
+                    "no host route toward the peer node IP: its pod CIDR is left unrouted until the host has one"
+                );
+            }
+        }
+        // Forget what became reachable, so a later loss is logged again.
+        self.reported
+            .retain(|k| !k.starts_with("no route to ") || unreachable.contains(k));
+        self.resolved = (desired.routes.clone(), resolved.routes.clone());
+        let diff = diff::diff_routes(&resolved.routes, &observed, &self.config.gateway);
         for (want, foreign) in &diff.conflicts {
             let text = format!(
                 "route {want} blocked by foreign route {} proto {}",

@@ -34,6 +34,11 @@ pub use crate::node::{BRIDGE, GATEWAY, TUNNEL, UPLINK};
 pub const UNDERLAY_GW: &str = "192.168.60.1";
 /// The underlay bridge's IPv6 address ([`ClusterOptions::underlay_ipv6`]).
 pub const UNDERLAY_GW6: &str = "fd00:60::1";
+/// The router's address on the underlay ([`Cluster::add_routed_node`]).
+pub const ROUTER_IP: &str = "192.168.60.254";
+/// The second underlay subnet, behind the router ([`Cluster::add_routed_node`]); the router is
+/// its `.1`.
+pub const ROUTED_SUBNET: &str = "192.168.61.0/24";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static POD_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -105,6 +110,8 @@ pub struct ClusterNode {
 pub struct Cluster {
     /// The nodes, in index order (index i at position i-1 while none is removed).
     pub nodes: Vec<ClusterNode>,
+    /// The router namespace of [`Cluster::add_routed_node`] (holds the second segment's bridge).
+    router: Option<Underlay>,
     /// The cluster's one API server (inside the underlay namespace).
     pub api: ApiServer,
     underlay: Underlay,
@@ -165,6 +172,7 @@ impl Cluster {
         api.write_kubeconfig(&kubeconfig_dir.path().join("kubeconfig"))?;
         let mut cluster = Cluster {
             nodes: Vec::new(),
+            router: None,
             api,
             underlay,
             options: options.clone(),
@@ -197,7 +205,119 @@ impl Cluster {
         Ok(node)
     }
 
+    /// Adds a node on a second underlay subnet ([`ROUTED_SUBNET`]) behind a router namespace
+    /// (IPv4 forwarding, created with the first such node): the router sits on the underlay
+    /// at [`ROUTER_IP`] and holds the second segment's bridge `br1` at `192.168.61.1`. The new
+    /// node's only route off its segment is its default route via the router; the underlay and
+    /// the nodes already added route the second subnet via the router, and the router routes
+    /// every node's pod CIDR via that node's IP (the underlay routing of a noEncap cluster
+    /// across subnets). IPv4 underlay only; add the on-segment nodes first.
+    pub fn add_routed_node(&mut self) -> Result<&mut ClusterNode> {
+        if self.options.underlay_ipv6 {
+            bail!("routed nodes need an IPv4 underlay");
+        }
+        if self.router.is_none() {
+            self.start_router()?;
+        }
+        self.add_node_on(true)?;
+        let router = self.router_netns()?;
+        for node in &self.nodes {
+            let via = node.ip.to_string();
+            cmd::run(
+                "ip",
+                &[
+                    "-n",
+                    &router,
+                    "route",
+                    "replace",
+                    &node.pod_cidr,
+                    "via",
+                    &via,
+                ],
+            )?;
+        }
+        let node = self
+            .nodes
+            .last_mut()
+            .ok_or_else(|| anyhow!("no node added"))?;
+        node.wait_ready(Duration::from_secs(60))?;
+        Ok(node)
+    }
+
+    /// The router namespace ([`Cluster::add_routed_node`]).
+    pub fn router_netns(&self) -> Result<String> {
+        self.router
+            .as_ref()
+            .map(|r| r.netns.clone())
+            .ok_or_else(|| anyhow!("no router: no routed node was added"))
+    }
+
+    fn start_router(&mut self) -> Result<()> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let router = Underlay {
+            netns: format!("wr-{}-{n}", std::process::id()),
+        };
+        netns::create(&router.netns)?;
+        let (r, u) = (router.netns.clone(), self.underlay.netns.clone());
+        self.router = Some(router);
+        let port = format!("r{n}");
+        cmd::run(
+            "ip",
+            &[
+                "-n", &u, "link", "add", &port, "type", "veth", "peer", "name", "up0", "netns", &r,
+            ],
+        )?;
+        cmd::run(
+            "ip",
+            &["-n", &u, "link", "set", &port, "master", "br0", "up"],
+        )?;
+        let up = format!("{ROUTER_IP}/24");
+        cmd::run("ip", &["-n", &r, "addr", "add", &up, "dev", "up0"])?;
+        cmd::run("ip", &["-n", &r, "link", "set", "up0", "up"])?;
+        cmd::run("ip", &["-n", &r, "link", "add", "br1", "type", "bridge"])?;
+        cmd::run(
+            "ip",
+            &["-n", &r, "addr", "add", "192.168.61.1/24", "dev", "br1"],
+        )?;
+        cmd::run("ip", &["-n", &r, "link", "set", "br1", "up"])?;
+        netns::exec(&r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        for (netns_name, dev) in [(u.as_str(), port.as_str()), (r.as_str(), "up0")] {
+            netns::exec(
+                netns_name,
+                &[
+                    "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                ],
+            )?;
+        }
+        cmd::run(
+            "ip",
+            &["-n", &u, "route", "add", ROUTED_SUBNET, "via", ROUTER_IP],
+        )?;
+        for node in &self.nodes {
+            cmd::run(
+                "ip",
+                &[
+                    "-n",
+                    node.netns(),
+                    "route",
+                    "add",
+                    ROUTED_SUBNET,
+                    "via",
+                    ROUTER_IP,
+                    "dev",
+                    UPLINK,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     fn add_node_no_wait(&mut self) -> Result<()> {
+        self.add_node_on(false)
+    }
+
+    /// Adds a node on the underlay, or on the routed segment behind the router.
+    fn add_node_on(&mut self, routed: bool) -> Result<()> {
         let index = self.next_index;
         self.next_index += 1;
         if index > 200 {
@@ -208,7 +328,10 @@ impl Cluster {
             ..OvsOptions::default()
         })?;
         let ns = ovs.netns().to_string();
-        let u = self.underlay.netns.clone();
+        let (u, bridge) = match (&self.router, routed) {
+            (Some(router), true) => (router.netns.clone(), "br1"),
+            _ => (self.underlay.netns.clone(), "br0"),
+        };
         let port = format!("n{index}");
         cmd::run(
             "ip",
@@ -219,7 +342,7 @@ impl Cluster {
         )?;
         cmd::run(
             "ip",
-            &["-n", &u, "link", "set", &port, "master", "br0", "up"],
+            &["-n", &u, "link", "set", &port, "master", bridge, "up"],
         )?;
         for (netns_name, dev) in [(u.as_str(), port.as_str()), (ns.as_str(), UPLINK)] {
             netns::exec(
@@ -229,12 +352,19 @@ impl Cluster {
                 ],
             )?;
         }
-        let ip: IpAddr = format!("192.168.60.{}", 10 + index).parse()?;
+        let subnet = if routed { 61 } else { 60 };
+        let ip: IpAddr = format!("192.168.{subnet}.{}", 10 + index).parse()?;
         cmd::run(
             "ip",
             &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", UPLINK],
         )?;
         cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "up"])?;
+        if routed {
+            cmd::run(
+                "ip",
+                &["-n", &ns, "route", "add", "default", "via", "192.168.61.1"],
+            )?;
+        }
         let ip = if self.options.underlay_ipv6 {
             let ip6: IpAddr = format!("fd00:60::{}", 10 + index).parse()?;
             cmd::run(
