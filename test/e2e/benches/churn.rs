@@ -33,6 +33,9 @@ fn main() -> Result<()> {
     for leak in &leaks {
         println!("  leak {leak}");
     }
-    ensure!(report.failures.is_empty() && leaks.is_empty(), "churn failed");
+    ensure!(
+        report.failures.is_empty() && leaks.is_empty(),
+        "churn failed"
+    );
     Ok(())
 }

@@ -16,6 +16,9 @@ use crate::cluster::{Cluster, Footprint};
 use crate::netns;
 use crate::node::{ping, Pod};
 
+/// An agent's resident set size (kB) and open file descriptors.
+pub type AgentUsage = (u64, usize);
+
 /// What a churn run measured.
 #[derive(Debug)]
 pub struct ChurnReport {
@@ -32,7 +35,7 @@ pub struct ChurnReport {
     /// Per node: (name, footprint before, footprint after).
     pub footprints: Vec<(String, Footprint, Footprint)>,
     /// Per node: (name, (RSS kB, fds) at start, at end).
-    pub agent: Vec<(String, (u64, usize), (u64, usize))>,
+    pub agent: Vec<(String, AgentUsage, AgentUsage)>,
     /// Wall time of the cycles.
     pub elapsed: Duration,
 }
@@ -129,11 +132,13 @@ pub fn run(
                     };
                     let t = Instant::now();
                     let out = runtimes[n].call("ADD", &pod.call())?;
-                    add.lock().unwrap_or_else(|e| e.into_inner()).push(t.elapsed());
+                    add.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(t.elapsed());
                     if !out.success {
                         return Err(anyhow!("ADD {}: {}", pod.name, out.stdout));
                     }
-                    if ping_every > 0 && i % ping_every == 0 {
+                    if ping_every > 0 && i.is_multiple_of(ping_every) {
                         let ip = ipv4(&out.json()?)?;
                         ping(&pod.netns, other.1)?;
                         ping(&other.0.netns, ip)?;
@@ -141,7 +146,9 @@ pub fn run(
                     }
                     let t = Instant::now();
                     let out = runtimes[n].call("DEL", &pod.call())?;
-                    del.lock().unwrap_or_else(|e| e.into_inner()).push(t.elapsed());
+                    del.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(t.elapsed());
                     if !out.success {
                         return Err(anyhow!("DEL {}: {}", pod.name, out.stdout));
                     }

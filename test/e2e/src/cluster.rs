@@ -770,7 +770,9 @@ impl LivePing {
     /// Starts pinging `dst` from namespace `ns` at 100 pps (`-O` reports every unanswered echo).
     pub fn start(ns: &str, dst: IpAddr) -> Result<LivePing> {
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-n", "-O", "-i", "0.01", "-W", "1"])
+            .args([
+                "netns", "exec", ns, "ping", "-n", "-O", "-i", "0.01", "-W", "1",
+            ])
             .arg(dst.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
