@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::node::AgentProcess;
-use crate::node::{run_plugin, Binaries, PluginCall, PluginOutput, Pod};
+use crate::node::{run_plugin, Binaries, PluginCall, PluginOutput, Pod, Runtime};
 use crate::ovs::{OvsInstance, OvsOptions};
 use crate::{cmd, netns};
 
@@ -514,16 +514,25 @@ impl ClusterNode {
 
     /// Runs the plugin for `command`.
     pub fn plugin(&self, command: &str, call: &PluginCall) -> Result<PluginOutput> {
-        let config = call.config.clone().unwrap_or_else(|| {
-            json!({
-                "cniVersion": "1.1.0",
-                "name": "weft",
-                "type": "weft",
-                "agentSocket": self.cni_socket,
-                "agentTimeoutSeconds": 30,
-            })
-        });
+        let config = call.config.clone().unwrap_or_else(|| self.netconf());
         run_plugin(&self.bins.plugin, command, call, &config.to_string())
+    }
+
+    /// The network config the runtime passes to the plugin on stdin.
+    pub fn netconf(&self) -> Value {
+        json!({
+            "cniVersion": "1.1.0",
+            "name": "weft",
+            "type": "weft",
+            "agentSocket": self.cni_socket,
+            "agentTimeoutSeconds": 30,
+        })
+    }
+
+    /// A handle that runs the plugin against this node from any thread, also while the node
+    /// itself is borrowed mutably (agent restarts).
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(self.bins.plugin.clone(), self.netconf())
     }
 
     /// Creates pod `name` on this node through the plugin; returns it and its IPv4 address.
@@ -739,19 +748,7 @@ pub fn ping_count(ns: &str, dst: IpAddr, count: u32, interval: &str) -> Result<(
         .args(["-i", interval, "-W", "1", &dst.to_string()])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .ok_or_else(|| anyhow!("no ping summary from {ns} to {dst}: {text}"))?;
-    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-    let before = |word: &str| -> Option<u64> {
-        let i = words.iter().position(|w| *w == word)?;
-        words.get(i.checked_sub(1)?)?.parse().ok()
-    };
-    match (before("packets"), before("received")) {
-        (Some(sent), Some(received)) => Ok((sent, received)),
-        _ => bail!("cannot parse ping summary {line:?}"),
-    }
+    parse_summary(&text).ok_or_else(|| anyhow!("no ping summary from {ns} to {dst}: {text}"))
 }
 
 /// Accepts one TCP connection on `server_ip` inside `server_ns`, made from `client_ns`, and
@@ -777,4 +774,200 @@ pub fn tcp_source_seen(server_ns: &str, server_ip: IpAddr, client_ns: &str) -> R
     };
     drop(client);
     Ok(peer.ip())
+}
+
+/// What pods leave on a node: compared before and after a fault or a churn run to prove that
+/// nothing leaked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footprint {
+    /// Host veths (`wf*`).
+    pub veths: Vec<String>,
+    /// Bridge ports other than the infrastructure ports.
+    pub pod_ports: Vec<String>,
+    /// IPAM allocations (addresses).
+    pub ipam: Vec<String>,
+    /// Number of flows with the pod cookie category (3).
+    pub pod_flows: usize,
+    /// Routes of the node's main table.
+    pub routes: Vec<String>,
+    /// Files under the agent's directory (relative paths), the logs excluded.
+    pub files: Vec<String>,
+}
+
+impl ClusterNode {
+    /// The pid of the running agent (`ip netns exec` execs it in place), if started.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(AgentProcess::pid)
+    }
+
+    /// Kills the agent with SIGKILL (a crash) and reaps it.
+    pub fn kill_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.kill();
+        }
+    }
+
+    /// The node's current [`Footprint`].
+    pub fn footprint(&self) -> Result<Footprint> {
+        let infra = [GATEWAY, TUNNEL, UPLINK, &format!("{UPLINK}~")].map(str::to_string);
+        let pod_ports = self
+            .ovs
+            .vsctl(&["list-ports", BRIDGE])?
+            .lines()
+            .filter(|p| !infra.iter().any(|i| i == p))
+            .map(str::to_string)
+            .collect();
+        let ipam = match std::fs::read_to_string(self.data_dir().join("ipam.json")) {
+            Ok(text) => {
+                let v: Value = serde_json::from_str(&text)?;
+                v["allocations"]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let routes = cmd::run("ip", &["-n", self.netns(), "route", "show"])?
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect();
+        let mut files = Vec::new();
+        let root = self.ovs.rundir().join("agent");
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_none_or(|e| e != "log") {
+                    let rel = path.strip_prefix(&root).unwrap_or(&path);
+                    files.push(rel.display().to_string());
+                }
+            }
+        }
+        files.sort();
+        Ok(Footprint {
+            veths: self
+                .links()?
+                .into_iter()
+                .filter(|l| l.starts_with("wf"))
+                .collect(),
+            pod_ports,
+            ipam,
+            pod_flows: self.flows_of_category(3)?.len(),
+            routes,
+            files,
+        })
+    }
+
+    /// The agent's resident set size (kB, `VmRSS` of `/proc/PID/status`) and open file
+    /// descriptors (entries of `/proc/PID/fd`).
+    pub fn agent_rss_and_fds(&self) -> Result<(u64, usize)> {
+        let pid = self
+            .agent_pid()
+            .ok_or_else(|| anyhow!("agent of {} not running", self.name))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?;
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+        Ok((rss, fds))
+    }
+}
+
+/// A `ping -i 0.01` (100 pps) running in the background from a namespace until stopped, whose
+/// per-echo replies give the loss window: the longest run of consecutive unanswered echoes.
+pub struct LivePing {
+    child: std::process::Child,
+    started: Instant,
+}
+
+/// The outcome of a [`LivePing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingLoss {
+    /// Echo requests sent.
+    pub sent: u64,
+    /// Echo replies received.
+    pub received: u64,
+    /// The longest run of consecutive lost echoes, as time (10 ms per echo).
+    pub window: Duration,
+}
+
+impl LivePing {
+    /// Starts pinging `dst` from namespace `ns` at 100 pps (`-O` reports every unanswered echo).
+    pub fn start(ns: &str, dst: IpAddr) -> Result<LivePing> {
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ping", "-n", "-O", "-i", "0.01", "-W", "1",
+            ])
+            .arg(dst.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(LivePing {
+            child,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stops the ping (SIGINT, so it prints its summary) after the last echo had 1 s to come
+    /// back, and measures the loss.
+    pub fn stop(mut self) -> Result<PingLoss> {
+        std::thread::sleep(Duration::from_millis(1100));
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut out)?;
+        }
+        let _ = self.child.wait();
+        let (sent, received) = parse_summary(&out)
+            .ok_or_else(|| anyhow!("no ping summary after {:?}: {out}", self.started.elapsed()))?;
+        // Sequence numbers answered; the window is the longest gap between answered ones (and
+        // at the ends).
+        let mut answered: Vec<u64> = out
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect();
+        answered.sort_unstable();
+        answered.dedup();
+        let mut longest = 0;
+        let mut last = 0;
+        for seq in answered.iter().copied().chain([sent + 1]) {
+            longest = longest.max(seq.saturating_sub(last + 1));
+            last = seq;
+        }
+        Ok(PingLoss {
+            sent,
+            received,
+            window: Duration::from_millis(10 * longest),
+        })
+    }
+}
+
+impl Drop for LivePing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (transmitted, received) of a ping summary.
+fn parse_summary(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.contains("packets transmitted"))?;
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let before = |word: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == word)?;
+        words.get(i.checked_sub(1)?)?.parse().ok()
+    };
+    Some((before("packets")?, before("received")?))
 }

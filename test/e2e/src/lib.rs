@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod churn;
 pub mod cluster;
 pub mod cmd;
 pub mod netns;

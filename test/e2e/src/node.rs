@@ -153,6 +153,17 @@ impl AgentProcess {
         matches!(self.0.try_wait(), Ok(None))
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Kills the process with SIGKILL (a crash) and reaps it.
+    pub(crate) fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
     /// Waits up to `timeout` for the process to exit; its exit status, if it did.
     pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -506,6 +517,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A handle running `plugin` with the network config `config`.
+    pub(crate) fn new(plugin: PathBuf, config: Value) -> Runtime {
+        Runtime { plugin, config }
+    }
+
     /// Runs `command` for `call` (its `config`, if set, replaces the node's).
     pub fn call(&self, command: &str, call: &PluginCall) -> Result<PluginOutput> {
         let config = call.config.as_ref().unwrap_or(&self.config);
