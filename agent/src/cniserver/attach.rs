@@ -183,6 +183,17 @@ pub enum AttachError {
 }
 
 impl AttachError {
+    /// Whether the host-side veth name was already taken in the node's namespace.
+    fn is_host_name_taken(&self) -> bool {
+        matches!(
+            self,
+            AttachError::Iface {
+                source: IfaceError::HostNameTaken { .. },
+                ..
+            }
+        )
+    }
+
     /// The CNI error code.
     pub fn code(&self) -> u32 {
         match self {
@@ -455,7 +466,20 @@ impl PodNetwork {
         let started = Instant::now();
         let mut undo = Vec::new();
         let mut steps = StepTimes::default();
-        match self.add_steps(&target, &mut undo, &mut steps).await {
+        let mut outcome = self.add_steps(&target, &mut undo, &mut steps).await;
+        let mut rollback_failures = Vec::new();
+        if matches!(&outcome, Err(e) if e.is_host_name_taken()) {
+            // An ADD of this sandbox interrupted by an agent crash can leave its host veth (and
+            // its port) behind: the runtime's retry of that ADD clears what carries this
+            // container id, exactly as a DEL would, and tries once more. A veth of another
+            // sandbox is left alone by that cleanup, so the retry then fails as before.
+            rollback_failures = self.run_undo(std::mem::take(&mut undo)).await;
+            if rollback_failures.is_empty() && self.teardown_unknown(&target).await.is_ok() {
+                tracing::info!(pod = %target.pod(), container = %target.container_id, "host veth name taken: removed what this sandbox left (an interrupted add), retrying once");
+                outcome = self.add_steps(&target, &mut undo, &mut steps).await;
+            }
+        }
+        match outcome {
             Ok(record) => {
                 tracing::info!(
                     pod = %record.key(), container = %record.container_id, netns = %record.netns,
@@ -468,7 +492,8 @@ impl PodNetwork {
                 Ok(result)
             }
             Err(cause) => {
-                let failures = self.run_undo(undo).await;
+                let mut failures = rollback_failures;
+                failures.extend(self.run_undo(undo).await);
                 let error = if failures.is_empty() {
                     cause
                 } else {

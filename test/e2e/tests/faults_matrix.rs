@@ -146,13 +146,9 @@ fn agent_killed_mid_add_then_del_and_add_again_succeed_and_nothing_leaks() -> Re
 }
 
 /// The plain retry (the same ADD again, no DEL in between) after the agent was SIGKILLed
-/// mid-ADD. Known failure: the ADD of an attachment not in the store does not first remove
-/// what a crashed ADD of the same container left (the host veth, possibly its port), so it
-/// fails with code 117 "host interface ... already exists". Fix (agent/src/cniserver/attach.rs,
-/// owned by another change at the time): on ADD of an unknown attachment, run
-/// `teardown_unknown` for it before creating anything.
+/// mid-ADD: the crashed ADD may have left the host veth (and its port) behind; the retried ADD
+/// removes what carries its container id and succeeds.
 #[test]
-#[ignore = "agent bug: an ADD retried after a crash mid-ADD fails with code 117 (see doc)"]
 fn agent_killed_mid_add_then_the_same_add_again_succeeds() -> Result<()> {
     agent_killed_mid_add(true)
 }
