@@ -58,6 +58,10 @@ pub struct ClusterOptions {
     /// is its only InternalIP, so the transport (tunnel endpoints) is IPv6. The IPv4 node
     /// address stays (the agents reach the API server on [`UNDERLAY_GW`]); pods stay IPv4.
     pub underlay_ipv6: bool,
+    /// Dual-stack pods: every node's Node object also gets the IPv6 podCIDR
+    /// `fd00:10:244:i::/64` (after the IPv4 one), so pods get an address of each family
+    /// ([`ClusterNode::add_pod_dual`]).
+    pub dual_stack_pods: bool,
 }
 
 impl ClusterOptions {
@@ -69,6 +73,7 @@ impl ClusterOptions {
             tunnel: tunnel.into(),
             extra_config: String::new(),
             underlay_ipv6: false,
+            dual_stack_pods: false,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct ClusterNode {
     pub ip: IpAddr,
     /// The node's pod CIDR.
     pub pod_cidr: String,
+    /// The node's IPv6 pod CIDR ([`ClusterOptions::dual_stack_pods`]).
+    pub pod_cidr6: Option<String>,
     /// Agent config file.
     pub config: PathBuf,
     /// The agent's CNI socket.
@@ -387,12 +394,17 @@ impl Cluster {
 
         let name = format!("node-{index}");
         let pod_cidr = format!("10.244.{index}.0/24");
+        let pod_cidr6 = self
+            .options
+            .dual_stack_pods
+            .then(|| format!("fd00:10:244:{index:x}::/64"));
+        let pod_cidrs: Vec<&String> = std::iter::once(&pod_cidr).chain(&pod_cidr6).collect();
         self.api
             .create_node(json!({
                 "apiVersion": "v1",
                 "kind": "Node",
                 "metadata": {"name": name},
-                "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
+                "spec": {"podCIDR": pod_cidr, "podCIDRs": pod_cidrs},
                 "status": {"addresses": [
                     {"type": "InternalIP", "address": ip.to_string()},
                     {"type": "Hostname", "address": name}
@@ -427,6 +439,7 @@ impl Cluster {
             name,
             ip,
             pod_cidr,
+            pod_cidr6,
             config,
             cni_socket,
             log: dir.join("weft-agent.log"),
@@ -537,6 +550,29 @@ impl ClusterNode {
 
     /// Creates pod `name` on this node through the plugin; returns it and its IPv4 address.
     pub fn add_pod(&self, name: &str) -> Result<(Pod, IpAddr)> {
+        let (pod, ips) = self.add_pod_ips(name)?;
+        let ip = ips
+            .into_iter()
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| anyhow!("ADD result of {name} has no IPv4 address"))?;
+        Ok((pod, ip))
+    }
+
+    /// Creates pod `name` on a dual-stack node ([`ClusterOptions::dual_stack_pods`]); returns
+    /// it, its IPv4 and its IPv6 address (from the CNI result).
+    pub fn add_pod_dual(&self, name: &str) -> Result<(Pod, IpAddr, IpAddr)> {
+        let (pod, ips) = self.add_pod_ips(name)?;
+        match (
+            ips.iter().copied().find(IpAddr::is_ipv4),
+            ips.iter().copied().find(IpAddr::is_ipv6),
+        ) {
+            (Some(v4), Some(v6)) => Ok((pod, v4, v6)),
+            _ => bail!("ADD result of {name} is not dual-stack: {ips:?}"),
+        }
+    }
+
+    /// Creates pod `name` through the plugin; returns it and every address of its CNI result.
+    fn add_pod_ips(&self, name: &str) -> Result<(Pod, Vec<IpAddr>)> {
         let n = POD_COUNTER.fetch_add(1, Ordering::Relaxed);
         let netns_name = format!("{}-p{n}", self.netns());
         netns::create(&netns_name)?;
@@ -552,15 +588,14 @@ impl ClusterNode {
             bail!("ADD of {name} on {} failed: {}", self.name, out.stdout);
         }
         let result: Value = out.json()?;
-        let ip = result["ips"]
+        let ips = result["ips"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|i| i["address"].as_str())
             .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
-            .find(IpAddr::is_ipv4)
-            .ok_or_else(|| anyhow!("ADD result of {name} has no IPv4 address: {result}"))?;
-        Ok((pod, ip))
+            .collect();
+        Ok((pod, ips))
     }
 
     /// Flows whose cookie category is `category` (Weft cookies: bits 40..48).
@@ -607,6 +642,28 @@ impl ClusterNode {
             .vsctl(&["get", "Interface", iface, column])?
             .trim()
             .to_string())
+    }
+}
+
+/// The largest ICMP echo payload that fits a `pod_mtu` packet to `dst`: the MTU minus the IP
+/// header (20 bytes IPv4, 40 IPv6) and the 8-byte ICMP header.
+pub fn df_max_payload(pod_mtu: u32, dst: IpAddr) -> usize {
+    let headers = if dst.is_ipv4() { 28 } else { 48 };
+    pod_mtu.saturating_sub(headers) as usize
+}
+
+/// Checks the DF boundary from `ns` to `dst` for `pod_mtu`: a ping at [`df_max_payload`]
+/// crosses, one byte more fails locally with "message too long" (never a silent loss).
+pub fn check_df_boundary(ns: &str, dst: IpAddr, pod_mtu: u32) -> Result<()> {
+    let max = df_max_payload(pod_mtu, dst);
+    ping_df(ns, dst, max).map_err(|e| anyhow!("DF ping {ns} -> {dst} at {max}: {e}"))?;
+    match ping_df(ns, dst, max + 1) {
+        Ok(out) => bail!("DF ping {ns} -> {dst} at {} passed: {out}", max + 1),
+        Err(e) if e.to_string().to_lowercase().contains("message too long") => Ok(()),
+        Err(e) => bail!(
+            "DF ping {ns} -> {dst} at {} must fail locally with 'message too long', got: {e}",
+            max + 1
+        ),
     }
 }
 

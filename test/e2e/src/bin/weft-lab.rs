@@ -168,6 +168,7 @@ fn multi_node(args: &Args) -> Result<()> {
         tunnel: args.tunnel.clone(),
         extra_config: String::new(),
         underlay_ipv6: false,
+        dual_stack_pods: false,
     })?;
     println!(
         "== cluster: {} nodes, mode {}, tunnel {}, underlay netns {}",
