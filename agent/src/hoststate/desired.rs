@@ -386,32 +386,18 @@ pub fn desired(input: &HostInput) -> HostState {
                 continue;
             }
             match input.mode {
-                TrafficMode::Encap(_) => {
-                    let Some(peer_gw) = gateway_address(&cidr).map(|a| a.addr()) else {
-                        continue;
-                    };
-                    for table in [MAIN_TABLE, WEFT_TABLE] {
-                        state.routes.insert(RouteSpec {
-                            table,
-                            dst: cidr,
-                            metric: default_metric(family),
-                            via: Some(peer_gw),
-                            dev: Some(gw.to_string()),
-                            onlink: true,
-                        });
-                    }
-                    state.neighbours.insert(NeighbourSpec {
-                        dev: gw.to_string(),
-                        ip: peer_gw,
-                        mac: input.peer_gateway_mac,
-                    });
-                }
+                TrafficMode::Encap(_) => route_through_gateway(&mut state, input, gw, &cidr),
                 TrafficMode::NoEncap => {
+                    // A pod family the underlay does not carry (IPv6 pods over an IPv4-only
+                    // underlay) has no peer node IP to route via: the host's traffic to those
+                    // pods enters the bridge by the gateway, like in encap, and the pipeline's
+                    // peer flows rewrite it to the peer's uplink MAC as they do for pods.
                     let Some(node_ip) = peer
                         .transport_ips
                         .iter()
                         .find(|ip| IpFamily::of(ip) == family)
                     else {
+                        route_through_gateway(&mut state, input, gw, &cidr);
                         continue;
                     };
                     for table in [MAIN_TABLE, WEFT_TABLE] {
@@ -507,6 +493,30 @@ fn sysctl(key: &str, value: &str, dev: Option<&str>) -> SysctlSpec {
 fn overlaps_any(cidr: &IpNet, ours: &[IpNet]) -> bool {
     ours.iter()
         .any(|own| own.contains(&cidr.network()) || cidr.contains(&own.network()))
+}
+
+/// `PEER_CIDR via PEER_GW dev GATEWAY onlink` (main and Weft tables) and the permanent
+/// neighbour of the peer's gateway address: the host's traffic to a peer's pods enters the
+/// bridge by the gateway port and the pipeline's peer flows carry it on.
+fn route_through_gateway(state: &mut HostState, input: &HostInput, gw: &str, cidr: &IpNet) {
+    let Some(peer_gw) = gateway_address(cidr).map(|a| a.addr()) else {
+        return;
+    };
+    for table in [MAIN_TABLE, WEFT_TABLE] {
+        state.routes.insert(RouteSpec {
+            table,
+            dst: *cidr,
+            metric: default_metric(IpFamily::of_net(cidr)),
+            via: Some(peer_gw),
+            dev: Some(gw.to_string()),
+            onlink: true,
+        });
+    }
+    state.neighbours.insert(NeighbourSpec {
+        dev: gw.to_string(),
+        ip: peer_gw,
+        mac: input.peer_gateway_mac,
+    });
 }
 
 #[cfg(test)]
@@ -689,9 +699,12 @@ mod tests {
                 "10.244.2.0/24 via 192.168.1.2 dev eth0 table 254 metric 0",
                 "fd00:10:244:1::/64 dev weft-gw0 table 254 metric 256",
                 "fd00:10:244:2::/64 via fd00::2 dev eth0 table 254 metric 1024",
+                "fd00:10:244:3::/64 via fd00:10:244:3::1 dev weft-gw0 onlink table 254 metric 1024",
             ]
         );
-        assert!(state.neighbours.is_empty());
+        // The peer without an IPv6 node IP is reached through the gateway, as in encap.
+        let neighbours: Vec<_> = state.neighbours.iter().map(|n| n.ip.to_string()).collect();
+        assert_eq!(neighbours, ["fd00:10:244:3::1"]);
         assert!(state
             .sysctls
             .iter()
@@ -702,7 +715,7 @@ mod tests {
         assert!(state
             .routes
             .iter()
-            .filter(|r| r.via.is_some())
+            .filter(|r| r.via.is_some() && !r.onlink)
             .all(|r| r.dev.is_none()));
         assert!(!state.sysctls.iter().any(|s| s.key.contains("eth0")));
     }

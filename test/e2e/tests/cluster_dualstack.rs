@@ -6,11 +6,10 @@
 //! exactly the planned maximum (pod MTU - 28 for IPv4, pod MTU - 48 for IPv6) pass and one byte
 //! more fails locally with "message too long", and the node reaches a remote pod.
 //!
-//! Node -> remote pod over IPv6: in encap the host routes each peer's IPv6 pod CIDR
-//! `via PEER_GATEWAY dev weft-gw0 onlink` (docs/architecture.md, host state), so it is tested
-//! for both families. In noEncap the host routes a peer's pod CIDR via the peer's node IP of
-//! the same family; with an IPv4-only underlay there is no IPv6 node IP, so only IPv4 is
-//! tested there (pod<->pod IPv6 goes through the OVS MAC rewrite and is tested).
+//! Node -> remote pod over both families in every mode: in encap the host routes each peer's
+//! pod CIDR `via PEER_GATEWAY dev weft-gw0 onlink` (docs/architecture.md, host state); in
+//! noEncap via the peer's node IP of the same family, and for IPv6 pods over this IPv4-only
+//! underlay (no IPv6 node IP) through the gateway as in encap.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -72,23 +71,20 @@ fn dual_stack_cross_node(mode: &str, tunnel: &str, pod_mtu: u32) -> Result<()> {
         tcp_roundtrip(&server.netns, server_ip, &client.netns)
             .with_context(|| format!("tcp {} -> {} ({server_ip})", client.name, server.name))?;
     }
-    // The node reaches a remote pod through its host routes (IPv6 only where they exist).
-    let host_targets: &[IpAddr] = if mode == "encap" { &[b4, b6] } else { &[b4] };
-    for dst in host_targets {
-        ping(n1.netns(), *dst)
+    // The node reaches a remote pod of either family through its host routes.
+    for dst in [b4, b6] {
+        ping(n1.netns(), dst)
             .with_context(|| format!("node-1 -> pod b {dst}"))
             .with_context(logs)?;
     }
-    if mode == "encap" {
-        let routes = weft_e2e::cmd::run("ip", &["-n", n1.netns(), "-6", "route", "show"])?;
-        let peer_cidr6 = n2.pod_cidr6.as_deref().context("pod_cidr6")?;
-        ensure!(
-            routes
-                .lines()
-                .any(|l| l.starts_with(peer_cidr6) && l.contains("onlink")),
-            "node-1 has no onlink IPv6 route to {peer_cidr6}:\n{routes}"
-        );
-    }
+    let routes = weft_e2e::cmd::run("ip", &["-n", n1.netns(), "-6", "route", "show"])?;
+    let peer_cidr6 = n2.pod_cidr6.as_deref().context("pod_cidr6")?;
+    ensure!(
+        routes
+            .lines()
+            .any(|l| l.starts_with(peer_cidr6) && l.contains("onlink")),
+        "node-1 has no onlink IPv6 route to {peer_cidr6}:\n{routes}"
+    );
 
     // DF at the planned maximum of each family crosses both ways; one byte more fails locally.
     for (src, dst) in [(&a, b4), (&b, a4), (&a, b6), (&b, a6)] {
