@@ -129,7 +129,28 @@ pub struct Cluster {
     next_index: usize,
 }
 
+/// Every uplink attach step, in order, as the agent journals it and as `WEFT_TEST_CRASH_AT`
+/// names it.
+pub const UPLINK_ATTACH_STEPS: [&str; 7] = [
+    "recorded",
+    "flows-installed",
+    "nic-renamed",
+    "uplink-port-added",
+    "internal-port-added",
+    "addresses-moved",
+    "routes-moved",
+];
+
 impl Cluster {
+    /// Every node's agent log, separated by `---` lines (context for a failed check).
+    pub fn agent_logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(ClusterNode::agent_log)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
     /// Starts the underlay, the API server and `options.nodes` nodes, and waits until every
     /// agent is ready.
     pub fn start(options: ClusterOptions) -> Result<Cluster> {
@@ -482,17 +503,7 @@ impl ClusterNode {
 
     /// Starts the agent process inside the node's namespace (log appended to [`Self::log`]).
     pub fn start_agent(&mut self) -> Result<()> {
-        if self.agent.is_some() {
-            bail!("agent of {} already runs", self.name);
-        }
-        self.agent = Some(AgentProcess::spawn(
-            self.ovs.netns(),
-            &self.bins.agent,
-            &self.config,
-            &[],
-            &self.log,
-        )?);
-        Ok(())
+        self.start_agent_with(&[], &[])
     }
 
     /// Stops the agent (SIGTERM, SIGKILL after 5 s).

@@ -12,7 +12,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use weft_e2e::cluster::{ping_count, Cluster, ClusterNode, ClusterOptions, UPLINK};
+use weft_e2e::cluster::{
+    ping_count, Cluster, ClusterNode, ClusterOptions, UPLINK, UPLINK_ATTACH_STEPS,
+};
 use weft_e2e::cmd;
 use weft_e2e::node::ping;
 
@@ -50,33 +52,14 @@ fn agent_restarts_under_100pps_cross_node_ping_lose_nothing() -> Result<()> {
         restarted_by < Duration::from_secs(10),
         "the restarts took {restarted_by:?}, longer than the ping ran"
     );
-    let logs = || {
-        cluster
-            .nodes
-            .iter()
-            .map(ClusterNode::agent_log)
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
     ensure!(
         received == sent,
         "{} of {sent} pings lost across agent restarts\n{}",
         sent - received,
-        logs()
+        cluster.agent_logs()
     );
     Ok(())
 }
-
-/// Every attach step, as journaled and as `WEFT_TEST_CRASH_AT` names it.
-const ATTACH_STEPS: [&str; 7] = [
-    "recorded",
-    "flows-installed",
-    "nic-renamed",
-    "uplink-port-added",
-    "internal-port-added",
-    "addresses-moved",
-    "routes-moved",
-];
 
 /// Interfaces of node `node`'s namespace holding `ip`.
 fn holders(node: &ClusterNode, ip: &str) -> Result<Vec<String>> {
@@ -105,7 +88,7 @@ fn agent_killed_at_every_uplink_attach_step_converges() -> Result<()> {
     n1.start_agent_with(&restore, &[])?;
     n1.wait_ready(Duration::from_secs(30))?;
 
-    for step in ATTACH_STEPS {
+    for step in UPLINK_ATTACH_STEPS {
         for when in ["before", "after"] {
             let point = format!("attach:{step}:{when}");
             // Detach (graceful stop with --restore-uplink), so the next start attaches.
@@ -142,7 +125,7 @@ fn agent_killed_at_every_uplink_attach_step_converges() -> Result<()> {
             let journal = n1.uplink_journal()?.context("no journal after the start")?;
             ensure!(
                 journal["operation"] == "attach"
-                    && journal["attach"] == serde_json::json!(ATTACH_STEPS),
+                    && journal["attach"] == serde_json::json!(UPLINK_ATTACH_STEPS),
                 "{point}: journal not a finished attach: {journal}"
             );
             let holding = holders(n1, &n1_ip.to_string())?;

@@ -20,21 +20,13 @@
 use std::net::IpAddr;
 
 use anyhow::{ensure, Context, Result};
-use weft_e2e::cluster::{ping_df, Cluster, ClusterNode, ClusterOptions, GATEWAY, TUNNEL, UPLINK};
+use weft_e2e::cluster::{
+    ping_df, Cluster, ClusterNode, ClusterOptions, GATEWAY, TUNNEL, UPLINK, UPLINK_ATTACH_STEPS,
+};
 use weft_e2e::node::{ping, Pod};
 
 const ENCAP_MTU: u32 = 1450;
 const NOENCAP_MTU: u32 = 1500;
-/// Every attach step, in order, as journaled.
-const ATTACH_STEPS: [&str; 7] = [
-    "recorded",
-    "flows-installed",
-    "nic-renamed",
-    "uplink-port-added",
-    "internal-port-added",
-    "addresses-moved",
-    "routes-moved",
-];
 
 /// The uplink is attached, its journal holds a finished attach, and every managed interface
 /// carries the plan: gateway and pods (host veth, pod eth0 of `pods`) at `pod_mtu`, the
@@ -50,7 +42,8 @@ fn check_node(
     let ns = node.netns();
     let journal = node.uplink_journal()?.context("no uplink journal")?;
     ensure!(
-        journal["operation"] == "attach" && journal["attach"] == serde_json::json!(ATTACH_STEPS),
+        journal["operation"] == "attach"
+            && journal["attach"] == serde_json::json!(UPLINK_ATTACH_STEPS),
         "{}: uplink journal not a finished attach: {journal}",
         node.name
     );
@@ -171,13 +164,6 @@ fn check_reports(
 #[test]
 fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
     let mut cluster = Cluster::start(ClusterOptions::encap(2, "geneve"))?;
-    let logs = |c: &Cluster| {
-        c.nodes
-            .iter()
-            .map(|n| n.agent_log())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    };
 
     // 1. encap.
     let (a1, a1_ip) = cluster.node(1)?.add_pod("a1")?;
@@ -186,7 +172,7 @@ fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
         let pods: &[&Pod] = if index == 1 { &[&a1] } else { &[&b1] };
         check_node(cluster.node(index)?, true, ENCAP_MTU, pods, 0).context("encap")?;
     }
-    ping(&a1.netns, b1_ip).with_context(|| logs(&cluster))?;
+    ping(&a1.netns, b1_ip).with_context(|| cluster.agent_logs())?;
 
     // 2. encap -> noEncap, old pods reported, not fixed.
     let offsets = cluster.restart_agents_with(&[("trafficEncapMode", "noEncap")])?;
@@ -198,8 +184,8 @@ fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
         .context("noEncap, field report 2")?;
     check_node(cluster.node(2)?, false, NOENCAP_MTU, &[&b2], 1)
         .context("noEncap, field report 2")?;
-    ping(&a1.netns, b2_ip).with_context(|| logs(&cluster))?;
-    ping(&a2.netns, b1_ip).with_context(|| logs(&cluster))?;
+    ping(&a1.netns, b2_ip).with_context(|| cluster.agent_logs())?;
+    ping(&a2.netns, b1_ip).with_context(|| cluster.agent_logs())?;
     // noEncap: node-1's host namespace reaches a pod on node-2 (host -> remote pod).
     ping(cluster.node(1)?.netns(), b1_ip).context("noEncap: node-1 host -> pod b1")?;
 
@@ -216,7 +202,7 @@ fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
         ],
         NOENCAP_MTU,
     )
-    .with_context(|| logs(&cluster))?;
+    .with_context(|| cluster.agent_logs())?;
 
     // 4. noEncap -> encap with reconcilePodMTU: every pod (now 1500) reported and fixed.
     let offsets = cluster.restart_agents_with(&[("trafficEncapMode", "encap")])?;
@@ -238,7 +224,7 @@ fn switch_encap_to_noencap_and_back_on_a_live_cluster() -> Result<()> {
         ],
         ENCAP_MTU,
     )
-    .with_context(|| logs(&cluster))?;
+    .with_context(|| cluster.agent_logs())?;
     ping(cluster.node(2)?.netns(), a3_ip).context("encap: node-2 host -> pod a3")?;
     // The traffic really crossed the tunnel again.
     let datapath = cluster

@@ -46,16 +46,6 @@ fn unwired_pod(node: &ClusterNode, name: &str) -> Result<Pod> {
     })
 }
 
-/// Every agent log of the cluster.
-fn logs(cluster: &Cluster) -> String {
-    cluster
-        .nodes
-        .iter()
-        .map(ClusterNode::agent_log)
-        .collect::<Vec<_>>()
-        .join("\n---\n")
-}
-
 /// A two-node encap cluster with pod `a` on node 1 and `b` on node 2, pinging each other.
 fn cluster_with_pods() -> Result<(Cluster, Pod, Pod, IpAddr)> {
     let cluster = Cluster::start(ClusterOptions::encap(2, "geneve"))?;
@@ -90,7 +80,7 @@ fn ovsdb_server_restart_keeps_the_datapath_and_the_agents_reconnect() -> Result<
                 println!("ADD after the ovsdb-server restart: {e:#}; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
-            Err(e) => return Err(e.context(logs(&cluster))),
+            Err(e) => return Err(e.context(cluster.agent_logs())),
         }
     };
     ping(&a.netns, c_ip)?;
@@ -103,7 +93,7 @@ fn ovsdb_server_restart_keeps_the_datapath_and_the_agents_reconnect() -> Result<
         loss.window <= Duration::from_secs(1),
         "ovsdb-server restart: loss window {:?}\n{}",
         loss.window,
-        logs(&cluster)
+        cluster.agent_logs()
     );
     Ok(())
 }
@@ -125,7 +115,7 @@ fn vswitchd_restart_loss_window_under_100pps() -> Result<()> {
         ensure!(
             started.elapsed() < Duration::from_secs(30),
             "no cross-node traffic 30 s after the ovs-vswitchd restart\n{}",
-            logs(&cluster)
+            cluster.agent_logs()
         );
     }
     let loss = live.stop()?;
@@ -289,7 +279,7 @@ fn api_server_unavailable_for_60s_loses_nothing_and_the_agents_catch_up() -> Res
         loss.received == loss.sent,
         "{} echoes lost while the API server was away\n{}",
         loss.sent - loss.received,
-        logs(&cluster)
+        cluster.agent_logs()
     );
     // A node joining after the outage: the old agents must learn it from their watches.
     cluster.add_node()?;
@@ -312,7 +302,7 @@ fn reach_within(ns: &str, dst: IpAddr, cluster: &Cluster) -> Result<Duration> {
             Err(_) if started.elapsed() < Duration::from_secs(30) => {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Err(e) => return Err(e.context(logs(cluster))),
+            Err(e) => return Err(e.context(cluster.agent_logs())),
         }
     }
 }
