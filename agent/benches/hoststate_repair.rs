@@ -110,6 +110,7 @@ fn main() -> Result<()> {
                     mac: None,
                     mtu: None,
                     up: true,
+                    underlay_mtu: None,
                 }]);
                 let _reconciler = HostReconciler::start(
                     Netns::open(&rec_path)?,

@@ -20,6 +20,7 @@
 //! | `weft_host_reconcile_passes_total`, `weft_host_resyncs_total`, `weft_host_netlink_overruns_total` | counter | |
 //! | `weft_host_missing_pod_veths` | gauge | |
 //! | `weft_mtu_mismatches` | gauge | |
+//! | `weft_mtu_replans_total` | counter | `result` (applied, refused, failed): the underlay's MTU followed down live |
 //! | `weft_mode` | gauge (1) | `mode` |
 //! | `weft_ready` | gauge | |
 //! | `weft_agent_info` | gauge (1) | `version`, `node`, `datapath` |
@@ -103,6 +104,7 @@ struct Registry {
     cni_errors: BTreeMap<(String, u32), u64>,
     flow_duration: BTreeMap<String, Histogram>,
     flow_ops: BTreeMap<(String, &'static str), u64>,
+    replans: BTreeMap<&'static str, u64>,
 }
 
 /// Metric families a component owns and renders itself (e.g. the host reconciler's counters,
@@ -190,6 +192,12 @@ impl Metrics {
             .flow_ops
             .entry((op.to_string(), result))
             .or_default() += 1;
+    }
+
+    /// Records one live re-plan for a lowered underlay MTU and how it ended (`applied`,
+    /// `refused`, `failed`).
+    pub fn observe_replan(&self, result: &'static str) {
+        *self.registry().replans.entry(result).or_default() += 1;
     }
 
     /// Adds `families` to every later scrape (after the registry's own).
@@ -312,6 +320,15 @@ impl Metrics {
                 "weft_flow_ops_total{{op=\"{}\",result=\"{result}\"}} {count}",
                 escape(op)
             );
+        }
+        header(
+            &mut out,
+            "weft_mtu_replans_total",
+            "counter",
+            "Live re-plans for a lowered underlay MTU, by result.",
+        );
+        for (result, count) in &registry.replans {
+            let _ = writeln!(out, "weft_mtu_replans_total{{result=\"{result}\"}} {count}");
         }
         header(
             &mut out,
@@ -646,6 +663,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.observe_flow_op("add_pod", Duration::from_millis(2), true);
         metrics.observe_flow_op("add_pod", Duration::from_millis(2), false);
+        metrics.observe_replan("applied");
         let repairs = Arc::new(crate::api::repairs::RepairLog::new());
         repairs.record("rule", "from 10.244.1.0/24 lookup 22342", "re-added", None);
         metrics.register(repairs);
@@ -675,6 +693,7 @@ mod tests {
             1.0
         );
         assert_eq!(s["weft_host_repairs_total{kind=\"rule\"}"], 1.0);
+        assert_eq!(s["weft_mtu_replans_total{result=\"applied\"}"], 1.0);
         assert_eq!(s["weft_host_repairs_total{kind=\"route\"}"], 0.0);
         assert_eq!(s["weft_ovsdb_reconnects_total"], 2.0);
         assert_eq!(s["weft_openflow_reconnects_total"], 1.0);

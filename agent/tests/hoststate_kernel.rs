@@ -85,6 +85,7 @@ async fn fixture(tag: &str, tune: impl FnOnce(&mut ReconcilerConfig)) -> Result<
             mac: Some(GW_MAC),
             mtu: Some(1450),
             up: true,
+            underlay_mtu: None,
         },
         LinkSpec {
             name: POD_VETH.into(),
@@ -94,6 +95,7 @@ async fn fixture(tag: &str, tune: impl FnOnce(&mut ReconcilerConfig)) -> Result<
             mac: Some(POD_MAC),
             mtu: Some(1450),
             up: true,
+            underlay_mtu: None,
         },
     ]);
     let (desired_tx, rx) = watch::channel(desired(&input(true)));

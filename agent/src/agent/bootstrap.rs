@@ -137,6 +137,13 @@ pub struct TransportPlan {
     pub plan: MtuPlan,
 }
 
+impl TransportPlan {
+    /// The underlay's family: the transport address's (IPv4 when there is none).
+    pub fn underlay(&self) -> Family {
+        self.address.as_ref().map_or(Family::Ipv4, family)
+    }
+}
+
 /// The config keys the transport plan depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {

@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod flows;
 pub mod gateway;
 pub mod peers;
+pub mod replan;
 pub mod tunnel;
 
 use std::collections::BTreeMap;
@@ -178,11 +179,10 @@ pub async fn run_with(
         peers_view.current()
     };
     ops.state.set_phase(crate::api::types::Phase::Bootstrapping);
-    let booted = tokio::select! {
+    let mut booted = tokio::select! {
         () = &mut shutdown => return Ok(()),
         booted = bootstrap::bootstrap(&config, &ovs, &node, initial_peers) => booted.map_err(boot_error)?,
     };
-    let gateway = booted.gateway.clone();
     let family = underlay_family(&booted);
     // Routes, rules, neighbours, sysctls, gateway addresses and managed links, repaired on
     // netlink events (issue 5): the one owner of Weft's host state, peer routes included. Its
@@ -198,6 +198,10 @@ pub async fn run_with(
             .map(|view| crate::hoststate::peer_specs(&view, family))
             .unwrap_or_default(),
     );
+    // A link facing the underlay seen below the planned MTU: re-plan live ([`replan`]).
+    let mut underlay = host_state.report().watch_underlay();
+    let node_events = crate::hoststate::KubeDriftSink::new(kube.clone(), &config.node_name);
+    let mut replan_pending: Option<crate::hoststate::UnderlayLowered> = None;
     if !host_state.first_pass(HOST_FIRST_PASS_WAIT).await {
         tracing::warn!("host state not converged after {HOST_FIRST_PASS_WAIT:?}; serving anyway");
     }
@@ -274,6 +278,12 @@ pub async fn run_with(
                 }
                 (false, false)
             }
+            changed = underlay.changed() => {
+                if changed.is_ok() {
+                    replan_pending = underlay.borrow_and_update().clone().or(replan_pending);
+                }
+                (false, false)
+            }
             _ = resync.tick() => {
                 if let Some(reconciler) = peer_reconciler.as_mut() {
                     if let Some(view) = peers_view.current() {
@@ -306,7 +316,7 @@ pub async fn run_with(
             event = events.recv() => match event {
                 Ok(CacheEvent::Resynced { .. }) => (true, true),
                 Ok(CacheEvent::Changed { changes, .. }) => {
-                    let gw = gateway_uuid(&client, &gateway);
+                    let gw = gateway_uuid(&client, &booted.gateway);
                     let touches_gateway = changes.iter().any(|c| {
                         c.table == "Interface" && gw.as_ref().is_none_or(|u| *u == c.uuid)
                     });
@@ -320,6 +330,25 @@ pub async fn run_with(
                 Err(RecvError::Closed) => break,
             },
         };
+        if let Some(lowered) = replan_pending.take() {
+            let settled = replan::follow(
+                &config,
+                &ovs,
+                &mut booted,
+                &lowered,
+                &node_events,
+                ops.state.metrics(),
+            )
+            .await;
+            ops.state.update_node(crate::api::NodeState::from_bootstrap(
+                &booted,
+                &node.pod_cidrs,
+            ));
+            if !settled {
+                // Retried on the next resync tick.
+                replan_pending = Some(lowered);
+            }
+        }
         if check_bridge && !bridge_in_cache(&config, &client) {
             if let Err(error) = converge_bridge(&config, &ovs).await {
                 // Outages are normal (ovsdb-server restart): the next resync retries.
@@ -327,7 +356,7 @@ pub async fn run_with(
             }
         }
         if check_gateway {
-            converge_gateway(&config, &ovs, &gateway).await;
+            converge_gateway(&config, &ovs, &booted.gateway).await;
             if let Some(ns) = &host {
                 // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
                 if let Some(spec) = &booted.uplink.uplink {
@@ -368,10 +397,7 @@ const HOST_FIRST_PASS_WAIT: Duration = Duration::from_secs(5);
 
 /// The address family of the underlay (the transport address's; IPv4 when unknown).
 fn underlay_family(booted: &bootstrap::Bootstrapped) -> crate::mtu::Family {
-    match booted.transport.address {
-        Some(std::net::IpAddr::V6(_)) => crate::mtu::Family::Ipv6,
-        _ => crate::mtu::Family::Ipv4,
-    }
+    booted.transport.underlay()
 }
 
 /// Publishes `annotations` on the own Node (the transport address,

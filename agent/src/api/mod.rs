@@ -286,6 +286,12 @@ impl ApiState {
         lock(&self.tasks).push(task.abort_handle());
     }
 
+    /// The served node changed (a live re-plan): status, `check mtu` and metrics show `node`
+    /// from now on.
+    pub fn update_node(&self, node: NodeState) {
+        write(&self.live).node = Some(node);
+    }
+
     fn node(&self, what: &'static str) -> Result<NodeState, ApiError> {
         let live = read(&self.live);
         live.node.clone().ok_or(ApiError::NotReady {

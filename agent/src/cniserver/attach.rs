@@ -67,6 +67,10 @@ pub struct PodNetworkConfig {
 /// The node's pod network: everything ADD/DEL/CHECK/GC act on.
 pub struct PodNetwork {
     config: PodNetworkConfig,
+    /// The MTU plan in force (`config.plan` at start; a live re-plan replaces it).
+    plan: std::sync::RwLock<MtuPlan>,
+    /// Held shared by every ADD and exclusively by a re-plan, so no ADD straddles two plans.
+    plan_gate: tokio::sync::RwLock<()>,
     ovs: Ovs,
     /// Pod port changes, group-committed across concurrent calls.
     ports: PortBatcher,
@@ -363,6 +367,8 @@ impl PodNetwork {
         ipam: SharedIpam,
     ) -> Self {
         PodNetwork {
+            plan: std::sync::RwLock::new(config.plan),
+            plan_gate: tokio::sync::RwLock::new(()),
             config,
             ports: PortBatcher::new(ovs.clone()),
             ovs,
@@ -373,6 +379,19 @@ impl PodNetwork {
             locks: KeyedLocks::default(),
             ofports: Arc::default(),
         }
+    }
+
+    /// The MTU plan in force.
+    pub fn plan(&self) -> MtuPlan {
+        *self.plan.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `plan` in force for every later ADD and CHECK, once the ADDs under way have
+    /// finished (later ones wait for the switch). Pods already attached keep their MTU; the
+    /// caller surveys (and fixes) them.
+    pub async fn replan(&self, plan: MtuPlan) {
+        let _exclusive = self.plan_gate.write().await;
+        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = plan;
     }
 
     /// The flow set pods are added to.
@@ -459,6 +478,7 @@ impl PodNetwork {
     pub async fn add(&self, req: &CniRequest) -> Result<CniResult, CniError> {
         let target = Target::from_request(req, true).map_err(|e| e.to_cni("add"))?;
         let _guard = self.locks.lock(&target.container_id).await;
+        let _plan = self.plan_gate.read().await;
         if let Some(existing) = lock(&self.pods).get(&target.key()).cloned() {
             tracing::info!(pod = %existing.key(), container = %existing.container_id, "add of an existing attachment: returning its result");
             return Ok(self.result(&existing));
@@ -540,7 +560,7 @@ impl PodNetwork {
             &target.namespace,
             &target.name,
             &target.ifname,
-            self.config.plan.pod,
+            self.plan().pod,
         );
         veth.addresses = ips.clone();
         veth.routes = self
@@ -596,7 +616,7 @@ impl PodNetwork {
                 })?;
         let ofport = lease.ofport();
         let mut port = PortSpec::new(&record.host_ifname, PortKind::System)
-            .with_mtu_request(self.config.plan.pod)
+            .with_mtu_request(self.plan().pod)
             .with_ofport_request(ofport);
         // A port left behind under this name (its veth vanished with a deleted netns) still
         // shows its old number until ovs-vswitchd applies the request.
@@ -937,7 +957,7 @@ impl PodNetwork {
                         record.host_ifname
                     ));
                 }
-                let want_mtu = i64::from(self.config.plan.pod);
+                let want_mtu = i64::from(self.plan().pod);
                 if mtu_request != Some(want_mtu) {
                     found.push(format!(
                         "ovs interface {} has mtu_request {mtu_request:?}, expected {want_mtu}",
@@ -1040,7 +1060,7 @@ impl PodNetwork {
             &record.namespace,
             &record.name,
             &record.ifname,
-            self.config.plan.pod,
+            self.plan().pod,
         );
         spec.host_ifname = record.host_ifname.clone();
         spec.pod_mac = record.mac;
@@ -1068,7 +1088,7 @@ impl PodNetwork {
     /// The ADD result of a record: host end (index 0), pod end (index 1), its IPs with their
     /// gateways, default routes, DNS.
     fn result(&self, record: &PodRecord) -> CniResult {
-        let mtu = Some(self.config.plan.pod);
+        let mtu = Some(self.plan().pod);
         let gateway_of = |ip: &IpNet| {
             self.config
                 .gateway

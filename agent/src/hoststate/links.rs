@@ -26,6 +26,8 @@ pub enum LinkRole {
     UplinkPort,
     /// The renamed NIC itself (`T~`), a port of the bridge.
     UplinkNic,
+    /// The transport interface, not attached (watched for its MTU only).
+    Transport,
     /// Another Weft link.
     Other,
 }
@@ -37,6 +39,7 @@ impl fmt::Display for LinkRole {
             LinkRole::PodVeth { pod } => write!(f, "host veth of pod {pod}"),
             LinkRole::UplinkPort => f.write_str("uplink internal port"),
             LinkRole::UplinkNic => f.write_str("uplink nic"),
+            LinkRole::Transport => f.write_str("transport interface"),
             LinkRole::Other => f.write_str("weft link"),
         }
     }
@@ -55,6 +58,35 @@ pub struct LinkSpec {
     pub mtu: Option<u32>,
     /// Whether it must be administratively up.
     pub up: bool,
+    /// The link faces the underlay and the plan was made for this MTU (`transportMTU` not
+    /// configured): an MTU below it is the underlay lowered, which the agent follows by
+    /// re-planning ([`UnderlayLowered`]); it is never repaired back up.
+    pub underlay_mtu: Option<u32>,
+}
+
+/// A link facing the underlay went below the MTU the plan was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnderlayLowered {
+    /// The link.
+    pub link: String,
+    /// Its MTU now.
+    pub mtu: u32,
+    /// The MTU the plan was made for.
+    pub planned: u32,
+}
+
+impl LinkSpec {
+    /// `observed` is below the underlay MTU this link's plan was made for.
+    pub fn lowered(&self, observed: &InterfaceInfo) -> Option<UnderlayLowered> {
+        match (self.underlay_mtu, observed.mtu) {
+            (Some(planned), Some(mtu)) if mtu < planned => Some(UnderlayLowered {
+                link: self.name.clone(),
+                mtu,
+                planned,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Source of the links to watch. Implementations must be cheap (called on every pass) and
@@ -73,9 +105,17 @@ impl ManagedLinks for Vec<LinkSpec> {
 
 /// The links of an attached uplink (NIC `nic`, renamed by the attach): the internal port that
 /// took the NIC's name, with the plan's uplink `mtu`, the NIC's `mac` when known, up; and the
-/// renamed NIC with the same MTU, up. Tunnels have no kernel link with the netdev datapath
-/// (userspace tunnel ports), so there is none to watch; their `mtu_request` lives in OVSDB.
-pub fn uplink_links(nic: &str, mtu: u32, mac: Option<MacAddr>) -> Vec<LinkSpec> {
+/// renamed NIC with the same MTU, up. With `follow_underlay` both follow a lowered MTU instead
+/// of repairing it ([`LinkSpec::underlay_mtu`]). Tunnels have no kernel link with the netdev
+/// datapath (userspace tunnel ports), so there is none to watch; their `mtu_request` lives in
+/// OVSDB.
+pub fn uplink_links(
+    nic: &str,
+    mtu: u32,
+    mac: Option<MacAddr>,
+    follow_underlay: bool,
+) -> Vec<LinkSpec> {
+    let underlay_mtu = follow_underlay.then_some(mtu);
     vec![
         LinkSpec {
             name: nic.to_string(),
@@ -83,6 +123,7 @@ pub fn uplink_links(nic: &str, mtu: u32, mac: Option<MacAddr>) -> Vec<LinkSpec> 
             mac,
             mtu: Some(mtu),
             up: true,
+            underlay_mtu,
         },
         LinkSpec {
             name: crate::uplink::plan::renamed_nic(nic),
@@ -90,40 +131,68 @@ pub fn uplink_links(nic: &str, mtu: u32, mac: Option<MacAddr>) -> Vec<LinkSpec> 
             mac: None,
             mtu: Some(mtu),
             up: true,
+            underlay_mtu,
         },
     ]
 }
 
-/// The agent's managed links: the gateway, the uplink's links when it is attached, and the host
-/// end of every attached pod (MAC from [`host_mac`], MTU from the plan), read from the CNI
-/// server's pod store on each call.
+/// The transport interface while it is not attached to the bridge: Weft does not own it, so
+/// nothing on it is checked or repaired; with `follow_underlay` a lowered MTU is followed.
+pub fn transport_link(name: &str, mtu: u32, follow_underlay: bool) -> Option<LinkSpec> {
+    follow_underlay.then(|| LinkSpec {
+        name: name.to_string(),
+        role: LinkRole::Transport,
+        mac: None,
+        mtu: None,
+        up: false,
+        underlay_mtu: Some(mtu),
+    })
+}
+
+/// The agent's managed links: the gateway, the uplink's links when it is attached (else the
+/// transport interface, watched only), and the host end of every attached pod (MAC from
+/// [`host_mac`]). MTUs come from the plan in force ([`PodNetwork::plan`], which a live re-plan
+/// changes), read with the pod store on each call.
 pub struct PodNetworkLinks {
-    /// The gateway.
+    /// The gateway (its MTU is the plan's).
     pub gateway: GatewaySpec,
-    /// Fixed links besides the gateway ([`uplink_links`]; empty without an attached uplink).
-    pub uplink: Vec<LinkSpec>,
-    /// The pod MTU of the plan.
-    pub pod_mtu: u32,
+    /// The attached uplink: the NIC's name and its recorded MAC.
+    pub uplink: Option<(String, Option<MacAddr>)>,
+    /// The transport interface when it is not attached.
+    pub transport: Option<String>,
+    /// `transportMTU` is not configured: the plan follows the underlay's MTU down.
+    pub follow_underlay: bool,
     /// The CNI server's pod network.
     pub network: Arc<PodNetwork>,
 }
 
 impl ManagedLinks for PodNetworkLinks {
     fn managed_links(&self) -> Vec<LinkSpec> {
+        let plan = self.network.plan();
         let mut links = vec![LinkSpec {
             name: self.gateway.name.clone(),
             role: LinkRole::Gateway,
             mac: Some(self.gateway.mac),
-            mtu: Some(self.gateway.mtu),
+            mtu: Some(plan.gateway),
             up: true,
+            underlay_mtu: None,
         }];
-        links.extend(self.uplink.iter().cloned());
+        match (&self.uplink, &self.transport) {
+            (Some((nic, mac)), _) => {
+                links.extend(uplink_links(nic, plan.uplink, *mac, self.follow_underlay))
+            }
+            (None, Some(transport)) => {
+                links.extend(transport_link(transport, plan.uplink, self.follow_underlay))
+            }
+            (None, None) => {}
+        }
         links.extend(self.network.records().into_iter().map(|record| LinkSpec {
             mac: Some(host_mac(&record.container_id, &record.ifname)),
             role: LinkRole::PodVeth { pod: record.key() },
             name: record.host_ifname,
-            mtu: Some(self.pod_mtu),
+            mtu: Some(plan.pod),
             up: true,
+            underlay_mtu: None,
         }));
         links
     }
@@ -196,7 +265,8 @@ pub fn link_drift(spec: &LinkSpec, observed: Option<&InterfaceInfo>) -> Vec<Drif
         }
     }
     if let Some(want) = spec.mtu {
-        if link.mtu != Some(want) {
+        // Below the planned underlay MTU is the underlay lowered: re-planned, not repaired.
+        if link.mtu != Some(want) && spec.lowered(link).is_none() {
             drift.push(Drift::Mtu {
                 have: link.mtu,
                 want,
@@ -237,6 +307,7 @@ mod tests {
             mac: Some(MacAddr([2, 1, 2, 3, 4, 5])),
             mtu: Some(1450),
             up: true,
+            underlay_mtu: None,
         }
     }
 
@@ -270,9 +341,54 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_underlay_is_followed_not_repaired_and_a_raised_one_is_repaired() {
+        let uplink = LinkSpec {
+            role: LinkRole::UplinkPort,
+            mac: None,
+            mtu: Some(1500),
+            underlay_mtu: Some(1500),
+            ..spec()
+        };
+        let lowered = info([0; 6], 1400, true);
+        assert!(link_drift(&uplink, Some(&lowered)).is_empty());
+        assert_eq!(
+            uplink.lowered(&lowered),
+            Some(UnderlayLowered {
+                link: "wfweb-abc".into(),
+                mtu: 1400,
+                planned: 1500
+            })
+        );
+        let raised = info([0; 6], 9000, true);
+        assert_eq!(uplink.lowered(&raised), None);
+        assert_eq!(
+            link_drift(&uplink, Some(&raised)),
+            [Drift::Mtu {
+                have: Some(9000),
+                want: 1500
+            }]
+        );
+        // Without `follow_underlay` (transportMTU configured) a lower MTU is drift.
+        let fixed = LinkSpec {
+            underlay_mtu: None,
+            ..uplink
+        };
+        assert_eq!(fixed.lowered(&lowered), None);
+        assert_eq!(link_drift(&fixed, Some(&lowered)).len(), 1);
+        // A transport interface Weft does not own is watched, never repaired.
+        let transport = transport_link("eth0", 1500, true).unwrap();
+        assert!(link_drift(&transport, Some(&raised)).is_empty());
+        assert!(link_drift(&transport, Some(&info([0; 6], 1400, false))).is_empty());
+        assert_eq!(transport.lowered(&lowered).map(|l| l.mtu), Some(1400));
+        assert_eq!(transport_link("eth0", 1500, false), None);
+        let followed = uplink_links("eth0", 1500, None, true);
+        assert!(followed.iter().all(|l| l.underlay_mtu == Some(1500)));
+    }
+
+    #[test]
     fn an_attached_uplink_watches_the_internal_port_and_the_renamed_nic() {
         let mac = MacAddr([2, 0, 0, 0, 0, 7]);
-        let links = uplink_links("eth0", 9000, Some(mac));
+        let links = uplink_links("eth0", 9000, Some(mac), false);
         let got: Vec<_> = links
             .into_iter()
             .map(|l| (l.name, l.role.to_string(), l.mac, l.mtu, l.up))

@@ -36,7 +36,7 @@ pub use desired::{
     RuleSpec, SnatSpec, SysctlSpec, MAIN_TABLE, RULE_PRIORITY_MAX, RULE_PRIORITY_MIN,
     WEFT_PROTOCOL, WEFT_TABLE,
 };
-pub use links::{LinkRole, LinkSpec, ManagedLinks, PodNetworkLinks};
+pub use links::{LinkRole, LinkSpec, ManagedLinks, PodNetworkLinks, UnderlayLowered};
 pub use reconciler::{HostReconciler, ReconcilerConfig};
 pub use report::{DriftSink, HostMetrics, HostReport, HostStatus, KubeDriftSink};
 
@@ -215,20 +215,16 @@ impl AgentHostState {
         api.metrics()
             .register(Arc::clone(&report) as Arc<dyn MetricFamilies>);
         // The attached uplink's internal port keeps the NIC's MAC (recorded by the attach).
-        let uplink = booted
-            .uplink
-            .uplink
-            .as_ref()
-            .map(|spec| {
-                let mac = crate::uplink::recorded_nic(&spec.journal)
-                    .and_then(|nic| crate::cniserver::pods::parse_mac(&nic.mac));
-                links::uplink_links(&spec.nic, spec.mtu, mac)
-            })
-            .unwrap_or_default();
+        let uplink = booted.uplink.uplink.as_ref().map(|spec| {
+            let mac = crate::uplink::recorded_nic(&spec.journal)
+                .and_then(|nic| crate::cniserver::pods::parse_mac(&nic.mac));
+            (spec.nic.clone(), mac)
+        });
         let links: Arc<dyn ManagedLinks> = Arc::new(PodNetworkLinks {
             gateway: booted.gateway.clone(),
+            transport: booted.transport.transport.clone(),
             uplink,
-            pod_mtu: booted.transport.plan.pod,
+            follow_underlay: config.transport_mtu == 0,
             network: Arc::clone(&booted.network),
         });
         let mut reconciler_config = ReconcilerConfig::new(&config.host_gateway);

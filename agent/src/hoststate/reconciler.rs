@@ -127,12 +127,15 @@ impl Dirty {
 }
 
 /// What an event means for the reconciler.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Classified {
     /// What to look at.
     pub dirty: Dirty,
     /// The socket overran: relist everything.
     pub overrun: bool,
+    /// A link facing the underlay went below its planned MTU (read from the event itself:
+    /// ovs-vswitchd may put an internal port's MTU back before a pass could see it).
+    pub lowered: Option<super::links::UnderlayLowered>,
 }
 
 /// Classifies netlink events against the desired state and the links known from the last pass
@@ -164,11 +167,13 @@ impl EventFilter {
                 return Classified {
                     dirty: Dirty::ALL,
                     overrun: true,
+                    lowered: None,
                 }
             }
             NetlinkPayload::InnerMessage(inner) => inner,
             _ => return Classified::default(),
         };
+        let mut lowered = None;
         let dirty = match inner {
             RouteNetlinkMessage::NewLink(m) => {
                 let info = InterfaceInfo::from_message(m);
@@ -176,10 +181,9 @@ impl EventFilter {
                 self.links.names.insert(info.index, info.name.clone());
                 self.links.by_name.insert(info.name.clone(), info.clone());
                 let referenced = self.referenced(&info.name);
-                let drifted = self
-                    .specs
-                    .get(&info.name)
-                    .is_some_and(|s| !link_drift(s, Some(&info)).is_empty());
+                let spec = self.specs.get(&info.name);
+                let drifted = spec.is_some_and(|s| !link_drift(s, Some(&info)).is_empty());
+                lowered = spec.and_then(|s| s.lowered(&info));
                 if referenced && known_index != Some(info.index) {
                     Dirty::ALL // (re)created: everything on it is gone
                 } else if drifted {
@@ -271,6 +275,7 @@ impl EventFilter {
         Classified {
             dirty,
             overrun: false,
+            lowered,
         }
     }
 
@@ -523,6 +528,9 @@ impl Worker {
                 message = events.next(), if events_open => match message {
                     Some((message, _)) => {
                         let classified = self.filter.classify(&message);
+                        if let Some(lowered) = classified.lowered {
+                            self.report.underlay_lowered(lowered);
+                        }
                         if classified.overrun {
                             self.report.metrics.overruns.inc();
                             tracing::warn!(netns = %self.netns.path().display(), "netlink event buffer overrun, relisting host state");
@@ -845,6 +853,9 @@ impl Worker {
             }
             self.veth_gone.remove(&spec.name);
             self.reported.remove(&format!("veth {}", spec.name));
+            if let Some(lowered) = observed.and_then(|link| spec.lowered(link)) {
+                self.report.underlay_lowered(lowered);
+            }
             let (Some(link), false) = (observed, drift.is_empty()) else {
                 continue;
             };
@@ -1279,5 +1290,34 @@ mod tests {
         let c = f.classify(&overrun);
         assert!(c.overrun);
         assert_eq!(c.dirty, Dirty::ALL);
+    }
+
+    #[test]
+    fn a_lowered_underlay_link_is_reported_from_the_event_itself() {
+        use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+        let mut f = filter();
+        let specs = super::super::links::uplink_links("eth0", 1500, None, true);
+        f.update(Links::default(), &state(), &specs);
+        let link = |mtu: u32| {
+            let mut m = LinkMessage::default();
+            m.header.index = 7;
+            m.header.flags = LinkFlags::Up;
+            m.attributes.push(LinkAttribute::IfName("eth0".into()));
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+            msg(RouteNetlinkMessage::NewLink(m))
+        };
+        let c = f.classify(&link(1400));
+        assert_eq!(
+            c.lowered.map(|l| (l.link, l.mtu, l.planned)),
+            Some(("eth0".to_string(), 1400, 1500))
+        );
+        // ovs-vswitchd putting the planned MTU back is neither a lowering nor drift.
+        let back = f.classify(&link(1500));
+        assert_eq!(back.lowered, None);
+        assert!(!back.dirty.links);
+        // A raised MTU is drift (repaired), not followed.
+        let raised = f.classify(&link(9000));
+        assert_eq!(raised.lowered, None);
+        assert!(raised.dirty.links);
     }
 }

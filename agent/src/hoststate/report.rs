@@ -140,7 +140,9 @@ pub trait DriftSink: Send + Sync {
 }
 
 /// Publishes repeated drift as a Warning Event `HostStateDrift` regarding the Node, through
-/// kube's event recorder (which aggregates repeats into a series).
+/// kube's event recorder (which aggregates repeats into a series); other node events go out
+/// through [`KubeDriftSink::publish`].
+#[derive(Clone)]
 pub struct KubeDriftSink {
     recorder: Recorder,
     node: ObjectReference,
@@ -168,31 +170,44 @@ impl KubeDriftSink {
     }
 }
 
-impl DriftSink for KubeDriftSink {
-    fn repeated_drift(&self, drift: DriftEvent) {
+impl KubeDriftSink {
+    /// Publishes a Warning Event `reason` (action `action`, message `note`) regarding the Node,
+    /// in the background; a failure is logged.
+    pub fn publish(&self, reason: &str, action: &str, note: String) {
         let recorder = self.recorder.clone();
         let node = self.node.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let (reason, action) = (reason.to_string(), action.to_string());
         runtime.spawn(async move {
             let event = Event {
                 type_: EventType::Warning,
-                reason: "HostStateDrift".into(),
-                note: Some(format!(
-                    "{} {} repairs in {} s, last: {}; something on the host keeps changing Weft's state (networkd? udev?)",
-                    drift.count,
-                    drift.kind,
-                    DRIFT_WINDOW.as_secs(),
-                    drift.object
-                )),
-                action: "Repair".into(),
+                reason: reason.clone(),
+                note: Some(note),
+                action,
                 secondary: None,
             };
             if let Err(error) = recorder.publish(&event, &node).await {
-                tracing::warn!(%error, "cannot publish host drift event");
+                tracing::warn!(%error, %reason, "cannot publish node event");
             }
         });
+    }
+}
+
+impl DriftSink for KubeDriftSink {
+    fn repeated_drift(&self, drift: DriftEvent) {
+        self.publish(
+            "HostStateDrift",
+            "Repair",
+            format!(
+                "{} {} repairs in {} s, last: {}; something on the host keeps changing Weft's state (networkd? udev?)",
+                drift.count,
+                drift.kind,
+                DRIFT_WINDOW.as_secs(),
+                drift.object
+            ),
+        );
     }
 }
 
@@ -207,6 +222,8 @@ pub struct HostReport {
     /// The counters.
     pub metrics: HostMetrics,
     repairs: Arc<RepairLog>,
+    /// The last link facing the underlay seen below its planned MTU (for the agent's re-plan).
+    underlay: tokio::sync::watch::Sender<Option<super::links::UnderlayLowered>>,
     status: Mutex<HostStatus>,
     drift: Mutex<DriftTracker>,
     sink: Option<Box<dyn DriftSink>>,
@@ -229,10 +246,28 @@ impl HostReport {
         HostReport {
             metrics: HostMetrics::default(),
             repairs,
+            underlay: tokio::sync::watch::Sender::new(None),
             status: Mutex::new(HostStatus::default()),
             drift: Mutex::new(DriftTracker::default()),
             sink,
         }
+    }
+
+    /// Records that a link facing the underlay is below its planned MTU; watchers are woken
+    /// only when this differs from the last one recorded (repeats of one lowering are quiet).
+    pub fn underlay_lowered(&self, lowered: super::links::UnderlayLowered) {
+        self.underlay.send_if_modified(|last| {
+            let new = last.as_ref() != Some(&lowered);
+            *last = Some(lowered);
+            new
+        });
+    }
+
+    /// Watches [`HostReport::underlay_lowered`].
+    pub fn watch_underlay(
+        &self,
+    ) -> tokio::sync::watch::Receiver<Option<super::links::UnderlayLowered>> {
+        self.underlay.subscribe()
     }
 
     /// The repairs log every repair goes to.

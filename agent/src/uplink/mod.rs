@@ -290,6 +290,19 @@ pub fn recorded_nic(journal: &std::path::Path) -> Option<NicSnapshot> {
     journal::load(journal).ok().flatten().map(|j| j.nic)
 }
 
+/// Records `mtu` as the NIC's MTU in the journal (the underlay went down to it while the NIC
+/// was attached): later starts plan from it, and a detach gives it back to the NIC. Nothing is
+/// written without a journal.
+pub fn record_nic_mtu(journal: &std::path::Path, mtu: u32) -> Result<(), UplinkError> {
+    if let Some(mut j) = journal::load(journal)? {
+        if j.nic.mtu != mtu {
+            j.nic.mtu = mtu;
+            journal::store(journal, &j)?;
+        }
+    }
+    Ok(())
+}
+
 /// Run before the agent needs the network (the API server may well be reached through this
 /// NIC): an attach or detach that this boot's journal shows unfinished is undone, back to the
 /// plain NIC with its name, addresses and routes. A crash mid-attach (e.g. after the rename,

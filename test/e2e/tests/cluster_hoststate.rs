@@ -187,9 +187,10 @@ fn uplink_internal_port_and_nic_drift_is_restored() -> Result<()> {
         "uplink not attached?\n{}",
         logs()
     );
-    // MTU: ovs-vswitchd re-applies the internal port's `mtu_request` itself; either way it
-    // must come back.
-    let wrong = (planned - 100).to_string();
+    // MTU raised: ovs-vswitchd re-applies the internal port's `mtu_request` itself; either way
+    // it must come back. (A lowered one is the underlay lowered, which the agent follows:
+    // ops_underlay_mtu.)
+    let wrong = (planned + 100).to_string();
     cmd::run("ip", &["-n", ns, "link", "set", UPLINK, "mtu", &wrong])?;
     within_a_second("uplink internal port mtu", || {
         ClusterNode::link_mtu(ns, UPLINK).ok() == Some(planned)

@@ -12,10 +12,10 @@
 //!   returns is reached from the old nodes' pods (the agents caught up);
 //! - a mode switch (encap -> noEncap) with ADDs issued while the agents restart: each attempt
 //!   succeeds or answers code 11, nothing is half-created, the retried pods work across nodes;
-//! - the underlay MTU lowered: the operator sets `transportMTU` and restarts the agents, which
-//!   re-plan, report the old pods as off plan and (with `reconcilePodMTU`) fix them live. The
-//!   agent does not follow an underlay MTU change live: while the NIC is attached its MTU is
-//!   the one journaled before the attach, and drift on it is restored (`cluster_hoststate`).
+//! - the underlay MTU lowered, two ways: (1) live, the operator lowers each node's interface
+//!   (the one carrying the node's name and IP) to the underlay's new MTU and the agents
+//!   re-plan without a restart, fix the old pods (`reconcilePodMTU`) and DF at the new pod MTU
+//!   crosses; (2) with `transportMTU` and an agent restart, which re-plan the same way.
 //!
 //! Other faults of the matrix are proven elsewhere: agent restarts under ping and kill -9 at every uplink attach step (`cluster_modes_restart`),
 //! routes/rules flushed (`cluster_hoststate`), host veth MAC changed (`node_security`).
@@ -402,19 +402,108 @@ fn mode_switch_with_adds_during_the_restart_half_creates_nothing() -> Result<()>
     Ok(())
 }
 
+/// Sets every link of the underlay switch (namespace `underlay`) to `mtu`.
+fn lower_underlay(underlay: &str, mtu: u32) -> Result<()> {
+    for link in links_of(underlay)? {
+        if link != "br0" && link != "lo" {
+            weft_e2e::cmd::run(
+                "ip",
+                &[
+                    "-n",
+                    underlay,
+                    "link",
+                    "set",
+                    &link,
+                    "mtu",
+                    &mtu.to_string(),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn underlay_mtu_lowered_live_is_followed_without_a_restart() -> Result<()> {
+    let mut options = ClusterOptions::encap(2, "geneve");
+    options.extra_config = "reconcilePodMTU: true\n".into();
+    let cluster = Cluster::start(options)?;
+    let (a, _) = cluster.node(1)?.add_pod("a")?;
+    let (b, b_ip) = cluster.node(2)?.add_pod("b")?;
+    ping(&a.netns, b_ip).context("before the fault")?;
+    lower_underlay(cluster.underlay(), 1400)?;
+    ensure!(
+        ping_df(&a.netns, b_ip, 1400).is_err(),
+        "full-size pod packets must be dropped by the lowered underlay"
+    );
+    let live = LivePing::start(&a.netns, b_ip)?;
+    std::thread::sleep(Duration::from_millis(300));
+    // The operator's one action per node: the node's interface gets the underlay's MTU.
+    let lowered = Instant::now();
+    for node in &cluster.nodes {
+        weft_e2e::cmd::run(
+            "ip",
+            &[
+                "-n",
+                node.netns(),
+                "link",
+                "set",
+                weft_e2e::cluster::UPLINK,
+                "mtu",
+                "1400",
+            ],
+        )?;
+    }
+    // 1400 - 50 (Geneve over IPv4) = 1350: DF at the new pod MTU crosses once both re-planned
+    // and fixed the old pods.
+    let size = 1350 - 28;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ping_df(&a.netns, b_ip, size).is_err() || ping_df(&b.netns, pod_ipv4(&a)?, size).is_err()
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "DF {size} does not cross 10 s after the underlay was lowered\n{}",
+            cluster.agent_logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "underlay lowered live: DF at the new pod MTU crosses after {:?}",
+        lowered.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let loss = live.stop()?;
+    report("underlay MTU lowered live, no restart", loss);
+    for node in &cluster.nodes {
+        let log = node.agent_log();
+        ensure!(
+            log.contains("mtu plan re-planned for the lowered underlay")
+                && log.contains("pod mtu fixed live"),
+            "{}: no live re-plan and fix:\n{log}",
+            node.name
+        );
+    }
+    ensure!(
+        ping_df(&a.netns, b_ip, size + 1).is_err(),
+        "1351 must not pass"
+    );
+    let (c, c_ip) = cluster.node(1)?.add_pod("c")?;
+    ensure!(ClusterNode::link_mtu(&c.netns, "eth0")? == 1350);
+    ping_df(&c.netns, b_ip, size)?;
+    ping(&b.netns, c_ip)?;
+    ensure!(
+        loss.window <= Duration::from_secs(10),
+        "live MTU re-plan: loss window {:?}",
+        loss.window
+    );
+    Ok(())
+}
+
 #[test]
 fn underlay_mtu_lowered_is_replanned_on_restart_and_old_pods_fixed() -> Result<()> {
     let (mut cluster, a, b, b_ip) = cluster_with_pods()?;
     // The underlay switch now carries at most 1400 bytes.
-    let underlay = cluster.underlay().to_string();
-    for link in links_of(&underlay)? {
-        if link != "br0" && link != "lo" {
-            weft_e2e::cmd::run(
-                "ip",
-                &["-n", &underlay, "link", "set", &link, "mtu", "1400"],
-            )?;
-        }
-    }
+    lower_underlay(cluster.underlay(), 1400)?;
     ensure!(
         ping_df(&a.netns, b_ip, 1400).is_err(),
         "full-size pod packets must be dropped by the lowered underlay"

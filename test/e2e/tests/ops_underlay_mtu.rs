@@ -1,0 +1,181 @@
+//! Proof that the agent follows a lowered underlay MTU live (issue 7, fault "underlay MTU
+//! lowered: the agent re-plans and reports"), on the node harness (encap Geneve, netdev, the
+//! uplink attached, `transportMTU` not set):
+//!
+//! - the operator lowers the MTU of the interface carrying the node's name and IP (the uplink
+//!   internal port) from 1500 to 1400; without a restart the plan becomes pod/gateway/tunnel
+//!   1350, uplink 1400: OVSDB `mtu_request`s, kernel MTUs, the status, `weftctl check mtu` (the
+//!   two old pods listed, exit 3), `weft_mtu_replans_total` and the log all say so, and a new
+//!   pod gets 1350;
+//! - a raise to 9000 on the same interface is not followed: the MTU goes back to 1400 and the
+//!   plan stays;
+//! - a restart (with `reconcilePodMTU: true`) plans from the lowered MTU recorded in the uplink
+//!   journal, and fixes the old pods.
+//!
+//! Needs `cargo build --workspace --bins` first (build/test does it).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use weft_e2e::cmd;
+use weft_e2e::node::{Node, NodeOptions, Pod, UPLINK};
+
+mod ops_support;
+use ops_support::Ctl;
+
+const METRICS_ADDR: &str = "127.0.0.1:9478";
+
+/// The kernel MTU of `ifname` in namespace `ns`.
+fn link_mtu(ns: &str, ifname: &str) -> Result<u32> {
+    let out = cmd::run("ip", &["-n", ns, "-o", "link", "show", "dev", ifname])?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("no mtu for {ifname} in {out}"))
+}
+
+/// An interface's `mtu_request` in OVSDB.
+fn mtu_request(node: &Node, iface: &str) -> Result<u32> {
+    let out = node
+        .ovs
+        .vsctl(&["get", "Interface", iface, "mtu_request"])?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("mtu_request of {iface}: {out}"))
+}
+
+/// `weftctl check mtu` as JSON, with the exit code it must have.
+fn check_mtu(ctl: &Ctl, code: i32) -> Result<Value> {
+    Ok(ctl.formats(code, &["check", "mtu"])?.1)
+}
+
+/// The pods `check mtu` lists to fix.
+fn pods_to_fix(report: &Value) -> Vec<String> {
+    report["podsToFix"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Polls the plan's pod MTU (`get agentinfo`) until it is `want`.
+fn wait_for_pod_plan(ctl: &Ctl, want: u64, timeout: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let status = ctl.expect(0, &["get", "agentinfo", "-o", "json"])?.json()?;
+        let pod = status["mtuPlan"]["pod"].as_u64();
+        if pod == Some(want) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("plan pod MTU is {pod:?}, not {want}, after {timeout:?}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
+    let mut options = NodeOptions::new(&["10.244.11.0/24"]);
+    options.extra_config = format!("metricsBindAddress: {METRICS_ADDR}\n");
+    let mut node = Node::start(options)?;
+    let ns = node.netns().to_string();
+    let ctl = Ctl::new(&node.config)?;
+    let renamed = format!("{UPLINK}~");
+    ensure!(
+        link_mtu(&ns, &renamed)? == 1500,
+        "the uplink is attached (its NIC renamed to {renamed})"
+    );
+    let mut old = Vec::new();
+    for name in ["old-a", "old-b"] {
+        let pod = Pod::create(&node, name)?;
+        node.add(&pod)?;
+        old.push(pod);
+    }
+    let before = check_mtu(&ctl, 0)?;
+    ensure!(before["plan"]["pod"] == 1450, "{before}");
+
+    // The operator lowers the node's interface (the name it always had) to 1400.
+    cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "1400"])?;
+    let took =
+        wait_for_pod_plan(&ctl, 1350, Duration::from_secs(10)).with_context(|| node.agent_log())?;
+    println!("underlay lowered 1500 -> 1400: pod MTU re-planned to 1350 in {took:?}");
+
+    let after = check_mtu(&ctl, 3)?;
+    ensure!(
+        after["plan"]["pod"] == 1350
+            && after["plan"]["gateway"] == 1350
+            && after["plan"]["uplink"] == 1400,
+        "{after}"
+    );
+    ensure!(
+        pods_to_fix(&after) == ["default/old-a", "default/old-b"],
+        "exactly the old pods are off the plan: {after}"
+    );
+    for pod in &old {
+        ensure!(
+            link_mtu(&pod.netns, "eth0")? == 1450,
+            "old pods are left as they are"
+        );
+    }
+    // OVSDB and the kernel follow the new plan.
+    ensure!(mtu_request(&node, "weft-gw0")? == 1350);
+    ensure!(mtu_request(&node, "weft-tun0")? == 1350);
+    ensure!(mtu_request(&node, UPLINK)? == 1400);
+    ensure!(mtu_request(&node, &renamed)? == 1400);
+    ensure!(link_mtu(&ns, "weft-gw0")? == 1350);
+    ensure!(link_mtu(&ns, UPLINK)? == 1400);
+    ensure!(link_mtu(&ns, &renamed)? == 1400);
+    // A pod added now gets the new plan.
+    let new = Pod::create(&node, "new-c")?;
+    node.add(&new)?;
+    ensure!(link_mtu(&new.netns, "eth0")? == 1350);
+    let metrics = ops_support::scrape(&ns, METRICS_ADDR)?;
+    ensure!(
+        metrics.get("weft_mtu_replans_total{result=\"applied\"}") == 1.0,
+        "one applied re-plan"
+    );
+    let log = node.agent_log();
+    ensure!(
+        log.contains("underlay mtu lowered: re-planning live")
+            && log.contains("mtu plan re-planned for the lowered underlay"),
+        "re-plan logged:\n{log}"
+    );
+    let journal: Value = serde_json::from_str(&std::fs::read_to_string(
+        node.data_dir.join("uplink-journal.json"),
+    )?)?;
+    ensure!(journal["nic"]["mtu"] == 1400, "journal: {journal}");
+
+    // A raise is not followed: the interface goes back to the plan's 1400.
+    cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "9000"])?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while link_mtu(&ns, UPLINK)? != 1400 {
+        ensure!(
+            Instant::now() < deadline,
+            "raised uplink MTU not put back to 1400"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(check_mtu(&ctl, 3)?["plan"]["pod"] == 1350);
+    ensure!(
+        ops_support::scrape(&ns, METRICS_ADDR)?.get("weft_mtu_replans_total{result=\"applied\"}")
+            == 1.0,
+        "a raise is not a re-plan"
+    );
+
+    // A restart plans from the recorded (lowered) NIC MTU and fixes the old pods.
+    node.restart_agent_with("reconcilePodMTU: true\n", Duration::from_secs(30))?;
+    let fixed = check_mtu(&ctl, 0)?;
+    ensure!(
+        fixed["plan"]["pod"] == 1350 && pods_to_fix(&fixed).is_empty(),
+        "{fixed}"
+    );
+    for pod in &old {
+        ensure!(link_mtu(&pod.netns, "eth0")? == 1350, "old pods fixed");
+    }
+    Ok(())
+}
