@@ -183,7 +183,12 @@ impl EventFilter {
                 let referenced = self.referenced(&info.name);
                 let spec = self.specs.get(&info.name);
                 let drifted = spec.is_some_and(|s| !link_drift(s, Some(&info)).is_empty());
-                lowered = spec.and_then(|s| s.lowered(&info));
+                // Only on a link that existed before this message: ovs-vswitchd creates an internal
+                // port's tap at the default MTU and sets `mtu_request` just after, which is not
+                // the underlay going down.
+                if known_index == Some(info.index) {
+                    lowered = spec.and_then(|s| s.lowered(&info));
+                }
                 if referenced && known_index != Some(info.index) {
                     Dirty::ALL // (re)created: everything on it is gone
                 } else if drifted {
@@ -853,8 +858,13 @@ impl Worker {
             }
             self.veth_gone.remove(&spec.name);
             self.reported.remove(&format!("veth {}", spec.name));
-            if let Some(lowered) = observed.and_then(|link| spec.lowered(link)) {
-                self.report.underlay_lowered(lowered);
+            // A pass sees what a missed event would have shown, but not on the internal port:
+            // ovs-vswitchd puts an operator's change there back at once, and a pass may catch
+            // its freshly created tap before `mtu_request` is applied.
+            if spec.role != LinkRole::UplinkPort {
+                if let Some(lowered) = observed.and_then(|link| spec.lowered(link)) {
+                    self.report.underlay_lowered(lowered);
+                }
             }
             let (Some(link), false) = (observed, drift.is_empty()) else {
                 continue;
@@ -1306,6 +1316,9 @@ mod tests {
             m.attributes.push(LinkAttribute::Mtu(mtu));
             msg(RouteNetlinkMessage::NewLink(m))
         };
+        // First seen (created, e.g. a tap ovs-vswitchd just made at the default MTU): not a
+        // lowering.
+        assert_eq!(f.classify(&link(1400)).lowered, None);
         let c = f.classify(&link(1400));
         assert_eq!(
             c.lowered.map(|l| (l.link, l.mtu, l.planned)),
