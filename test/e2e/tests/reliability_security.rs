@@ -1,6 +1,7 @@
 //! Issue 7 security proofs:
 //! - the agent's sockets (`cniSocket`, `apiSocket`) are 0600, owned by root, in 0700 root
-//!   directories, and an unprivileged user cannot connect to them;
+//!   directories, and an unprivileged user cannot connect to them; a group- or world-writable
+//!   socket directory is refused at start;
 //! - the agent, the plugin and the flow library never execute external programs: their sources
 //!   are scanned for process spawning (a lint that names the offending file and line);
 //! - ARP and IPv6 neighbor-discovery spoofing from a pod is dropped end to end: a pod claiming
@@ -74,6 +75,56 @@ fn agent_sockets_are_root_only() -> Result<()> {
             String::from_utf8_lossy(&as_root.stdout).trim() == "connected",
             "root cannot connect to {path}"
         );
+    }
+    Ok(())
+}
+
+/// An existing socket directory others can write to is refused by the real agent at start,
+/// with an error naming the directory and its mode, and nothing is created in it; once the
+/// directory is private again the agent serves both sockets.
+#[test]
+fn agent_refuses_a_writable_socket_directory() -> Result<()> {
+    let mut node = Node::start(NodeOptions::new(&["10.84.0.0/24"]))?;
+    let run = node
+        .cni_socket
+        .parent()
+        .context("socket dir")?
+        .to_path_buf();
+    node.stop_agent();
+    for entry in std::fs::read_dir(&run)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777))?;
+    node.start_agent()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while node.agent_running() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "agent still runs with a 0777 socket directory; log:\n{}",
+            node.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected = format!(
+        "cannot serve cni socket in directory {}: it has mode 0777",
+        run.display()
+    );
+    let log = node.agent_log();
+    ensure!(log.contains(&expected), "expected {expected:?} in:\n{log}");
+    let left: Vec<_> = std::fs::read_dir(&run)?.collect();
+    ensure!(left.is_empty(), "agent left {left:?} in {}", run.display());
+    ensure!(
+        std::fs::metadata(&run)?.permissions().mode() & 0o7777 == 0o777,
+        "the directory's mode was changed"
+    );
+
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
+    node.stop_agent();
+    node.start_agent()?;
+    node.wait_ready(Duration::from_secs(30))?;
+    for name in ["cni.sock", "agent.sock"] {
+        let mode = std::fs::metadata(run.join(name))?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "{name} has mode {mode:o}");
     }
     Ok(())
 }
