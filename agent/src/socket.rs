@@ -65,6 +65,31 @@ pub enum SocketError {
 /// processes).
 static STAGING: AtomicU64 = AtomicU64::new(0);
 
+/// Staging directories are named `.weft-PID-N`.
+const STAGING_PREFIX: &str = ".weft-";
+
+/// Removes staging directories in `dir` left by processes that no longer run (an agent killed
+/// between bind and rename). Best effort: a directory that cannot be read is left alone.
+fn sweep_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Removes the staging directory (and a socket left in it) when dropped.
 struct Staging(PathBuf);
 
@@ -109,9 +134,10 @@ pub fn bind_private(
         Err(e) => return Err(err(e)),
     }
 
+    sweep_staging(dir);
     // mkdir(2) with 0700 yields at most 0700 whatever the umask.
     let staging = Staging(dir.join(format!(
-        ".weft-{}-{}",
+        "{STAGING_PREFIX}{}-{}",
         std::process::id(),
         STAGING.fetch_add(1, Ordering::Relaxed)
     )));
@@ -261,6 +287,25 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
         assert!(entries(&sub).is_empty());
         assert_eq!(entries(dir.path()), ["file", "sub"]);
+    }
+
+    #[tokio::test]
+    async fn staging_left_by_a_killed_agent_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        // Above the kernel's pid_max (2^22): that process cannot be running.
+        let stale = dir.path().join(".weft-999999999-0");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("s"), "").unwrap();
+        // Not a staging directory name, or a live process's: kept.
+        let own = format!(".weft-{}-999", std::process::id());
+        for keep in [".weft-x", "other", own.as_str()] {
+            std::fs::create_dir(dir.path().join(keep)).unwrap();
+        }
+        let _listener = bind_private("test", &dir.path().join("x.sock")).unwrap();
+        assert_eq!(
+            entries(dir.path()),
+            [own.as_str(), ".weft-x", "other", "x.sock"]
+        );
     }
 
     #[tokio::test]
