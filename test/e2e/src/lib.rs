@@ -16,6 +16,7 @@ pub mod cmd;
 pub mod netns;
 pub mod node;
 pub mod ovs;
+pub mod spoof;
 
 pub use apiserver::ApiServer;
 pub use ovs::OvsInstance;

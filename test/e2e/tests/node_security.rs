@@ -1,5 +1,6 @@
 //! Issue 3 proof through the real agent and plugin: SpoofGuard drops a pod that sends with
-//! another pod's IP or MAC, and a host veth's MAC change under a 100 pps ping loses nothing
+//! another pod's IP or MAC (and a control with SpoofGuard bypassed shows the same sends get
+//! through), and a host veth's MAC change under a 100 pps ping loses nothing
 //! (field report 3: pods resolve the gateway to the pipeline's virtual MAC, never to a host veth
 //! MAC).
 //!
@@ -12,6 +13,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use weft_e2e::node::{ping, Node, NodeOptions, Pod};
+use weft_e2e::spoof::Bypass;
 use weft_e2e::{cmd, netns};
 
 const VIRTUAL_MAC: &str = "02:77:65:66:74:01";
@@ -68,68 +70,146 @@ fn in_echos(pod: &Pod, v4: bool) -> Result<u64> {
     }
 }
 
+/// Three pods on one dual-stack node: the honest one, the victim and the spoofer.
+struct Scene {
+    node: Node,
+    honest: Pod,
+    victim: Pod,
+    spoofer: Pod,
+    ips_a: Vec<IpAddr>,
+    ips_b: Vec<IpAddr>,
+    /// The victim's and the spoofer's MACs (eth0).
+    macs: (String, String),
+    /// The spoofer's host veth.
+    spoofer_if: String,
+}
+
+/// Echo requests that reached the honest pod from one spoofed send.
+#[derive(Debug)]
+struct Reached {
+    /// What the spoofer forged.
+    what: String,
+    /// Echo requests the honest pod's stack received meanwhile.
+    echos: u64,
+    /// Whether the spoofer got replies.
+    answered: bool,
+}
+
+impl Scene {
+    fn start(cidrs: &[&str]) -> Result<Scene> {
+        let node = Node::start(NodeOptions::new(cidrs))?;
+        let honest = Pod::create(&node, "honest")?;
+        let victim = Pod::create(&node, "victim")?;
+        let spoofer = Pod::create(&node, "spoofer")?;
+        let (ra, rb, rc) = (node.add(&honest)?, node.add(&victim)?, node.add(&spoofer)?);
+        let mac = |r: &Value, what: &str| -> Result<String> {
+            Ok(r["interfaces"][1]["mac"]
+                .as_str()
+                .with_context(|| format!("{what} MAC in the result"))?
+                .to_string())
+        };
+        Ok(Scene {
+            ips_a: ips(&ra),
+            ips_b: ips(&rb),
+            macs: (mac(&rb, "victim")?, mac(&rc, "spoofer")?),
+            spoofer_if: rc["interfaces"][0]["name"]
+                .as_str()
+                .context("spoofer host veth")?
+                .to_string(),
+            node,
+            honest,
+            victim,
+            spoofer,
+        })
+    }
+
+    /// The spoofer sends echo requests to every address of the honest pod, first from the
+    /// victim's address of that family (added as a second address), then with the victim's
+    /// MAC; returns what reached the honest pod. The spoofer is restored afterwards and
+    /// legitimate traffic of every pod is checked to flow. The real test and its control both
+    /// run this.
+    fn spoof(&self) -> Result<Vec<Reached>> {
+        let (a, b, c) = (&self.honest, &self.victim, &self.spoofer);
+        let mut reached = Vec::new();
+        for (ip_a, ip_b) in self.ips_a.iter().zip(&self.ips_b) {
+            let family = if ip_b.is_ipv4() { "32" } else { "128" };
+            let spoofed = format!("{ip_b}/{family}");
+            c.exec(&["ip", "addr", "add", &spoofed, "dev", "eth0", "nodad"])?;
+            let src = ip_b.to_string();
+            let before = in_echos(a, ip_a.is_ipv4())?;
+            let answered = answered(&c.netns, &["-I", &src], *ip_a);
+            let after = in_echos(a, ip_a.is_ipv4())?;
+            reached.push(Reached {
+                what: format!("echo requests from spoofed source {ip_b} to {ip_a}"),
+                echos: after.saturating_sub(before),
+                answered,
+            });
+            c.exec(&["ip", "addr", "del", &spoofed, "dev", "eth0"])?;
+            // Legitimate traffic of every pod still flows, and is counted where the spoof was
+            // not.
+            ping(&c.netns, *ip_a)?;
+            ensure!(
+                in_echos(a, ip_a.is_ipv4())? >= after + 3,
+                "control pings not counted"
+            );
+            ping(&b.netns, *ip_a)?;
+        }
+
+        // The spoofer takes the victim's MAC.
+        let (victim_mac, own_mac) = &self.macs;
+        c.exec(&["ip", "link", "set", "eth0", "address", victim_mac])?;
+        c.exec(&["ip", "neigh", "flush", "dev", "eth0"])?;
+        for ip_a in &self.ips_a {
+            let before = in_echos(a, ip_a.is_ipv4())?;
+            let answered = answered(&c.netns, &[], *ip_a);
+            let after = in_echos(a, ip_a.is_ipv4())?;
+            reached.push(Reached {
+                what: format!("echo requests with the victim's MAC to {ip_a}"),
+                echos: after.saturating_sub(before),
+                answered,
+            });
+        }
+        c.exec(&["ip", "link", "set", "eth0", "address", own_mac])?;
+        c.exec(&["ip", "neigh", "flush", "dev", "eth0"])?;
+        for ip_a in &self.ips_a {
+            ping(&c.netns, *ip_a)?;
+            ping(&b.netns, *ip_a)?;
+        }
+        Ok(reached)
+    }
+}
+
 #[test]
 fn spoofguard_drops_foreign_ip_and_mac_through_the_agent() -> Result<()> {
-    let node = Node::start(NodeOptions::new(&["10.81.0.0/24", "fd00:81::/64"]))?;
-    let a = Pod::create(&node, "honest")?;
-    let b = Pod::create(&node, "victim")?;
-    let c = Pod::create(&node, "spoofer")?;
-    let (ra, rb, rc) = (node.add(&a)?, node.add(&b)?, node.add(&c)?);
-    let (ips_a, ips_b) = (ips(&ra), ips(&rb));
-
-    for (ip_a, ip_b) in ips_a.iter().zip(&ips_b) {
-        // The spoofer claims the victim's address as a second address and sends from it.
-        let family = if ip_b.is_ipv4() { "32" } else { "128" };
-        let spoofed = format!("{ip_b}/{family}");
-        c.exec(&["ip", "addr", "add", &spoofed, "dev", "eth0", "nodad"])?;
-        let src = ip_b.to_string();
-        let before = in_echos(&a, ip_a.is_ipv4())?;
-        answered(&c.netns, &["-I", &src], *ip_a);
-        let after = in_echos(&a, ip_a.is_ipv4())?;
+    let scene = Scene::start(&["10.81.0.0/24", "fd00:81::/64"])?;
+    let reached = scene.spoof()?;
+    eprintln!("with SpoofGuard: {reached:?}");
+    ensure!(reached.len() == 4, "expected 4 spoofed sends: {reached:?}");
+    for r in &reached {
         ensure!(
-            after == before,
-            "echo requests from spoofed source {ip_b} reached {ip_a} ({before} -> {after})"
+            r.echos == 0 && !r.answered,
+            "{} reached the honest pod ({} received, answered: {})",
+            r.what,
+            r.echos,
+            r.answered
         );
-        c.exec(&["ip", "addr", "del", &spoofed, "dev", "eth0"])?;
-        // Legitimate traffic of every pod still flows, and is counted where the spoof was not.
-        ping(&c.netns, *ip_a)?;
-        ensure!(
-            in_echos(&a, ip_a.is_ipv4())? >= after + 3,
-            "control pings not counted"
-        );
-        ping(&b.netns, *ip_a)?;
     }
 
-    // The spoofer takes the victim's MAC: everything it sends is dropped.
-    let victim_mac = rb["interfaces"][1]["mac"]
-        .as_str()
-        .context("victim MAC in the result")?
-        .to_string();
-    let own_mac = rc["interfaces"][1]["mac"]
-        .as_str()
-        .context("spoofer MAC")?
-        .to_string();
-    c.exec(&["ip", "link", "set", "eth0", "address", &victim_mac])?;
-    c.exec(&["ip", "neigh", "flush", "dev", "eth0"])?;
-    for ip_a in &ips_a {
-        let before = in_echos(&a, ip_a.is_ipv4())?;
+    // Control: the same spoofed sends through the pipeline without SpoofGuard for the spoofer
+    // reach the honest pod, so the checks above can fail.
+    let bypass = Bypass::install(&scene.node, &scene.spoofer_if, None)?;
+    let control = scene.spoof()?;
+    bypass.check_installed()?;
+    eprintln!("control without SpoofGuard: {control:?}");
+    for r in &control {
         ensure!(
-            !answered(&c.netns, &[], *ip_a),
-            "frames with the victim's MAC must be dropped ({ip_a})"
-        );
-        let after = in_echos(&a, ip_a.is_ipv4())?;
-        ensure!(
-            after == before,
-            "echo requests with the victim's MAC reached {ip_a}"
+            r.echos >= 1,
+            "control: {} did not reach the honest pod without SpoofGuard",
+            r.what
         );
     }
-    c.exec(&["ip", "link", "set", "eth0", "address", &own_mac])?;
-    for ip_a in &ips_a {
-        ping(&c.netns, *ip_a)?;
-        ping(&b.netns, *ip_a)?;
-    }
-    for pod in [&a, &b, &c] {
-        node.del(pod)?;
+    for pod in [&scene.honest, &scene.victim, &scene.spoofer] {
+        scene.node.del(pod)?;
     }
     Ok(())
 }

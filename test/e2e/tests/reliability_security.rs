@@ -1,12 +1,14 @@
 //! Issue 7 security proofs:
 //! - the agent's sockets (`cniSocket`, `apiSocket`) are 0600, owned by root, in 0700 root
-//!   directories, and an unprivileged user cannot connect to them;
+//!   directories, and an unprivileged user cannot connect to them; a group- or world-writable
+//!   socket directory is refused at start;
 //! - the agent, the plugin and the flow library never execute external programs: their sources
 //!   are scanned for process spawning (a lint that names the offending file and line);
 //! - ARP and IPv6 neighbor-discovery spoofing from a pod is dropped end to end: a pod claiming
 //!   another pod's or the gateway's address gets no answer from the pipeline's responders, and
 //!   its forged announcements never reach (and so never poison the neighbour cache of) other
-//!   pods. IP and MAC spoofing are covered by node_security.rs.
+//!   pods. IP and MAC spoofing are covered by node_security.rs. A control sends the same forged
+//!   packets with SpoofGuard bypassed for the spoofer and fails unless they get through.
 //!
 //! Needs `cargo build --workspace --bins` first (build/test does it).
 
@@ -19,6 +21,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use weft_e2e::node::{ping, Node, NodeOptions, Pod};
+use weft_e2e::spoof::Bypass;
 
 /// The MAC the pipeline answers ARP and ND with (docs/ovs-pipeline.md).
 const VIRTUAL_MAC: &str = "02:77:65:66:74:01";
@@ -72,6 +75,56 @@ fn agent_sockets_are_root_only() -> Result<()> {
             String::from_utf8_lossy(&as_root.stdout).trim() == "connected",
             "root cannot connect to {path}"
         );
+    }
+    Ok(())
+}
+
+/// An existing socket directory others can write to is refused by the real agent at start,
+/// with an error naming the directory and its mode, and nothing is created in it; once the
+/// directory is private again the agent serves both sockets.
+#[test]
+fn agent_refuses_a_writable_socket_directory() -> Result<()> {
+    let mut node = Node::start(NodeOptions::new(&["10.84.0.0/24"]))?;
+    let run = node
+        .cni_socket
+        .parent()
+        .context("socket dir")?
+        .to_path_buf();
+    node.stop_agent();
+    for entry in std::fs::read_dir(&run)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777))?;
+    node.start_agent()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while node.agent_running() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "agent still runs with a 0777 socket directory; log:\n{}",
+            node.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expected = format!(
+        "cannot serve cni socket in directory {}: it has mode 0777",
+        run.display()
+    );
+    let log = node.agent_log();
+    ensure!(log.contains(&expected), "expected {expected:?} in:\n{log}");
+    let left: Vec<_> = std::fs::read_dir(&run)?.collect();
+    ensure!(left.is_empty(), "agent left {left:?} in {}", run.display());
+    ensure!(
+        std::fs::metadata(&run)?.permissions().mode() & 0o7777 == 0o777,
+        "the directory's mode was changed"
+    );
+
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
+    node.stop_agent();
+    node.start_agent()?;
+    node.wait_ready(Duration::from_secs(30))?;
+    for name in ["cni.sock", "agent.sock"] {
+        let mode = std::fs::metadata(run.join(name))?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "{name} has mode {mode:o}");
     }
     Ok(())
 }
@@ -253,94 +306,183 @@ fn neighbour(pod: &Pod, ip: IpAddr) -> Result<Option<String>> {
         .map(str::to_string))
 }
 
+/// What a spoofer's forged ARP and neighbor discovery achieved on a node.
+#[derive(Debug)]
+struct Forged {
+    /// Each forged request (claiming another pod's or the gateway's address) and how many
+    /// answers it got back.
+    answers: Vec<(String, u32)>,
+    /// The observer's neighbour entries for the gateway and the victim afterwards: each must
+    /// still be the virtual MAC unless a forged announcement reached the observer.
+    cache: Vec<(IpAddr, Option<String>)>,
+}
+
+impl Forged {
+    /// The cache entries that no longer point at the virtual MAC.
+    fn poisoned(&self) -> Vec<&(IpAddr, Option<String>)> {
+        self.cache
+            .iter()
+            .filter(|(_, lladdr)| lladdr.as_deref() != Some(VIRTUAL_MAC))
+            .collect()
+    }
+}
+
+/// Three pods on one dual-stack node: the observer, the victim and the spoofer.
+struct Scene {
+    node: Node,
+    observer: Pod,
+    victim: Pod,
+    spoofer: Pod,
+    /// The observer's, victim's and spoofer's (IPv4, IPv6) addresses and the gateway's.
+    a: (IpAddr, IpAddr),
+    b: (IpAddr, IpAddr),
+    c: (IpAddr, IpAddr),
+    gw: (IpAddr, IpAddr),
+    /// The host veths of the observer and the spoofer.
+    host_if: (String, String),
+}
+
+impl Scene {
+    fn start(cidrs: &[&str]) -> Result<Scene> {
+        let node = Node::start(NodeOptions::new(cidrs))?;
+        let observer = Pod::create(&node, "observer")?;
+        let victim = Pod::create(&node, "victim")?;
+        let spoofer = Pod::create(&node, "spoofer")?;
+        let (ra, rb, rc) = (
+            node.add(&observer)?,
+            node.add(&victim)?,
+            node.add(&spoofer)?,
+        );
+        let ((a4, gw4), (a6, gw6)) = (addr(&ra, true)?, addr(&ra, false)?);
+        let host = |r: &Value| -> Result<String> {
+            Ok(r["interfaces"][0]["name"]
+                .as_str()
+                .context("host veth in the result")?
+                .to_string())
+        };
+        Ok(Scene {
+            a: (a4, a6),
+            b: (addr(&rb, true)?.0, addr(&rb, false)?.0),
+            c: (addr(&rc, true)?.0, addr(&rc, false)?.0),
+            gw: (gw4, gw6),
+            host_if: (host(&ra)?, host(&rc)?),
+            node,
+            observer,
+            victim,
+            spoofer,
+        })
+    }
+
+    /// The spoofer forges ARP and neighbor discovery: requests and solicitations claiming the
+    /// victim's, the observer's and the gateway's addresses, and gratuitous announcements for
+    /// the gateway's and the victim's. Honest requests from the spoofer's own addresses must be
+    /// answered (else nothing was measured). The real test and its control both run this.
+    fn forge(&self) -> Result<Forged> {
+        let (a, c) = (&self.observer, &self.spoofer);
+        let watched = [self.gw.0, self.gw.1, self.b.0, self.b.1];
+        // The observer resolves the gateway and the victim (the pipeline answers with its MAC).
+        for dst in watched {
+            ping(&a.netns, dst)?;
+        }
+        for ip in watched {
+            let lladdr = neighbour(a, ip)?;
+            ensure!(
+                lladdr.as_deref() == Some(VIRTUAL_MAC),
+                "observer resolved {ip} to {lladdr:?}"
+            );
+        }
+        // Past the kernel's ARP locktime (1 s), so a forged ARP reaching the observer would
+        // update its cache.
+        std::thread::sleep(Duration::from_millis(1200));
+
+        let broadcast = "ff:ff:ff:ff:ff:ff";
+        let [a4, b4, c4, gw4] = [self.a.0, self.b.0, self.c.0, self.gw.0].map(|ip| ip.to_string());
+        let [a6, b6, c6, gw6] = [self.a.1, self.b.1, self.c.1, self.gw.1].map(|ip| ip.to_string());
+        let mut answers = Vec::new();
+        ensure!(
+            raw(c, &["arp", "1", &c4, &a4, broadcast])? >= 1,
+            "honest ARP request from the spoofer was not answered"
+        );
+        for claimed in [&b4, &gw4] {
+            let n = raw(c, &["arp", "1", claimed, &a4, broadcast])?;
+            answers.push((format!("ARP request from {claimed} for {a4}"), n));
+        }
+        // Gratuitous replies and requests claiming the gateway's and the victim's addresses.
+        for claimed in [&gw4, &b4] {
+            raw(c, &["arp", "2", claimed, claimed, broadcast])?;
+            raw(c, &["arp", "1", claimed, &a4, broadcast])?;
+        }
+        ensure!(
+            raw(c, &["ns", &c6, &gw6])? >= 1,
+            "honest neighbor solicitation from the spoofer was not answered"
+        );
+        for claimed in [&b6, &a6] {
+            let n = raw(c, &["ns", claimed, &gw6])?;
+            answers.push((format!("solicitation from {claimed} for {gw6}"), n));
+        }
+        for claimed in [&gw6, &b6] {
+            raw(c, &["na", claimed])?;
+        }
+        let cache = watched
+            .into_iter()
+            .map(|ip| Ok((ip, neighbour(a, ip)?)))
+            .collect::<Result<_>>()?;
+        Ok(Forged { answers, cache })
+    }
+}
+
 #[test]
 fn spoofguard_drops_arp_and_nd_spoofing() -> Result<()> {
-    let node = Node::start(NodeOptions::new(&["10.83.0.0/24", "fd00:83::/64"]))?;
-    let a = Pod::create(&node, "observer")?;
-    let b = Pod::create(&node, "victim")?;
-    let c = Pod::create(&node, "spoofer")?;
-    let (ra, rb, rc) = (node.add(&a)?, node.add(&b)?, node.add(&c)?);
-    let ((a4, gw4), (a6, gw6)) = (addr(&ra, true)?, addr(&ra, false)?);
-    let ((b4, _), (b6, _)) = (addr(&rb, true)?, addr(&rb, false)?);
-    let ((c4, _), (c6, _)) = (addr(&rc, true)?, addr(&rc, false)?);
-    // The observer resolves the gateway and the victim (the pipeline answers with its MAC).
-    for dst in [gw4, gw6, b4, b6] {
-        ping(&a.netns, dst)?;
+    let scene = Scene::start(&["10.83.0.0/24", "fd00:83::/64"])?;
+    let forged = scene.forge()?;
+    eprintln!("with SpoofGuard: {forged:?}");
+    for (what, n) in &forged.answers {
+        ensure!(*n == 0, "{what} was answered {n} times");
     }
-    for ip in [gw4, gw6, b4, b6] {
-        ensure!(
-            neighbour(&a, ip)?.as_deref() == Some(VIRTUAL_MAC),
-            "observer resolved {ip} to {:?}",
-            neighbour(&a, ip)?
-        );
-    }
-    // Past the kernel's ARP locktime (1 s), so a forged ARP reaching the observer would update.
-    std::thread::sleep(Duration::from_millis(1200));
-
-    let broadcast = "ff:ff:ff:ff:ff:ff";
-    let (s_a4, s_b4, s_c4, s_gw4) = (
-        a4.to_string(),
-        b4.to_string(),
-        c4.to_string(),
-        gw4.to_string(),
-    );
-    // Control: an honest ARP request (own address) for the observer is answered.
     ensure!(
-        raw(&c, &["arp", "1", &s_c4, &s_a4, broadcast])? >= 1,
-        "honest ARP request from the spoofer was not answered"
+        forged.poisoned().is_empty(),
+        "forged announcements changed the observer's neighbour cache: {:?}",
+        forged.poisoned()
     );
-    // Requests claiming the victim's or the gateway's address are not answered.
-    for claimed in [&s_b4, &s_gw4] {
-        let answers = raw(&c, &["arp", "1", claimed, &s_a4, broadcast])?;
-        ensure!(
-            answers == 0,
-            "ARP request claiming {claimed} was answered {answers} times"
-        );
-    }
-    // Gratuitous replies claiming the gateway's and the victim's addresses, broadcast and
-    // unicast to the observer's (virtual) next hop: none reaches the observer.
-    for claimed in [&s_gw4, &s_b4] {
-        raw(&c, &["arp", "2", claimed, claimed, broadcast])?;
-        raw(&c, &["arp", "1", claimed, &s_a4, broadcast])?;
-    }
-
-    let (s_a6, s_b6, s_c6, s_gw6) = (
-        a6.to_string(),
-        b6.to_string(),
-        c6.to_string(),
-        gw6.to_string(),
-    );
-    ensure!(
-        raw(&c, &["ns", &s_c6, &s_gw6])? >= 1,
-        "honest neighbor solicitation from the spoofer was not answered"
-    );
-    for claimed in [&s_b6, &s_a6] {
-        let answers = raw(&c, &["ns", claimed, &s_gw6])?;
-        ensure!(
-            answers == 0,
-            "solicitation from {claimed} was answered {answers} times"
-        );
-    }
-    for claimed in [&s_gw6, &s_b6] {
-        raw(&c, &["na", claimed])?;
-    }
-
-    // The observer's neighbour cache still points every address at the virtual MAC.
-    for ip in [gw4, gw6, b4, b6] {
-        let lladdr = neighbour(&a, ip)?;
-        ensure!(
-            lladdr.as_deref() == Some(VIRTUAL_MAC),
-            "observer's entry for {ip} was changed to {lladdr:?} by a forged announcement"
-        );
-    }
     // And everybody still talks.
-    for dst in [gw4, gw6, b4, b6] {
+    let (a, c) = (&scene.observer, &scene.spoofer);
+    for dst in [scene.gw.0, scene.gw.1, scene.b.0, scene.b.1] {
         ping(&a.netns, dst)?;
     }
-    ping(&c.netns, a4)?;
-    ping(&c.netns, a6)?;
-    for pod in [&a, &b, &c] {
-        node.del(pod)?;
+    ping(&c.netns, scene.a.0)?;
+    ping(&c.netns, scene.a.1)?;
+
+    // Control 1: the same forged packets through the pipeline without SpoofGuard for the
+    // spoofer are answered, so the answer checks above can fail. The caches stay clean: the
+    // pipeline never forwards ARP or neighbor discovery, whatever SpoofGuard does.
+    let bypass = Bypass::install(&scene.node, &scene.host_if.1, None)?;
+    let control = scene.forge()?;
+    bypass.check_installed()?;
+    eprintln!("control without SpoofGuard: {control:?}");
+    for (what, n) in &control.answers {
+        ensure!(
+            *n >= 1,
+            "control: {what} was not answered without SpoofGuard"
+        );
+    }
+    ensure!(
+        control.poisoned().is_empty(),
+        "control: without SpoofGuard the pipeline forwarded announcements: {:?}",
+        control.poisoned()
+    );
+    // Control 2: a pipeline that also forwards the spoofer's announcements to the observer
+    // lets them poison every watched entry, so the cache check above can fail too.
+    let bypass = Bypass::install(&scene.node, &scene.host_if.1, Some(&scene.host_if.0))?;
+    let control = scene.forge()?;
+    bypass.check_installed()?;
+    eprintln!("control forwarding announcements: {control:?}");
+    ensure!(
+        control.poisoned().len() == control.cache.len(),
+        "control: forwarded forged announcements left the observer's cache as it was: {:?}",
+        control.cache
+    );
+    for pod in [&scene.observer, &scene.victim, &scene.spoofer] {
+        scene.node.del(pod)?;
     }
     Ok(())
 }
