@@ -68,6 +68,9 @@ static STAGING: AtomicU64 = AtomicU64::new(0);
 /// Staging directories are named `.weft-PID-N`.
 const STAGING_PREFIX: &str = ".weft-";
 
+/// How many staging names one process tries before giving up.
+const STAGING_ATTEMPTS: u32 = 1024;
+
 /// Removes staging directories in `dir` left by processes that no longer run (an agent killed
 /// between bind and rename). Best effort: a directory that cannot be read is left alone.
 fn sweep_staging(dir: &Path) {
@@ -135,16 +138,26 @@ pub fn bind_private(
     }
 
     sweep_staging(dir);
-    // mkdir(2) with 0700 yields at most 0700 whatever the umask.
-    let staging = Staging(dir.join(format!(
-        "{STAGING_PREFIX}{}-{}",
-        std::process::id(),
-        STAGING.fetch_add(1, Ordering::Relaxed)
-    )));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&staging.0)
-        .map_err(err)?;
+    // mkdir(2) with 0700 yields at most 0700 whatever the umask. A name already taken (left by
+    // an earlier run with the same pid, e.g. pid 1 in a container, killed mid-bind) is skipped.
+    let mut attempts = 0;
+    let staging = loop {
+        attempts += 1;
+        let candidate = dir.join(format!(
+            "{STAGING_PREFIX}{}-{}",
+            std::process::id(),
+            STAGING.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => break Staging(candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if attempts >= STAGING_ATTEMPTS {
+                    return Err(err(e));
+                }
+            }
+            Err(e) => return Err(err(e)),
+        }
+    };
     let staged = staging.0.join("s");
     let listener = std::os::unix::net::UnixListener::bind(&staged).map_err(err)?;
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
@@ -306,6 +319,23 @@ mod tests {
             entries(dir.path()),
             [own.as_str(), ".weft-x", "other", "x.sock"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_staging_name_left_by_an_earlier_run_with_this_pid_is_skipped() {
+        // pid 1 in a container: the run before this one had the same pid and died mid-bind.
+        let dir = tempfile::tempdir().unwrap();
+        let next = STAGING.load(Ordering::Relaxed);
+        let pid = std::process::id();
+        for n in next..next + 3 {
+            std::fs::create_dir(dir.path().join(format!(".weft-{pid}-{n}"))).unwrap();
+        }
+        let path = dir.path().join("x.sock");
+        let _listener = bind_private("test", &path).unwrap();
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket());
     }
 
     #[tokio::test]
