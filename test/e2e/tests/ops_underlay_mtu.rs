@@ -244,3 +244,76 @@ fn an_ovs_vswitchd_restart_on_a_jumbo_underlay_is_not_a_lowered_underlay() -> Re
     ensure!(link_mtu(&pod.netns, "eth0")? == 8950);
     Ok(())
 }
+
+/// ADDs racing the re-plan: 8 concurrent ADDs, the underlay lowered while they run, 8 more sent
+/// at that moment. The re-plan
+/// waits for the ADDs under way (they finish on the old plan) and holds later ones until the new
+/// plan is in force; its pod survey then sees every pod. With `reconcilePodMTU`, every pod ends
+/// at the new pod MTU and `check mtu` finds nothing off the plan.
+#[test]
+fn adds_racing_the_replan_all_end_on_the_new_plan() -> Result<()> {
+    let mut options = NodeOptions::new(&["10.244.13.0/24"]);
+    options.extra_config = "reconcilePodMTU: true\n".into();
+    let node = Node::start(options)?;
+    let ns = node.netns().to_string();
+    let ctl = Ctl::new(&node.config)?;
+    let pods = (0..16)
+        .map(|i| Pod::create(&node, &format!("race-{i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let runtime = node.runtime();
+    let add = |pod: &Pod| -> Result<()> {
+        let out = runtime.call("ADD", &pod.call())?;
+        ensure!(out.success, "ADD of {} failed: {}", pod.name, out.stdout);
+        Ok(())
+    };
+    let (first, second) = pods.split_at(8);
+    let results = std::thread::scope(|scope| -> Result<Vec<Result<()>>> {
+        let mut handles: Vec<_> = first.iter().map(|p| scope.spawn(|| add(p))).collect();
+        // Lower the underlay once the first ADDs are under way, and send 8 more at once: they
+        // meet the re-plan on its way in.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.links_with_prefix("wf")?.len() < 2 {
+            ensure!(Instant::now() < deadline, "no ADD got going");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "1400"])?;
+        handles.extend(second.iter().map(|p| scope.spawn(|| add(p))));
+        Ok(handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("ADD thread panicked")))
+            .collect())
+    })?;
+    for (pod, result) in pods.iter().zip(results) {
+        result.with_context(|| format!("ADD of {}", pod.name))?;
+    }
+    wait_for_pod_plan(&ctl, 1350, Duration::from_secs(10)).with_context(|| node.agent_log())?;
+    // The survey runs after the last ADD that started on the old plan.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mtus = pods
+            .iter()
+            .map(|p| link_mtu(&p.netns, "eth0"))
+            .collect::<Result<Vec<_>>>()?;
+        if mtus.iter().all(|m| *m == 1350) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "pods not all on the new plan: {mtus:?}\n{}",
+            node.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let old = node
+        .agent_log()
+        .lines()
+        .filter(|l| l.contains("pod mtu fixed live"))
+        .count();
+    println!("16 ADDs racing the re-plan: {old} finished on the old plan and were fixed live, the others were created on the new one");
+    let report = check_mtu(&ctl, 0)?;
+    ensure!(
+        pods_to_fix(&report).is_empty() && report["plan"]["pod"] == 1350,
+        "{report}"
+    );
+    Ok(())
+}
