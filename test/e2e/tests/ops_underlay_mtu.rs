@@ -12,6 +12,9 @@
 //! - a restart (with `reconcilePodMTU: true`) plans from the lowered MTU recorded in the uplink
 //!   journal, and fixes the old pods.
 //!
+//! Also: noEncap follows the same way; 16 ADDs racing the re-plan all end on the new plan; an
+//! ovs-vswitchd restart on a jumbo underlay is not taken for a lowering.
+//!
 //! Needs `cargo build --workspace --bins` first (build/test does it).
 
 use std::time::{Duration, Instant};
@@ -315,5 +318,32 @@ fn adds_racing_the_replan_all_end_on_the_new_plan() -> Result<()> {
         pods_to_fix(&report).is_empty() && report["plan"]["pod"] == 1350,
         "{report}"
     );
+    Ok(())
+}
+
+/// noEncap (the uplink attached, pods at the underlay's MTU): lowered to 1400, the pods' plan
+/// follows to 1400 and a new pod gets it.
+#[test]
+fn noencap_follows_a_lowered_underlay_too() -> Result<()> {
+    let mut options = NodeOptions::new(&["10.244.14.0/24"]);
+    options.extra_config = "trafficEncapMode: noEncap\n".into();
+    let node = Node::start(options)?;
+    let ns = node.netns().to_string();
+    let ctl = Ctl::new(&node.config)?;
+    let old = Pod::create(&node, "old")?;
+    node.add(&old)?;
+    ensure!(link_mtu(&old.netns, "eth0")? == 1500);
+    cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "1400"])?;
+    wait_for_pod_plan(&ctl, 1400, Duration::from_secs(10)).with_context(|| node.agent_log())?;
+    let report = check_mtu(&ctl, 3)?;
+    ensure!(
+        report["plan"]["uplink"] == 1400 && pods_to_fix(&report) == ["default/old"],
+        "{report}"
+    );
+    ensure!(mtu_request(&node, UPLINK)? == 1400);
+    ensure!(mtu_request(&node, "weft-gw0")? == 1400);
+    let new = Pod::create(&node, "new")?;
+    node.add(&new)?;
+    ensure!(link_mtu(&new.netns, "eth0")? == 1400);
     Ok(())
 }
