@@ -18,7 +18,7 @@
 //! | `weft_host_repairs_total` | counter | `kind` (the repairs log, [`crate::api::repairs`]) |
 //! | `weft_host_stale_removed_total`, `weft_host_conflicts_total`, `weft_host_errors_total` | counter | `kind` |
 //! | `weft_host_reconcile_passes_total`, `weft_host_resyncs_total`, `weft_host_netlink_overruns_total` | counter | |
-//! | `weft_host_missing_pod_veths` | gauge | |
+//! | `weft_host_missing_pod_veths`, `weft_host_unrouted_peer_cidrs` | gauge | |
 //! | `weft_mtu_mismatches` | gauge | |
 //! | `weft_mtu_replans_total` | counter | `result` (applied, refused, failed): the underlay's MTU followed down live |
 //! | `weft_mode` | gauge (1) | `mode` |

@@ -150,10 +150,9 @@ struct ApiView {
 
 impl HostPlan for ApiView {
     fn desired_routes(&self) -> Vec<HostRoute> {
-        let mut routes: Vec<HostRoute> = self
-            .desired
-            .borrow()
-            .routes
+        // As converged: noEncap peers behind a router go via the host's next hop toward them.
+        let routes = self.report.resolved_routes(&self.desired.borrow().routes);
+        let mut routes: Vec<HostRoute> = routes
             .iter()
             .map(|r| HostRoute {
                 destination: r.dst.to_string(),

@@ -670,10 +670,13 @@ impl Worker {
         }
         // Routes as converged: noEncap peer routes carry the host's next hop.
         let mut desired = desired;
+        let resolves = desired.routes.iter().any(|r| r.via.is_some() && !r.onlink);
         if self.resolved.0 == desired.routes {
             desired.routes = self.resolved.1.clone();
         }
         self.filter.update(links, &desired, &specs);
+        // A peer route left out for want of a host route still waits on the host's routes.
+        self.filter.resolves |= resolves;
         self.establish(&desired, dirty);
         outcome.failed = !errors.is_empty();
         if !dirty.routes {
@@ -1017,6 +1020,7 @@ impl Worker {
         // Forget what became reachable, so a later loss is logged again.
         self.reported
             .retain(|k| !k.starts_with("no route to ") || unreachable.contains(k));
+        self.report.routes_resolved(&desired.routes, &resolved);
         self.resolved = (desired.routes.clone(), resolved.routes.clone());
         let diff = diff::diff_routes(&resolved.routes, &observed, &self.config.gateway);
         for (want, foreign) in &diff.conflicts {

@@ -3,7 +3,7 @@
 //! agent API's repairs log ([`RepairLog`], which owns `weft_host_repairs_total`), a status
 //! snapshot for the agent API, and a Kubernetes Event on the Node when drift repeats.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde::Serialize;
 
+use super::desired::RouteSpec;
+use super::diff::ResolvedRoutes;
 use crate::api::repairs::RepairLog;
 use crate::api::types::RepairEntry;
 use crate::metrics::{Counter, CounterVec, Gauge, MetricFamilies};
@@ -41,6 +43,8 @@ pub struct HostMetrics {
     pub overruns: Counter,
     /// Pods whose host veth has disappeared.
     pub missing_pod_veths: Gauge,
+    /// Peer pod CIDRs left unrouted (no host route toward the peer's node IP).
+    pub unrouted_peer_cidrs: Gauge,
 }
 
 impl Default for HostMetrics {
@@ -77,6 +81,10 @@ impl Default for HostMetrics {
                 "weft_host_missing_pod_veths",
                 "Attached pods whose host veth is gone.",
             ),
+            unrouted_peer_cidrs: Gauge::new(
+                "weft_host_unrouted_peer_cidrs",
+                "Peer pod CIDRs left unrouted: the host has no route toward the peer's node IP (noEncap).",
+            ),
         }
     }
 }
@@ -99,6 +107,7 @@ impl MetricFamilies for HostMetrics {
         self.resyncs.render(out);
         self.overruns.render(out);
         self.missing_pod_veths.render(out);
+        self.unrouted_peer_cidrs.render(out);
     }
 }
 
@@ -112,6 +121,9 @@ pub struct HostStatus {
     pub recent: Vec<RepairEntry>,
     /// Pods whose host veth is gone (`namespace/name (veth)`).
     pub missing_pod_veths: Vec<String>,
+    /// Peer pod CIDRs left unrouted (`CIDR (no host route to NODE_IP)`): noEncap peers behind a
+    /// router the host has no route toward.
+    pub unrouted_peers: Vec<String>,
     /// Desired objects blocked by foreign objects (left alone).
     pub conflicts: Vec<String>,
     /// Desired object counts by kind.
@@ -227,6 +239,9 @@ pub struct HostReport {
     status: Mutex<HostStatus>,
     drift: Mutex<DriftTracker>,
     sink: Option<Box<dyn DriftSink>>,
+    /// The desired routes of the last route pass and the routes it converged on (next hops
+    /// resolved), for the API's view of the routes.
+    resolved: Mutex<(BTreeSet<RouteSpec>, BTreeSet<RouteSpec>)>,
 }
 
 #[derive(Default)]
@@ -250,6 +265,7 @@ impl HostReport {
             status: Mutex::new(HostStatus::default()),
             drift: Mutex::new(DriftTracker::default()),
             sink,
+            resolved: Mutex::default(),
         }
     }
 
@@ -328,6 +344,41 @@ impl HostReport {
     }
 
     /// Replaces the status fields a pass computes.
+    /// The last route pass converged `desired` on `resolved`: the routes with their next hops
+    /// resolved, plus the ones left out as `unreachable` (listed in status and counted).
+    pub fn routes_resolved(&self, desired: &BTreeSet<RouteSpec>, resolved: &ResolvedRoutes) {
+        // One entry per CIDR (its routes in the main and Weft's table share the next hop).
+        let unrouted: Vec<String> = resolved
+            .unreachable
+            .iter()
+            .map(|r| match r.via {
+                Some(via) => format!("{} (no host route to {via})", r.dst),
+                None => r.dst.to_string(),
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.metrics.unrouted_peer_cidrs.set(unrouted.len() as u64);
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unrouted_peers = unrouted;
+        let mut shown = resolved.routes.clone();
+        shown.extend(resolved.unreachable.iter().cloned());
+        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = (desired.clone(), shown);
+    }
+
+    /// `desired` as the last route pass resolved it (next hops toward routed peers), or as it
+    /// is when no pass has resolved this set yet.
+    pub fn resolved_routes(&self, desired: &BTreeSet<RouteSpec>) -> BTreeSet<RouteSpec> {
+        let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        if resolved.0 == *desired {
+            resolved.1.clone()
+        } else {
+            desired.clone()
+        }
+    }
+
     pub fn pass_done(
         &self,
         missing_pod_veths: Vec<String>,
@@ -414,5 +465,54 @@ mod tests {
         assert!(status.missing_pod_veths.is_empty());
         assert_eq!(status.last_error.as_deref(), Some("boom"));
         assert_eq!(status.passes, 2);
+    }
+
+    #[test]
+    fn resolved_routes_are_shown_and_unrouted_peers_listed_once_per_cidr() {
+        let report = HostReport::new(None);
+        let route = |table: u32, via: &str, dev: &str| RouteSpec {
+            table,
+            dst: "10.244.3.0/24".parse().unwrap(),
+            metric: 0,
+            via: Some(via.parse().unwrap()),
+            dev: Some(dev.into()),
+            onlink: false,
+        };
+        let desired: BTreeSet<RouteSpec> = [
+            route(254, "192.168.61.12", "up"),
+            route(22342, "192.168.61.12", "up"),
+        ]
+        .into();
+        // Nothing resolved yet: shown as desired.
+        assert_eq!(report.resolved_routes(&desired), desired);
+        let unreachable = ResolvedRoutes {
+            routes: BTreeSet::new(),
+            unreachable: desired.iter().cloned().collect(),
+        };
+        report.routes_resolved(&desired, &unreachable);
+        assert_eq!(
+            report.status().unrouted_peers,
+            ["10.244.3.0/24 (no host route to 192.168.61.12)"]
+        );
+        assert_eq!(report.metrics.unrouted_peer_cidrs.get(), 1);
+        assert_eq!(report.resolved_routes(&desired), desired);
+        let via_router: BTreeSet<RouteSpec> = [
+            route(254, "192.168.60.1", "up"),
+            route(22342, "192.168.60.1", "up"),
+        ]
+        .into();
+        report.routes_resolved(
+            &desired,
+            &ResolvedRoutes {
+                routes: via_router.clone(),
+                unreachable: vec![],
+            },
+        );
+        assert_eq!(report.resolved_routes(&desired), via_router);
+        assert!(report.status().unrouted_peers.is_empty());
+        assert_eq!(report.metrics.unrouted_peer_cidrs.get(), 0);
+        // Another desired set (peers changed): shown as it is until a pass resolves it.
+        let other: BTreeSet<RouteSpec> = [route(254, "192.168.61.13", "up")].into();
+        assert_eq!(report.resolved_routes(&other), other);
     }
 }

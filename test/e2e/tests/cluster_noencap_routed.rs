@@ -3,11 +3,23 @@
 //! a router namespace that routes both subnets and every node's pod CIDR. The agents give an
 //! off-segment peer no peer flows (no rewrite to its uplink MAC) and route its pod CIDR via the
 //! host's next hop toward its node IP (the router), never via the unreachable node IP itself.
-//! Pod A <-> pod C ping and TCP in both directions.
+//! Pod A <-> pod C ping and TCP in both directions. `weftctl get routes` shows the route as
+//! converged (via the router, state ok). With the host route toward C removed, C's pod CIDR is
+//! listed as unrouted in the agent's status (and comes back with the host route).
 
 use anyhow::{ensure, Context, Result};
+use serde_json::Value;
 use weft_e2e::cluster::{eventually, Cluster, ClusterOptions, ROUTER_IP, UPLINK};
 use weft_e2e::node::{ping, tcp_roundtrip};
+
+mod ops_support;
+use ops_support::Ctl;
+
+/// The host-state section of `weftctl get agentinfo`.
+fn host_state(ctl: &Ctl) -> Result<Value> {
+    let info = ctl.expect(0, &["get", "agentinfo", "-o", "json"])?.json()?;
+    Ok(info["sections"]["hostState"].clone())
+}
 
 /// Peer flows have cookie category 4.
 const PEER: u64 = 4;
@@ -96,6 +108,63 @@ fn noencap_peer_behind_a_router() -> Result<()> {
         packets >= 4,
         "the router forwarded no pod traffic:\n{counted}"
     );
+
+    // weftctl shows the route as converged: via the router, present.
+    let ctl = Ctl::new(&a.config)?;
+    let routes = ctl.expect(0, &["get", "routes", "-o", "json"])?.json()?;
+    let to_c: Vec<&Value> = routes["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["route"]["destination"] == c.pod_cidr.as_str())
+        .collect();
+    ensure!(
+        !to_c.is_empty()
+            && to_c
+                .iter()
+                .all(|r| r["state"] == "ok" && r["route"]["gateway"] == ROUTER_IP),
+        "weftctl get routes for {}: {to_c:#?}",
+        c.pod_cidr
+    );
+    ensure!(
+        host_state(&ctl)?["unroutedPeers"] == serde_json::json!([]),
+        "{}",
+        host_state(&ctl)?
+    );
+    // The host loses its route toward C's subnet: C's pod CIDR is reported unrouted.
+    let subnet = "192.168.61.0/24";
+    weft_e2e::cmd::run("ip", &["-n", a.netns(), "route", "del", subnet])?;
+    let unrouted = serde_json::json!([format!("{} (no host route to {})", c.pod_cidr, c.ip)]);
+    eventually(
+        "node A to report C's pod CIDR unrouted",
+        std::time::Duration::from_secs(5),
+        || Ok(host_state(&ctl)?["unroutedPeers"] == unrouted),
+    )
+    .with_context(|| format!("{}\n{}", host_state(&ctl).unwrap_or_default(), logs()))?;
+    weft_e2e::cmd::run(
+        "ip",
+        &[
+            "-n",
+            a.netns(),
+            "route",
+            "add",
+            subnet,
+            "via",
+            ROUTER_IP,
+            "dev",
+            UPLINK,
+        ],
+    )?;
+    eventually(
+        "node A to route C's pod CIDR again",
+        std::time::Duration::from_secs(5),
+        || {
+            Ok(host_state(&ctl)?["unroutedPeers"] == serde_json::json!([])
+                && route_of(a.netns(), &c.pod_cidr)?.contains(ROUTER_IP))
+        },
+    )
+    .with_context(logs)?;
+    ping(&pa.netns, pc_ip).with_context(logs)?;
     println!(
         "noencap_peer_behind_a_router: {:.1} s",
         started.elapsed().as_secs_f64()
