@@ -36,7 +36,10 @@ fn main() -> Result<()> {
     ];
     let report = churn::run_sampled(&cluster, &anchors, cycles, 16, 50, sample_every)?;
     println!("churn: {}", report.summary());
-    println!("agent usage every {sample_every} cycles:\n{}", report.series());
+    println!(
+        "agent usage every {sample_every} cycles:\n{}",
+        report.series()
+    );
     for failure in report.failures.iter().take(10) {
         println!("  {failure}");
     }

@@ -1045,10 +1045,7 @@ impl LivePing {
         times.push(unix(self.started_wall));
         times.push(unix(stopped_wall));
         times.sort_by(f64::total_cmp);
-        let silence = times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .fold(0.0, f64::max);
+        let silence = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
         Ok(PingLoss {
             sent,
             received,
