@@ -2,7 +2,7 @@
 //! a live encap cluster (real OVS netdev, the real agents and plugin), a cross-node ping both
 //! ways between a fresh pod and the other node's long-lived pod every 50 cycles; afterwards the
 //! veths, OVS ports, IPAM allocations, pod flows, routes and agent files of each node must be
-//! exactly those before. The agents' RSS (VmRSS and its anonymous part) and open fds are
+//! exactly those before. The agents' RSS (VmRSS and its anonymous part), open fds and threads are
 //! sampled before the first cycle, every 250 completed cycles and at the end, and printed as a
 //! series, so warm-up (a plateau) can be told from a slow leak (steady growth).
 //!

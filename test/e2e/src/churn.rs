@@ -27,8 +27,21 @@ pub struct UsageSample {
     pub cycles: usize,
     /// Time since the first cycle started.
     pub elapsed: Duration,
-    /// Per node (index order): (VmRSS kB, RssAnon kB, open fds).
-    pub agents: Vec<(u64, u64, usize)>,
+    /// Per node, in index order.
+    pub agents: Vec<AgentSample>,
+}
+
+/// One agent's usage at a sample.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentSample {
+    /// Resident set size (kB, `VmRSS`).
+    pub rss: u64,
+    /// Its anonymous part (kB, `RssAnon`: heap, thread stacks).
+    pub anon: u64,
+    /// Open file descriptors.
+    pub fds: usize,
+    /// Threads.
+    pub threads: u64,
 }
 
 /// What a churn run measured.
@@ -76,7 +89,7 @@ impl ChurnReport {
     pub fn series(&self) -> String {
         let mut out = String::from("cycles  elapsed");
         for (name, _, _) in &self.agent {
-            out.push_str(&format!("  | {name}: RSS kB  anon kB  fds"));
+            out.push_str(&format!("  | {name}: RSS kB  anon kB  fds  threads"));
         }
         for sample in &self.samples {
             out.push_str(&format!(
@@ -84,8 +97,11 @@ impl ChurnReport {
                 sample.cycles,
                 sample.elapsed.as_secs_f64()
             ));
-            for (rss, anon, fds) in &sample.agents {
-                out.push_str(&format!("  | {rss:>14}  {anon:>7}  {fds:>3}"));
+            for a in &sample.agents {
+                out.push_str(&format!(
+                    "  | {:>14}  {:>7}  {:>3}  {:>7}",
+                    a.rss, a.anon, a.fds, a.threads
+                ));
             }
         }
         out
@@ -164,7 +180,12 @@ pub fn run_sampled(
             .iter()
             .map(|node| {
                 let (rss, fds) = node.agent_rss_and_fds()?;
-                Ok((rss, node.agent_status_kb("RssAnon")?, fds))
+                Ok(AgentSample {
+                    rss,
+                    anon: node.agent_status("RssAnon")?,
+                    fds,
+                    threads: node.agent_status("Threads")?,
+                })
             })
             .collect::<Result<_>>()?;
         samples

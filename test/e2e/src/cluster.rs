@@ -932,7 +932,7 @@ impl ClusterNode {
     /// The agent's resident set size (kB, `VmRSS` of `/proc/PID/status`) and open file
     /// descriptors (entries of `/proc/PID/fd`).
     pub fn agent_rss_and_fds(&self) -> Result<(u64, usize)> {
-        let rss = self.agent_status_kb("VmRSS")?;
+        let rss = self.agent_status("VmRSS")?;
         let pid = self
             .agent_pid()
             .ok_or_else(|| anyhow!("agent of {} not running", self.name))?;
@@ -940,8 +940,9 @@ impl ClusterNode {
         Ok((rss, fds))
     }
 
-    /// A kB field of the agent's `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssFile`, ...).
-    pub fn agent_status_kb(&self, field: &str) -> Result<u64> {
+    /// A numeric field of the agent's `/proc/PID/status`: `VmRSS`, `RssAnon`, ... (kB),
+    /// `Threads`, ...
+    pub fn agent_status(&self, field: &str) -> Result<u64> {
         let pid = self
             .agent_pid()
             .ok_or_else(|| anyhow!("agent of {} not running", self.name))?;

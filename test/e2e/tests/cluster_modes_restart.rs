@@ -143,11 +143,13 @@ fn attach_under_ping(
 /// killed in the middle of its attach: the pod's cross-node traffic is down from the detach and
 /// must come back once the restarted agent has finished the attach, whatever the crash left.
 /// So every case detaches gracefully (not measured), starts the ping, starts the crashing
-/// agent, and the loss window (longest run of unanswered echoes x 10 ms) runs from that start
-/// through the kill, the restart, the agent being ready and the first echo back. A first,
-/// uncrashed attach gives the baseline window of an attach alone. The test checks that
-/// traffic comes back in every case; the windows are printed (p50 / max), not bounded (speed
-/// lives in benchmarks; RELIABILITY.md records them).
+/// agent, and measures from that start through the kill, the restart, the agent being ready
+/// and the first echo back: the loss window (longest run of unanswered echoes x 10 ms) and the
+/// longest silence (longest time between replies, which stays right when ping sends slower
+/// than 100 pps on a loaded machine). A first, uncrashed attach gives the baseline of an
+/// attach alone. The test checks that traffic comes back in every case; the windows are
+/// printed (per point, p50 / max), not bounded (speed lives in benchmarks; RELIABILITY.md
+/// records them).
 #[test]
 fn agent_killed_at_every_uplink_attach_step_converges() -> Result<()> {
     let mut cluster = Cluster::start(ClusterOptions::encap(2, "geneve"))?;
