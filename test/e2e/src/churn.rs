@@ -1,8 +1,9 @@
 //! Pod churn on a live cluster (issue 7 part 3): ADD/DEL cycles through the real `weft` plugin
 //! at a given concurrency, spread over the nodes, with cross-node pings between live pods every
 //! `ping_every` cycles; afterwards each node's [`Footprint`] is compared with the one before
-//! and the agents' RSS and open file descriptors at start and end are reported. Shared by the
-//! `churn` bench (1,000 cycles) and the short `faults_churn` test.
+//! and the agents' RSS and open file descriptors at start and end are reported ([`run_sampled`]
+//! also samples them every N cycles, to tell warm-up from a slow leak). Shared by the `churn`
+//! bench (1,000 cycles) and the short `faults_churn` test.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,12 +13,36 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use serde_json::Value;
 
-use crate::cluster::{Cluster, Footprint};
+use crate::cluster::{Cluster, ClusterNode, Footprint};
 use crate::netns;
 use crate::node::{ping, Pod};
 
 /// An agent's resident set size (kB) and open file descriptors.
 pub type AgentUsage = (u64, usize);
+
+/// Every node's agent usage after a number of completed cycles.
+#[derive(Debug, Clone)]
+pub struct UsageSample {
+    /// Cycles completed when sampled.
+    pub cycles: usize,
+    /// Time since the first cycle started.
+    pub elapsed: Duration,
+    /// Per node, in index order.
+    pub agents: Vec<AgentSample>,
+}
+
+/// One agent's usage at a sample.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentSample {
+    /// Resident set size (kB, `VmRSS`).
+    pub rss: u64,
+    /// Its anonymous part (kB, `RssAnon`: heap, thread stacks).
+    pub anon: u64,
+    /// Open file descriptors.
+    pub fds: usize,
+    /// Threads.
+    pub threads: u64,
+}
 
 /// What a churn run measured.
 #[derive(Debug)]
@@ -38,6 +63,8 @@ pub struct ChurnReport {
     pub agent: Vec<(String, AgentUsage, AgentUsage)>,
     /// Wall time of the cycles.
     pub elapsed: Duration,
+    /// Usage samples (at 0 cycles, every `sample_every` cycles, at the end); empty from [`run`].
+    pub samples: Vec<UsageSample>,
 }
 
 impl ChurnReport {
@@ -56,6 +83,28 @@ impl ChurnReport {
             .get((times.len() * p / 100).min(times.len().saturating_sub(1)))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// The usage samples as a table: one line per sample, one column group per node.
+    pub fn series(&self) -> String {
+        let mut out = String::from("cycles  elapsed");
+        for (name, _, _) in &self.agent {
+            out.push_str(&format!("  | {name}: RSS kB  anon kB  fds  threads"));
+        }
+        for sample in &self.samples {
+            out.push_str(&format!(
+                "\n{:>6}  {:>6.1}s",
+                sample.cycles,
+                sample.elapsed.as_secs_f64()
+            ));
+            for a in &sample.agents {
+                out.push_str(&format!(
+                    "  | {:>14}  {:>7}  {:>3}  {:>7}",
+                    a.rss, a.anon, a.fds, a.threads
+                ));
+            }
+        }
+        out
     }
 
     /// A one-paragraph summary.
@@ -92,6 +141,19 @@ pub fn run(
     concurrency: usize,
     ping_every: usize,
 ) -> Result<ChurnReport> {
+    run_sampled(cluster, anchors, cycles, concurrency, ping_every, 0)
+}
+
+/// [`run`], also sampling every agent's RSS, anonymous RSS and open fds before the first
+/// cycle, each time another `sample_every` cycles have completed (0: never) and at the end.
+pub fn run_sampled(
+    cluster: &Cluster,
+    anchors: &[(Pod, IpAddr)],
+    cycles: usize,
+    concurrency: usize,
+    ping_every: usize,
+    sample_every: usize,
+) -> Result<ChurnReport> {
     let nodes = &cluster.nodes;
     if anchors.len() != nodes.len() || nodes.len() < 2 {
         return Err(anyhow!("one anchor pod per node and at least two nodes"));
@@ -99,7 +161,7 @@ pub fn run(
     let mut footprints = Vec::new();
     let mut agent = Vec::new();
     for node in nodes {
-        footprints.push(node.footprint()?);
+        footprints.push(settled_footprint(node)?);
         agent.push(node.agent_rss_and_fds()?);
     }
     let runtimes: Vec<_> = nodes.iter().map(|n| n.runtime()).collect();
@@ -110,7 +172,35 @@ pub fn run(
     let failures = Mutex::new(Vec::new());
     let add = Mutex::new(Vec::new());
     let del = Mutex::new(Vec::new());
+    let done = AtomicUsize::new(0);
+    let samples = Mutex::new(Vec::new());
     let started = Instant::now();
+    let sample = |cycles: usize| -> Result<()> {
+        let agents = nodes
+            .iter()
+            .map(|node| {
+                let (rss, fds) = node.agent_rss_and_fds()?;
+                Ok(AgentSample {
+                    rss,
+                    anon: node.agent_status("RssAnon")?,
+                    fds,
+                    threads: node.agent_status("Threads")?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(UsageSample {
+                cycles,
+                elapsed: started.elapsed(),
+                agents,
+            });
+        Ok(())
+    };
+    if sample_every > 0 {
+        sample(0)?;
+    }
     std::thread::scope(|s| {
         for _ in 0..concurrency {
             s.spawn(|| loop {
@@ -154,20 +244,31 @@ pub fn run(
                     }
                     Ok(())
                 };
+                let mut errors = Vec::new();
                 if let Err(e) = cycle() {
-                    failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(format!("cycle {i}: {e:#}"));
+                    errors.push(format!("cycle {i}: {e:#}"));
                 }
+                let completed = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if sample_every > 0 && completed.is_multiple_of(sample_every) {
+                    if let Err(e) = sample(completed) {
+                        errors.push(format!("usage sample after {completed} cycles: {e:#}"));
+                    }
+                }
+                failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(errors);
             });
         }
     });
     let elapsed = started.elapsed();
+    if sample_every > 0 && !cycles.is_multiple_of(sample_every) {
+        sample(cycles)?;
+    }
     let mut report_footprints = Vec::new();
     let mut report_agent = Vec::new();
     for ((node, before), start) in nodes.iter().zip(footprints).zip(agent) {
-        report_footprints.push((node.name.clone(), before, node.footprint()?));
+        report_footprints.push((node.name.clone(), before, settled_footprint(node)?));
         report_agent.push((node.name.clone(), start, node.agent_rss_and_fds()?));
     }
     let sorted = |m: Mutex<Vec<Duration>>| {
@@ -184,7 +285,24 @@ pub fn run(
         footprints: report_footprints,
         agent: report_agent,
         elapsed,
+        samples: samples.into_inner().unwrap_or_else(|e| e.into_inner()),
     })
+}
+
+/// `node`'s footprint once two reads 200 ms apart agree (at most 5 s, then the last read): an
+/// agent that just started may still be re-converging (e.g. rewriting its uplink journal
+/// through a temporary file), which must not count as a leak or a cure.
+fn settled_footprint(node: &ClusterNode) -> Result<Footprint> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = node.footprint()?;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = node.footprint()?;
+        if now == last || Instant::now() > deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
 }
 
 /// The IPv4 address of an ADD result.

@@ -932,17 +932,26 @@ impl ClusterNode {
     /// The agent's resident set size (kB, `VmRSS` of `/proc/PID/status`) and open file
     /// descriptors (entries of `/proc/PID/fd`).
     pub fn agent_rss_and_fds(&self) -> Result<(u64, usize)> {
+        let rss = self.agent_status("VmRSS")?;
+        let pid = self
+            .agent_pid()
+            .ok_or_else(|| anyhow!("agent of {} not running", self.name))?;
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+        Ok((rss, fds))
+    }
+
+    /// A numeric field of the agent's `/proc/PID/status`: `VmRSS`, `RssAnon`, ... (kB),
+    /// `Threads`, ...
+    pub fn agent_status(&self, field: &str) -> Result<u64> {
         let pid = self
             .agent_pid()
             .ok_or_else(|| anyhow!("agent of {} not running", self.name))?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let rss = status
+        status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?;
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-        Ok((rss, fds))
+            .ok_or_else(|| anyhow!("no {field} for pid {pid}"))
     }
 }
 
@@ -951,6 +960,7 @@ impl ClusterNode {
 pub struct LivePing {
     child: std::process::Child,
     started: Instant,
+    started_wall: std::time::SystemTime,
 }
 
 /// The outcome of a [`LivePing`].
@@ -962,14 +972,20 @@ pub struct PingLoss {
     pub received: u64,
     /// The longest run of consecutive lost echoes, as time (10 ms per echo).
     pub window: Duration,
+    /// The longest time without an echo reply (the reply timestamps of `ping -D`, the start
+    /// and the stop of the ping included). At a true 100 pps it is about `window` + 10 ms; on a
+    /// loaded machine ping sends slower (its interval timer wakes late), so `window`
+    /// understates the outage while this stays the time traffic was gone.
+    pub silence: Duration,
 }
 
 impl LivePing {
     /// Starts pinging `dst` from namespace `ns` at 100 pps (`-O` reports every unanswered echo).
     pub fn start(ns: &str, dst: IpAddr) -> Result<LivePing> {
+        let started_wall = std::time::SystemTime::now();
         let child = Command::new("ip")
             .args([
-                "netns", "exec", ns, "ping", "-n", "-O", "-i", "0.01", "-W", "1",
+                "netns", "exec", ns, "ping", "-D", "-n", "-O", "-i", "0.01", "-W", "1",
             ])
             .arg(dst.to_string())
             .stdin(std::process::Stdio::null())
@@ -979,6 +995,7 @@ impl LivePing {
         Ok(LivePing {
             child,
             started: Instant::now(),
+            started_wall,
         })
     }
 
@@ -986,6 +1003,7 @@ impl LivePing {
     /// back, and measures the loss.
     pub fn stop(mut self) -> Result<PingLoss> {
         std::thread::sleep(Duration::from_millis(1100));
+        let stopped_wall = std::time::SystemTime::now();
         if let Ok(pid) = i32::try_from(self.child.id()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -1014,10 +1032,26 @@ impl LivePing {
             longest = longest.max(seq.saturating_sub(last + 1));
             last = seq;
         }
+        // Reply times (`[SECONDS.MICROS] 64 bytes from ...`), between the start and the stop.
+        let unix = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        let mut times: Vec<f64> = out
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect();
+        times.push(unix(self.started_wall));
+        times.push(unix(stopped_wall));
+        times.sort_by(f64::total_cmp);
+        let silence = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
         Ok(PingLoss {
             sent,
             received,
             window: Duration::from_millis(10 * longest),
+            silence: Duration::from_secs_f64(silence),
         })
     }
 }

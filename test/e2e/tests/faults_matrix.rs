@@ -57,8 +57,9 @@ fn cluster_with_pods() -> Result<(Cluster, Pod, Pod, IpAddr)> {
 
 fn report(scenario: &str, loss: PingLoss) {
     println!(
-        "fault {scenario}: {}/{} echoes answered at 100 pps, loss window {:?}",
-        loss.received, loss.sent, loss.window
+        "fault {scenario}: {}/{} echoes answered at 100 pps, loss window {:?}, longest \
+         silence {:?}",
+        loss.received, loss.sent, loss.window, loss.silence
     );
 }
 
