@@ -959,6 +959,9 @@ impl ClusterNode {
 /// per-echo replies give the loss window: the longest run of consecutive unanswered echoes.
 pub struct LivePing {
     child: std::process::Child,
+    /// Drains ping's output as it comes: a pipe read only at the end fills after about 8 s at
+    /// 100 pps (64 KiB), and ping then blocks and stops sending.
+    output: Option<std::thread::JoinHandle<String>>,
     started: Instant,
     started_wall: std::time::SystemTime,
 }
@@ -983,7 +986,7 @@ impl LivePing {
     /// Starts pinging `dst` from namespace `ns` at 100 pps (`-O` reports every unanswered echo).
     pub fn start(ns: &str, dst: IpAddr) -> Result<LivePing> {
         let started_wall = std::time::SystemTime::now();
-        let child = Command::new("ip")
+        let mut child = Command::new("ip")
             .args([
                 "netns", "exec", ns, "ping", "-D", "-n", "-O", "-i", "0.01", "-W", "1",
             ])
@@ -992,8 +995,16 @@ impl LivePing {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()?;
+        let output = child.stdout.take().map(|mut stdout| {
+            std::thread::spawn(move || {
+                let mut out = String::new();
+                let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+                out
+            })
+        });
         Ok(LivePing {
             child,
+            output,
             started: Instant::now(),
             started_wall,
         })
@@ -1010,11 +1021,12 @@ impl LivePing {
                 nix::sys::signal::Signal::SIGINT,
             );
         }
-        let mut out = String::new();
-        if let Some(mut stdout) = self.child.stdout.take() {
-            std::io::Read::read_to_string(&mut stdout, &mut out)?;
-        }
         let _ = self.child.wait();
+        let out = self
+            .output
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
         let (sent, received) = parse_summary(&out)
             .ok_or_else(|| anyhow!("no ping summary after {:?}: {out}", self.started.elapsed()))?;
         // Sequence numbers answered; the window is the longest gap between answered ones (and
