@@ -394,6 +394,21 @@ impl PodNetwork {
         *self.plan.write().unwrap_or_else(|e| e.into_inner()) = plan;
     }
 
+    /// The `mtu_request` of every port on the switch by interface name, from the OVSDB cache:
+    /// for a pod port, the MTU the pod was attached (or last fixed) with.
+    pub fn port_mtus(&self) -> BTreeMap<String, u32> {
+        self.ovs.client().read_cache(|cache| {
+            cache
+                .table("Interface")
+                .filter_map(|(_, iface)| {
+                    let name = iface.get_str("name")?.to_string();
+                    let mtu = u32::try_from(iface.get_i64("mtu_request")?).ok()?;
+                    Some((name, mtu))
+                })
+                .collect()
+        })
+    }
+
     /// The flow set pods are added to.
     pub fn flows(&self) -> &FlowSet {
         &self.flows

@@ -151,8 +151,8 @@ pub fn transport_link(name: &str, mtu: u32, follow_underlay: bool) -> Option<Lin
 
 /// The agent's managed links: the gateway, the uplink's links when it is attached (else the
 /// transport interface, watched only), and the host end of every attached pod (MAC from
-/// [`host_mac`]). MTUs come from the plan in force ([`PodNetwork::plan`], which a live re-plan
-/// changes), read with the pod store on each call.
+/// [`host_mac`], MTU its port's `mtu_request`). The other MTUs come from the plan in force
+/// ([`PodNetwork::plan`], which a live re-plan changes), read with the pod store on each call.
 pub struct PodNetworkLinks {
     /// The gateway (its MTU is the plan's).
     pub gateway: GatewaySpec,
@@ -186,13 +186,24 @@ impl ManagedLinks for PodNetworkLinks {
             }
             (None, None) => {}
         }
-        links.extend(self.network.records().into_iter().map(|record| LinkSpec {
-            mac: Some(host_mac(&record.container_id, &record.ifname)),
-            role: LinkRole::PodVeth { pod: record.key() },
-            name: record.host_ifname,
-            mtu: Some(plan.pod),
-            up: true,
-            underlay_mtu: None,
+        // A pod keeps the MTU it was attached (or last fixed) with, its port's `mtu_request`,
+        // which ovs-vswitchd enforces too: a pod off the plan is reported and fixed as a
+        // whole (`reconcilePodMTU`), never by one end.
+        let port_mtus = self.network.port_mtus();
+        links.extend(self.network.records().into_iter().map(|record| {
+            LinkSpec {
+                mac: Some(host_mac(&record.container_id, &record.ifname)),
+                role: LinkRole::PodVeth { pod: record.key() },
+                mtu: Some(
+                    port_mtus
+                        .get(&record.host_ifname)
+                        .copied()
+                        .unwrap_or(plan.pod),
+                ),
+                name: record.host_ifname,
+                up: true,
+                underlay_mtu: None,
+            }
         }));
         links
     }
