@@ -183,7 +183,7 @@ pub async fn run_with(
         () = &mut shutdown => return Ok(()),
         booted = bootstrap::bootstrap(&config, &ovs, &node, initial_peers) => booted.map_err(boot_error)?,
     };
-    let family = underlay_family(&booted);
+    let family = booted.transport.underlay();
     // Routes, rules, neighbours, sysctls, gateway addresses and managed links, repaired on
     // netlink events (issue 5): the one owner of Weft's host state, peer routes included. Its
     // first pass (gateway addresses and pod CIDR routes) runs before the first CNI ADD.
@@ -394,11 +394,6 @@ const PEERS_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the start waits for the host-state reconciler's first pass before serving CNI.
 const HOST_FIRST_PASS_WAIT: Duration = Duration::from_secs(5);
-
-/// The address family of the underlay (the transport address's; IPv4 when unknown).
-fn underlay_family(booted: &bootstrap::Bootstrapped) -> crate::mtu::Family {
-    booted.transport.underlay()
-}
 
 /// Publishes `annotations` on the own Node (the transport address,
 /// [`peers::TRANSPORT_ADDRESS_ANNOTATION`], and with the uplink attached its MAC,

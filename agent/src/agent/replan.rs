@@ -28,41 +28,17 @@
 
 use std::collections::BTreeMap;
 
-use super::bootstrap::{Bootstrapped, TransportConfig, TransportPlan, MTU_PLAN_KEY};
-use super::gateway::{self, GatewayError};
-use super::tunnel::{self, TunnelError, TunnelSpec};
+use super::bootstrap::{
+    BootstrapError, Bootstrapped, TransportConfig, TransportPlan, MTU_PLAN_KEY,
+};
+use super::gateway;
+use super::tunnel::{self, TunnelSpec};
 use crate::config::AgentConfig;
 use crate::hoststate::{KubeDriftSink, UnderlayLowered};
 use crate::metrics::Metrics;
 use crate::mtu::{self, MtuError, MtuInput, MtuPlan};
-use crate::netns::{Netns, NetnsError};
-use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, Record};
-use crate::uplink::UplinkError;
-
-/// Why a new plan could not be put in force (part of it may be; the next attempt redoes all).
-#[derive(Debug, thiserror::Error)]
-pub enum ReplanError {
-    /// The uplink journal or the uplink ports.
-    #[error(transparent)]
-    Uplink(#[from] UplinkError),
-    /// The bridge's recorded plan.
-    #[error("recording the mtu plan on bridge {bridge}: {source}")]
-    Ovsdb {
-        /// The bridge.
-        bridge: String,
-        /// Why.
-        source: OvsdbError,
-    },
-    /// The gateway port or link.
-    #[error(transparent)]
-    Gateway(#[from] GatewayError),
-    /// The tunnel port.
-    #[error(transparent)]
-    Tunnel(#[from] TunnelError),
-    /// The node's namespace.
-    #[error(transparent)]
-    Netns(#[from] NetnsError),
-}
+use crate::netns::Netns;
+use crate::ovsdb::{Ovs, OvsBridgeClient, Record};
 
 /// The plan for an underlay whose MTU went down to `lowered`: `None` when the plan does not
 /// follow the interface (`transportMTU` is configured), when `lowered` is not below the MTU
@@ -98,14 +74,15 @@ pub struct Applied {
 }
 
 /// Puts `plan` (made for the underlay MTU `underlay_mtu`) in force on the running node, in
-/// the order of the module docs, and updates `booted` to match.
+/// the order of the module docs, and updates `booted` to match. It re-runs bootstrap steps, so
+/// it fails as they do; whatever was applied before a failure is applied again next time.
 pub async fn apply(
     config: &AgentConfig,
     ovs: &Ovs,
     booted: &mut Bootstrapped,
     plan: MtuPlan,
     underlay_mtu: u32,
-) -> Result<Applied, ReplanError> {
+) -> Result<Applied, BootstrapError> {
     let from = booted.transport.plan;
     let bridge = &config.ovs_bridge;
     if let Some(spec) = &booted.uplink.uplink {
@@ -117,7 +94,7 @@ pub async fn apply(
     )]);
     ovs.set_external_ids(&Record::Bridge(bridge.clone()), &recorded)
         .await
-        .map_err(|source| ReplanError::Ovsdb {
+        .map_err(|source| BootstrapError::Ovsdb {
             bridge: bridge.clone(),
             source,
         })?;

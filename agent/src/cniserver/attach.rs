@@ -394,16 +394,19 @@ impl PodNetwork {
         *self.plan.write().unwrap_or_else(|e| e.into_inner()) = plan;
     }
 
-    /// The `mtu_request` of every port on the switch by interface name, from the OVSDB cache:
-    /// for a pod port, the MTU the pod was attached (or last fixed) with.
-    pub fn port_mtus(&self) -> BTreeMap<String, u32> {
+    /// Every attachment with its port's `mtu_request` from the OVSDB cache (the MTU the pod
+    /// was attached or last fixed with; `None` while the port is not in the cache).
+    pub fn records_with_port_mtu(&self) -> Vec<(PodRecord, Option<u32>)> {
+        let records = self.records();
         self.ovs.client().read_cache(|cache| {
-            cache
-                .table("Interface")
-                .filter_map(|(_, iface)| {
-                    let name = iface.get_str("name")?.to_string();
-                    let mtu = u32::try_from(iface.get_i64("mtu_request")?).ok()?;
-                    Some((name, mtu))
+            records
+                .into_iter()
+                .map(|record| {
+                    let mtu = cache
+                        .by_name("Interface", &record.host_ifname)
+                        .and_then(|(_, iface)| iface.get_i64("mtu_request"))
+                        .and_then(|m| u32::try_from(m).ok());
+                    (record, mtu)
                 })
                 .collect()
         })

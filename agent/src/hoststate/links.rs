@@ -186,25 +186,22 @@ impl ManagedLinks for PodNetworkLinks {
             }
             (None, None) => {}
         }
-        // A pod keeps the MTU it was attached (or last fixed) with, its port's `mtu_request`,
-        // which ovs-vswitchd enforces too: a pod off the plan is reported and fixed as a
-        // whole (`reconcilePodMTU`), never by one end.
-        let port_mtus = self.network.port_mtus();
-        links.extend(self.network.records().into_iter().map(|record| {
-            LinkSpec {
-                mac: Some(host_mac(&record.container_id, &record.ifname)),
-                role: LinkRole::PodVeth { pod: record.key() },
-                mtu: Some(
-                    port_mtus
-                        .get(&record.host_ifname)
-                        .copied()
-                        .unwrap_or(plan.pod),
-                ),
-                name: record.host_ifname,
-                up: true,
-                underlay_mtu: None,
-            }
-        }));
+        // A pod keeps the MTU it was attached (or last fixed) with, its port's `mtu_request`:
+        // a pod off the plan is reported and fixed as a whole (`reconcilePodMTU`), never by
+        // one end.
+        links.extend(
+            self.network
+                .records_with_port_mtu()
+                .into_iter()
+                .map(|(record, mtu)| LinkSpec {
+                    mac: Some(host_mac(&record.container_id, &record.ifname)),
+                    role: LinkRole::PodVeth { pod: record.key() },
+                    mtu: Some(mtu.unwrap_or(plan.pod)),
+                    name: record.host_ifname,
+                    up: true,
+                    underlay_mtu: None,
+                }),
+        );
         links
     }
 }

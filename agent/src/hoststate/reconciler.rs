@@ -14,7 +14,7 @@
 //! [`super::nft`]) and the IPv4/IPv6 netconf groups (forwarding and rp_filter changes,
 //! [`super::netconf`]). If either cannot be opened its kind relies on the periodic resync.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -362,7 +362,6 @@ impl HostReconciler {
             veth_gone: HashMap::new(),
             reported: HashSet::new(),
             established: HashSet::new(),
-            resolved: Default::default(),
         };
         let task = tokio::spawn(worker.run(events, nft_events, netconf_events, Arc::clone(&kick)));
         Ok(HostReconciler { report, kick, task })
@@ -491,10 +490,6 @@ struct Worker {
     /// place. Adding one of these again is a repair; adding any other is an install (the first
     /// pass, a new peer), which is logged but not counted as a repair.
     established: HashSet<String>,
-    /// The desired routes of the last route pass and what they resolved to
-    /// ([`diff::resolve_next_hops`]): events and "established" compare against the resolved
-    /// routes while the desired ones are unchanged.
-    resolved: (BTreeSet<RouteSpec>, BTreeSet<RouteSpec>),
 }
 
 /// What a pass achieved.
@@ -671,8 +666,8 @@ impl Worker {
         // Routes as converged: noEncap peer routes carry the host's next hop.
         let mut desired = desired;
         let resolves = desired.routes.iter().any(|r| r.via.is_some() && !r.onlink);
-        if self.resolved.0 == desired.routes {
-            desired.routes = self.resolved.1.clone();
+        if let Some(routes) = self.report.converged_routes(&desired.routes) {
+            desired.routes = routes;
         }
         self.filter.update(links, &desired, &specs);
         // A peer route left out for want of a host route still waits on the host's routes.
@@ -1021,7 +1016,6 @@ impl Worker {
         self.reported
             .retain(|k| !k.starts_with("no route to ") || unreachable.contains(k));
         self.report.routes_resolved(&desired.routes, &resolved);
-        self.resolved = (desired.routes.clone(), resolved.routes.clone());
         let diff = diff::diff_routes(&resolved.routes, &observed, &self.config.gateway);
         for (want, foreign) in &diff.conflicts {
             let text = format!(

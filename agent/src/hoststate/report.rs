@@ -239,9 +239,10 @@ pub struct HostReport {
     status: Mutex<HostStatus>,
     drift: Mutex<DriftTracker>,
     sink: Option<Box<dyn DriftSink>>,
-    /// The desired routes of the last route pass and the routes it converged on (next hops
-    /// resolved), for the API's view of the routes.
-    resolved: Mutex<(BTreeSet<RouteSpec>, BTreeSet<RouteSpec>)>,
+    /// The desired routes of the last route pass and what they resolved to
+    /// ([`super::diff::resolve_next_hops`]): the reconciler's events and "established" compare
+    /// against the resolved routes while the desired ones are unchanged, and the API shows them.
+    resolved: Mutex<(BTreeSet<RouteSpec>, ResolvedRoutes)>,
 }
 
 #[derive(Default)]
@@ -363,20 +364,27 @@ impl HostReport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .unrouted_peers = unrouted;
-        let mut shown = resolved.routes.clone();
-        shown.extend(resolved.unreachable.iter().cloned());
-        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = (desired.clone(), shown);
+        *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) =
+            (desired.clone(), resolved.clone());
     }
 
-    /// `desired` as the last route pass resolved it (next hops toward routed peers), or as it
-    /// is when no pass has resolved this set yet.
+    /// The routes the last route pass converged `desired` on (next hops resolved, unreachable
+    /// ones left out), if that pass resolved this very set.
+    pub fn converged_routes(&self, desired: &BTreeSet<RouteSpec>) -> Option<BTreeSet<RouteSpec>> {
+        let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        (resolved.0 == *desired).then(|| resolved.1.routes.clone())
+    }
+
+    /// `desired` as the last route pass resolved it (next hops toward routed peers; the
+    /// unreachable ones as they are), or as it is when no pass has resolved this set yet.
     pub fn resolved_routes(&self, desired: &BTreeSet<RouteSpec>) -> BTreeSet<RouteSpec> {
         let resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
-        if resolved.0 == *desired {
-            resolved.1.clone()
-        } else {
-            desired.clone()
+        if resolved.0 != *desired {
+            return desired.clone();
         }
+        let mut shown = resolved.1.routes.clone();
+        shown.extend(resolved.1.unreachable.iter().cloned());
+        shown
     }
 
     pub fn pass_done(
@@ -509,10 +517,12 @@ mod tests {
             },
         );
         assert_eq!(report.resolved_routes(&desired), via_router);
+        assert_eq!(report.converged_routes(&desired), Some(via_router.clone()));
         assert!(report.status().unrouted_peers.is_empty());
         assert_eq!(report.metrics.unrouted_peer_cidrs.get(), 0);
         // Another desired set (peers changed): shown as it is until a pass resolves it.
         let other: BTreeSet<RouteSpec> = [route(254, "192.168.61.13", "up")].into();
         assert_eq!(report.resolved_routes(&other), other);
+        assert_eq!(report.converged_routes(&other), None);
     }
 }

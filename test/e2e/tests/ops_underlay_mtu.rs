@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
+use weft_e2e::churn::ipv4;
+use weft_e2e::cluster::ClusterNode;
 use weft_e2e::cmd;
 use weft_e2e::node::{Node, NodeOptions, Pod, UPLINK};
 
@@ -29,14 +31,24 @@ use ops_support::Ctl;
 
 const METRICS_ADDR: &str = "127.0.0.1:9478";
 
-/// The kernel MTU of `ifname` in namespace `ns`.
-fn link_mtu(ns: &str, ifname: &str) -> Result<u32> {
-    let out = cmd::run("ip", &["-n", ns, "-o", "link", "show", "dev", ifname])?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "mtu")
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .with_context(|| format!("no mtu for {ifname} in {out}"))
+/// A node on `pod_cidr` with `options` tuned by `tune`, its namespace and a weftctl for it.
+fn start(pod_cidr: &str, tune: impl FnOnce(&mut NodeOptions)) -> Result<(Node, String, Ctl)> {
+    let mut options = NodeOptions::new(&[pod_cidr]);
+    tune(&mut options);
+    let node = Node::start(options)?;
+    let ns = node.netns().to_string();
+    let ctl = Ctl::new(&node.config)?;
+    Ok((node, ns, ctl))
+}
+
+/// The operator's action: the node's interface (the uplink internal port, which kept the
+/// NIC's name) set to `mtu`.
+fn set_node_mtu(ns: &str, mtu: u32) -> Result<()> {
+    cmd::run(
+        "ip",
+        &["-n", ns, "link", "set", UPLINK, "mtu", &mtu.to_string()],
+    )?;
+    Ok(())
 }
 
 /// An interface's `mtu_request` in OVSDB.
@@ -82,14 +94,12 @@ fn wait_for_pod_plan(ctl: &Ctl, want: u64, timeout: Duration) -> Result<Duration
 
 #[test]
 fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
-    let mut options = NodeOptions::new(&["10.244.11.0/24"]);
-    options.extra_config = format!("metricsBindAddress: {METRICS_ADDR}\n");
-    let mut node = Node::start(options)?;
-    let ns = node.netns().to_string();
-    let ctl = Ctl::new(&node.config)?;
+    let (mut node, ns, ctl) = start("10.244.11.0/24", |o| {
+        o.extra_config = format!("metricsBindAddress: {METRICS_ADDR}\n");
+    })?;
     let renamed = format!("{UPLINK}~");
     ensure!(
-        link_mtu(&ns, &renamed)? == 1500,
+        ClusterNode::link_mtu(&ns, &renamed)? == 1500,
         "the uplink is attached (its NIC renamed to {renamed})"
     );
     let mut old = Vec::new();
@@ -102,7 +112,7 @@ fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
     ensure!(before["plan"]["pod"] == 1450, "{before}");
 
     // The operator lowers the node's interface (the name it always had) to 1400.
-    cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "1400"])?;
+    set_node_mtu(&ns, 1400)?;
     let took =
         wait_for_pod_plan(&ctl, 1350, Duration::from_secs(10)).with_context(|| node.agent_log())?;
     println!("underlay lowered 1500 -> 1400: pod MTU re-planned to 1350 in {took:?}");
@@ -120,7 +130,7 @@ fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
     );
     for pod in &old {
         ensure!(
-            link_mtu(&pod.netns, "eth0")? == 1450,
+            ClusterNode::link_mtu(&pod.netns, "eth0")? == 1450,
             "old pods are left as they are"
         );
     }
@@ -129,13 +139,13 @@ fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
     ensure!(mtu_request(&node, "weft-tun0")? == 1350);
     ensure!(mtu_request(&node, UPLINK)? == 1400);
     ensure!(mtu_request(&node, &renamed)? == 1400);
-    ensure!(link_mtu(&ns, "weft-gw0")? == 1350);
-    ensure!(link_mtu(&ns, UPLINK)? == 1400);
-    ensure!(link_mtu(&ns, &renamed)? == 1400);
+    ensure!(ClusterNode::link_mtu(&ns, "weft-gw0")? == 1350);
+    ensure!(ClusterNode::link_mtu(&ns, UPLINK)? == 1400);
+    ensure!(ClusterNode::link_mtu(&ns, &renamed)? == 1400);
     // A pod added now gets the new plan.
     let new = Pod::create(&node, "new-c")?;
     node.add(&new)?;
-    ensure!(link_mtu(&new.netns, "eth0")? == 1350);
+    ensure!(ClusterNode::link_mtu(&new.netns, "eth0")? == 1350);
     let metrics = ops_support::scrape(&ns, METRICS_ADDR)?;
     ensure!(
         metrics.get("weft_mtu_replans_total{result=\"applied\"}") == 1.0,
@@ -153,9 +163,9 @@ fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
     ensure!(journal["nic"]["mtu"] == 1400, "journal: {journal}");
 
     // A raise is not followed: the interface goes back to the plan's 1400.
-    cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "9000"])?;
+    set_node_mtu(&ns, 9000)?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while link_mtu(&ns, UPLINK)? != 1400 {
+    while ClusterNode::link_mtu(&ns, UPLINK)? != 1400 {
         ensure!(
             Instant::now() < deadline,
             "raised uplink MTU not put back to 1400"
@@ -178,7 +188,10 @@ fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
         "{fixed}"
     );
     for pod in &old {
-        ensure!(link_mtu(&pod.netns, "eth0")? == 1350, "old pods fixed");
+        ensure!(
+            ClusterNode::link_mtu(&pod.netns, "eth0")? == 1350,
+            "old pods fixed"
+        );
     }
     Ok(())
 }
@@ -190,12 +203,10 @@ fn a_lowered_underlay_is_followed_live_and_a_raised_one_is_not() -> Result<()> {
 /// 3.1 netdev the tap survives the restart here, so that path is covered by the unit test.)
 #[test]
 fn an_ovs_vswitchd_restart_on_a_jumbo_underlay_is_not_a_lowered_underlay() -> Result<()> {
-    let mut options = NodeOptions::new(&["10.244.12.0/24"]);
-    options.extra_config = format!("metricsBindAddress: {METRICS_ADDR}\n");
-    options.agent_args = vec!["--restore-uplink".into()];
-    let mut node = Node::start(options)?;
-    let ns = node.netns().to_string();
-    let ctl = Ctl::new(&node.config)?;
+    let (mut node, ns, ctl) = start("10.244.12.0/24", |o| {
+        o.extra_config = format!("metricsBindAddress: {METRICS_ADDR}\n");
+        o.agent_args = vec!["--restore-uplink".into()];
+    })?;
     // Back to the plain NIC, give the underlay jumbo frames, attach again at 9000.
     node.stop_agent();
     for dev in [UPLINK.to_string(), format!("{UPLINK}p")] {
@@ -205,21 +216,19 @@ fn an_ovs_vswitchd_restart_on_a_jumbo_underlay_is_not_a_lowered_underlay() -> Re
     node.wait_ready(Duration::from_secs(30))?;
     wait_for_pod_plan(&ctl, 8950, Duration::from_secs(5))?;
     ensure!(
-        link_mtu(&ns, &format!("{UPLINK}~"))? == 9000,
+        ClusterNode::link_mtu(&ns, &format!("{UPLINK}~"))? == 9000,
         "attached at 9000"
     );
     let pod = Pod::create(&node, "jumbo")?;
     let added = node.add(&pod)?;
-    let pod_ip: std::net::IpAddr = added["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("no pod IP in {added}"))?;
+    let pod_ip = ipv4(&added)?;
 
     node.ovs.restart_vswitchd()?;
     // Back at the planned MTU, and the agent's flows replayed (the pod is reachable).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while link_mtu(&ns, UPLINK).ok() != Some(9000) || weft_e2e::node::ping(&ns, pod_ip).is_err() {
+    while ClusterNode::link_mtu(&ns, UPLINK).ok() != Some(9000)
+        || weft_e2e::node::ping(&ns, pod_ip).is_err()
+    {
         ensure!(
             Instant::now() < deadline,
             "node not back after the ovs-vswitchd restart\n{}",
@@ -244,22 +253,19 @@ fn an_ovs_vswitchd_restart_on_a_jumbo_underlay_is_not_a_lowered_underlay() -> Re
         metrics.sum("weft_mtu_replans_total", "") == 0.0,
         "no re-plan counted"
     );
-    ensure!(link_mtu(&pod.netns, "eth0")? == 8950);
+    ensure!(ClusterNode::link_mtu(&pod.netns, "eth0")? == 8950);
     Ok(())
 }
 
 /// ADDs racing the re-plan: 8 concurrent ADDs, the underlay lowered while they run, 8 more sent
-/// at that moment. The re-plan
-/// waits for the ADDs under way (they finish on the old plan) and holds later ones until the new
-/// plan is in force; its pod survey then sees every pod. With `reconcilePodMTU`, every pod ends
+/// at that moment. The re-plan waits for the ADDs under way (they finish on the old plan) and
+/// holds later ones until the new plan is in force; its pod survey then sees every pod. With `reconcilePodMTU`, every pod ends
 /// at the new pod MTU and `check mtu` finds nothing off the plan.
 #[test]
 fn adds_racing_the_replan_all_end_on_the_new_plan() -> Result<()> {
-    let mut options = NodeOptions::new(&["10.244.13.0/24"]);
-    options.extra_config = "reconcilePodMTU: true\n".into();
-    let node = Node::start(options)?;
-    let ns = node.netns().to_string();
-    let ctl = Ctl::new(&node.config)?;
+    let (node, ns, ctl) = start("10.244.13.0/24", |o| {
+        o.extra_config = "reconcilePodMTU: true\n".into();
+    })?;
     let pods = (0..16)
         .map(|i| Pod::create(&node, &format!("race-{i}")))
         .collect::<Result<Vec<_>>>()?;
@@ -279,7 +285,7 @@ fn adds_racing_the_replan_all_end_on_the_new_plan() -> Result<()> {
             ensure!(Instant::now() < deadline, "no ADD got going");
             std::thread::sleep(Duration::from_millis(1));
         }
-        cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "1400"])?;
+        set_node_mtu(&ns, 1400)?;
         handles.extend(second.iter().map(|p| scope.spawn(|| add(p))));
         Ok(handles
             .into_iter()
@@ -295,7 +301,7 @@ fn adds_racing_the_replan_all_end_on_the_new_plan() -> Result<()> {
     loop {
         let mtus = pods
             .iter()
-            .map(|p| link_mtu(&p.netns, "eth0"))
+            .map(|p| ClusterNode::link_mtu(&p.netns, "eth0"))
             .collect::<Result<Vec<_>>>()?;
         if mtus.iter().all(|m| *m == 1350) {
             break;
@@ -325,15 +331,13 @@ fn adds_racing_the_replan_all_end_on_the_new_plan() -> Result<()> {
 /// follows to 1400 and a new pod gets it.
 #[test]
 fn noencap_follows_a_lowered_underlay_too() -> Result<()> {
-    let mut options = NodeOptions::new(&["10.244.14.0/24"]);
-    options.extra_config = "trafficEncapMode: noEncap\n".into();
-    let node = Node::start(options)?;
-    let ns = node.netns().to_string();
-    let ctl = Ctl::new(&node.config)?;
+    let (node, ns, ctl) = start("10.244.14.0/24", |o| {
+        o.extra_config = "trafficEncapMode: noEncap\n".into();
+    })?;
     let old = Pod::create(&node, "old")?;
     node.add(&old)?;
-    ensure!(link_mtu(&old.netns, "eth0")? == 1500);
-    cmd::run("ip", &["-n", &ns, "link", "set", UPLINK, "mtu", "1400"])?;
+    ensure!(ClusterNode::link_mtu(&old.netns, "eth0")? == 1500);
+    set_node_mtu(&ns, 1400)?;
     wait_for_pod_plan(&ctl, 1400, Duration::from_secs(10)).with_context(|| node.agent_log())?;
     let report = check_mtu(&ctl, 3)?;
     ensure!(
@@ -344,6 +348,6 @@ fn noencap_follows_a_lowered_underlay_too() -> Result<()> {
     ensure!(mtu_request(&node, "weft-gw0")? == 1400);
     let new = Pod::create(&node, "new")?;
     node.add(&new)?;
-    ensure!(link_mtu(&new.netns, "eth0")? == 1400);
+    ensure!(ClusterNode::link_mtu(&new.netns, "eth0")? == 1400);
     Ok(())
 }
