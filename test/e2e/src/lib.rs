@@ -11,6 +11,7 @@
 
 pub mod apiserver;
 pub mod churn;
+pub mod kubeproxy;
 pub mod cluster;
 pub mod cmd;
 pub mod netns;
