@@ -17,6 +17,7 @@ pub mod cmd;
 pub mod netns;
 pub mod node;
 pub mod ovs;
+pub mod services;
 pub mod spoof;
 
 pub use apiserver::ApiServer;
