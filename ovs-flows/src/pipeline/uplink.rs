@@ -9,14 +9,20 @@
 //! - `in_port=HOST_INTERNAL` anything goes straight out of the uplink.
 //!
 //! These flows live in PipelineRootClassifier above its ARP/IP split, so nothing of the host's
-//! traffic meets the pod pipeline. Cookie category [`Category::Uplink`].
+//! traffic meets the pod pipeline, with one exception: a packet the host forwards from a local
+//! pod out of the uplink (a Service backend on a peer in noEncap: the host DNATed the pod's
+//! packet and routes it via the peer's node IP) is committed to conntrack as a gateway-origin
+//! connection on its way out, so the peer's answer, which comes back by the uplink to the pod,
+//! is sent to the host to be un-NATed (see `conntrack.rs`). The uplink's Classifier flow also
+//! saves the packet's source MAC ([`ORIGIN_MAC`]): an uplink-origin connection's replies go back
+//! to that MAC ([`super::noencap::uplink_reply_flows`]). Cookie category [`Category::Uplink`].
 
 use ipnet::IpNet;
 
-use super::regs::SourceKind;
+use super::regs::{SourceKind, ORIGIN_MAC};
 use super::tables::{CLASSIFIER, ROOT, SPOOF_GUARD};
 use super::{ports, priority, Category, Ctx, NodeConfig};
-use crate::flow::{Action, Flow, Match};
+use crate::flow::{Action, Field, Flow, Match, SubField};
 
 /// Host pass-through between the uplink and the host internal port: above the root's ARP/IP
 /// split ([`priority::NORMAL`]).
@@ -35,6 +41,25 @@ pub fn uplink_flows(cfg: &NodeConfig) -> Vec<Flow> {
             IpNet::V6(n) => Match::new().ipv6().in_port(ports::UPLINK).ipv6_dst(*n),
         };
         flows.push(ctx.flow(&ROOT, TO_PODS, cookie, m, vec![ctx.goto(&CLASSIFIER)]));
+    }
+    for cidr in &cfg.pod_cidrs {
+        let m = match cidr {
+            IpNet::V4(n) => Match::new().ip().in_port(ports::HOST_INTERNAL).nw_src(*n),
+            IpNet::V6(n) => Match::new()
+                .ipv6()
+                .in_port(ports::HOST_INTERNAL)
+                .ipv6_src(*n),
+        };
+        flows.push(ctx.flow(
+            &ROOT,
+            TO_PODS,
+            cookie,
+            m,
+            vec![
+                super::conntrack::commit(vec![SourceKind::Gateway.load_origin()]),
+                Action::Output(ports::UPLINK),
+            ],
+        ));
     }
     flows.push(ctx.flow(
         &ROOT,
@@ -55,7 +80,11 @@ pub fn uplink_flows(cfg: &NodeConfig) -> Vec<Flow> {
         priority::NORMAL,
         cookie,
         Match::new().in_port(ports::UPLINK),
-        vec![SourceKind::Uplink.load(), ctx.goto_next(&SPOOF_GUARD)],
+        vec![
+            SourceKind::Uplink.load(),
+            Action::move_bits(SubField::full(Field::EthSrc), ORIGIN_MAC),
+            ctx.goto_next(&SPOOF_GUARD),
+        ],
     ));
     flows
 }
@@ -90,16 +119,18 @@ mod tests {
             [
                 "cookie=0x2060000000000, priority=220,ip,in_port=32770,nw_dst=10.244.1.0/24 actions=goto_table:20",
                 "cookie=0x2060000000000, priority=220,ipv6,in_port=32770,ipv6_dst=fd00:10:244:1::/64 actions=goto_table:20",
+                "cookie=0x2060000000000, priority=220,ip,in_port=32771,nw_src=10.244.1.0/24 actions=ct(commit,zone=65520,exec(set_field:0x2/0xf->ct_mark)),output:32770",
+                "cookie=0x2060000000000, priority=220,ipv6,in_port=32771,ipv6_src=fd00:10:244:1::/64 actions=ct(commit,zone=65520,exec(set_field:0x2/0xf->ct_mark)),output:32770",
                 "cookie=0x2060000000000, priority=210,in_port=32770 actions=output:32771",
                 "cookie=0x2060000000000, priority=210,in_port=32771 actions=output:32770",
-                "cookie=0x2060000000000, table=20, priority=200,in_port=32770 actions=set_field:0x4/0xf->reg0,goto_table:31",
+                "cookie=0x2060000000000, table=20, priority=200,in_port=32770 actions=set_field:0x4/0xf->reg0,move:NXM_OF_ETH_SRC[]->OXM_OF_PKT_REG3[0..47],goto_table:31",
             ]
         );
     }
 
     #[test]
     fn one_pod_flow_per_cidr_and_always_the_pass_through() {
-        assert_eq!(uplink_flows(&node(&["10.244.1.0/24"])).len(), 4);
+        assert_eq!(uplink_flows(&node(&["10.244.1.0/24"])).len(), 5);
         assert_eq!(uplink_flows(&node(&[])).len(), 3);
         const { assert!(TO_PODS > PASS_THROUGH && PASS_THROUGH > priority::NORMAL) };
     }

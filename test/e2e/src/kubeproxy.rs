@@ -208,18 +208,90 @@ pub fn rules(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) 
     let same_family = |ip: &IpAddr| ip.is_ipv6() == v6;
     let cidr = cfg.cluster_cidr.trunc().to_string();
     let jumps: Vec<(&'static str, &'static str, Vec<String>)> = [
-        ("filter", "INPUT", "KUBE-EXTERNAL-SERVICES", "kubernetes externally-visible service portals", true),
-        ("filter", "FORWARD", "KUBE-EXTERNAL-SERVICES", "kubernetes externally-visible service portals", true),
-        ("filter", "INPUT", "KUBE-NODEPORTS", "kubernetes health check service ports", false),
-        ("filter", "FORWARD", "KUBE-SERVICES", "kubernetes service portals", true),
-        ("filter", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals", true),
-        ("filter", "FORWARD", "KUBE-FORWARD", "kubernetes forwarding rules", false),
-        ("filter", "INPUT", "KUBE-PROXY-FIREWALL", "kubernetes load balancer firewall", true),
-        ("filter", "OUTPUT", "KUBE-PROXY-FIREWALL", "kubernetes load balancer firewall", true),
-        ("filter", "FORWARD", "KUBE-PROXY-FIREWALL", "kubernetes load balancer firewall", true),
-        ("nat", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals", false),
-        ("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals", false),
-        ("nat", "POSTROUTING", "KUBE-POSTROUTING", "kubernetes postrouting rules", false),
+        (
+            "filter",
+            "INPUT",
+            "KUBE-EXTERNAL-SERVICES",
+            "kubernetes externally-visible service portals",
+            true,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            "KUBE-EXTERNAL-SERVICES",
+            "kubernetes externally-visible service portals",
+            true,
+        ),
+        (
+            "filter",
+            "INPUT",
+            "KUBE-NODEPORTS",
+            "kubernetes health check service ports",
+            false,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            "KUBE-SERVICES",
+            "kubernetes service portals",
+            true,
+        ),
+        (
+            "filter",
+            "OUTPUT",
+            "KUBE-SERVICES",
+            "kubernetes service portals",
+            true,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            "KUBE-FORWARD",
+            "kubernetes forwarding rules",
+            false,
+        ),
+        (
+            "filter",
+            "INPUT",
+            "KUBE-PROXY-FIREWALL",
+            "kubernetes load balancer firewall",
+            true,
+        ),
+        (
+            "filter",
+            "OUTPUT",
+            "KUBE-PROXY-FIREWALL",
+            "kubernetes load balancer firewall",
+            true,
+        ),
+        (
+            "filter",
+            "FORWARD",
+            "KUBE-PROXY-FIREWALL",
+            "kubernetes load balancer firewall",
+            true,
+        ),
+        (
+            "nat",
+            "OUTPUT",
+            "KUBE-SERVICES",
+            "kubernetes service portals",
+            false,
+        ),
+        (
+            "nat",
+            "PREROUTING",
+            "KUBE-SERVICES",
+            "kubernetes service portals",
+            false,
+        ),
+        (
+            "nat",
+            "POSTROUTING",
+            "KUBE-POSTROUTING",
+            "kubernetes postrouting rules",
+            false,
+        ),
     ]
     .into_iter()
     .map(|(table, src, dst, comment, new_only)| {
@@ -243,15 +315,23 @@ pub fn rules(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) 
     .map(String::from)
     .collect::<Vec<_>>();
     let mut filter = String::new();
-    let mut nat_chains: Vec<String> = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut nat_chains: Vec<String> = [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-MARK-MASQ",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     let mut nat = String::new();
     let mut nat_services = String::new();
     let mut nat_nodeports = String::new();
     // KUBE-FORWARD (filter), KUBE-POSTROUTING and KUBE-MARK-MASQ (nat): proxier.go's fixed rules.
-    let _ = writeln!(filter, "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP");
+    let _ = writeln!(
+        filter,
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"
+    );
     let _ = writeln!(
         filter,
         "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT"
@@ -260,7 +340,10 @@ pub fn rules(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) 
         filter,
         "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
     );
-    let _ = writeln!(nat, "-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN");
+    let _ = writeln!(
+        nat,
+        "-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"
+    );
     let _ = writeln!(nat, "-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}");
     let _ = writeln!(
         nat,
@@ -295,7 +378,11 @@ pub fn rules(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) 
             let externally = port.node_port.is_some() || !svc.load_balancer_ips.is_empty();
             let etp_local = externally && svc.external_traffic_policy == TrafficPolicy::Local;
             let cluster_eps: Vec<&String> = endpoints.iter().map(|(e, _)| e).collect();
-            let local_eps: Vec<&String> = endpoints.iter().filter(|(_, l)| *l).map(|(e, _)| e).collect();
+            let local_eps: Vec<&String> = endpoints
+                .iter()
+                .filter(|(_, l)| *l)
+                .map(|(e, _)| e)
+                .collect();
             let svc_chain = chain("KUBE-SVC-", svc, port);
             let svl_chain = chain("KUBE-SVL-", svc, port);
             let ext_chain = chain("KUBE-EXT-", svc, port);
@@ -364,7 +451,9 @@ pub fn rules(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) 
                     let _ = writeln!(
                         nat,
                         "-A {ext_chain} -m comment --comment {} -j KUBE-MARK-MASQ",
-                        quote(&format!("masquerade traffic for {name} external destinations"))
+                        quote(&format!(
+                            "masquerade traffic for {name} external destinations"
+                        ))
                     );
                 } else {
                     let _ = writeln!(
@@ -562,15 +651,24 @@ mod tests {
         let s1 = svc("ns1", "svc1", "172.30.0.41", 80, None);
         let p = &s1.ports[0];
         assert_eq!(chain("KUBE-SVC-", &s1, p), "KUBE-SVC-XPGD46QRK7WJZT7O");
-        assert_eq!(sep_chain(&s1, p, "10.180.0.1:80"), "KUBE-SEP-SXIVWICOYRO3J4NJ");
+        assert_eq!(
+            sep_chain(&s1, p, "10.180.0.1:80"),
+            "KUBE-SEP-SXIVWICOYRO3J4NJ"
+        );
         let s2 = svc("ns2", "svc2", "172.30.0.42", 80, Some(3001));
-        assert_eq!(chain("KUBE-EXT-", &s2, &s2.ports[0]), "KUBE-EXT-GNZBNJ2PO5MGZ6GT");
+        assert_eq!(
+            chain("KUBE-EXT-", &s2, &s2.ports[0]),
+            "KUBE-EXT-GNZBNJ2PO5MGZ6GT"
+        );
         assert_eq!(
             sep_chain(&s2, &s2.ports[0], "10.180.0.2:80"),
             "KUBE-SEP-RS4RBKLTHTF2IUXJ"
         );
         let s4 = svc("ns4", "svc4", "172.30.0.44", 80, None);
-        assert_eq!(chain("KUBE-SVC-", &s4, &s4.ports[0]), "KUBE-SVC-4SW47YFZTEDKD3PK");
+        assert_eq!(
+            chain("KUBE-SVC-", &s4, &s4.ports[0]),
+            "KUBE-SVC-4SW47YFZTEDKD3PK"
+        );
     }
 
     /// The golden rules of kube-proxy's tests for a two-endpoint ClusterIP Service (ns4/svc4)
@@ -589,7 +687,11 @@ mod tests {
             &[s2, s4],
             &[
                 slice("ns2", "svc2", &[("10.180.0.2", "test-node")]),
-                slice("ns4", "svc4", &[("10.180.0.4", "host2"), ("10.180.0.5", "host3")]),
+                slice(
+                    "ns4",
+                    "svc4",
+                    &[("10.180.0.4", "host2"), ("10.180.0.5", "host3")],
+                ),
             ],
         );
         let want = [
@@ -635,7 +737,11 @@ mod tests {
         };
         let mut s2 = svc("ns2", "svc2", "172.30.0.42", 80, Some(3001));
         s2.external_traffic_policy = TrafficPolicy::Local;
-        let r = rules(&cfg, &[s2], &[slice("ns2", "svc2", &[("10.180.0.2", "test-node")])]);
+        let r = rules(
+            &cfg,
+            &[s2],
+            &[slice("ns2", "svc2", &[("10.180.0.2", "test-node")])],
+        );
         assert!(r.restore.contains(
             "-A KUBE-EXTERNAL-SERVICES -m comment --comment \"ns2/svc2:p80 has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 3001 -j DROP"
         ));

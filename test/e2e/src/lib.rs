@@ -11,9 +11,9 @@
 
 pub mod apiserver;
 pub mod churn;
-pub mod kubeproxy;
 pub mod cluster;
 pub mod cmd;
+pub mod kubeproxy;
 pub mod netns;
 pub mod node;
 pub mod ovs;

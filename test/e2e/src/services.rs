@@ -114,9 +114,7 @@ impl Drop for Backend {
 /// `from IP\n`, the peer's address with IPv4-mapped IPv6 unmapped.
 fn answer(peer: SocketAddr) -> String {
     let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         ip => ip,
     };
     format!("from {ip}\n")

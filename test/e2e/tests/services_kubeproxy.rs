@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use weft_e2e::cluster::{eventually, Cluster, ClusterOptions, UNDERLAY_GW};
-use weft_e2e::kubeproxy::{
-    Endpoint, EndpointSlice, Protocol, Service, ServicePort, TrafficPolicy,
-};
+use weft_e2e::kubeproxy::{Endpoint, EndpointSlice, Protocol, Service, ServicePort, TrafficPolicy};
 use weft_e2e::node::{ping, Pod};
 use weft_e2e::services::{program_kube_proxy, tcp_ask, udp_ask, Backend};
 use weft_e2e::{cmd, netns};
@@ -110,13 +108,29 @@ impl Fixture {
         for node in &cluster.nodes {
             cmd::run(
                 "ip",
-                &["-n", node.netns(), "route", "replace", "default", "via", UNDERLAY_GW],
+                &[
+                    "-n",
+                    node.netns(),
+                    "route",
+                    "replace",
+                    "default",
+                    "via",
+                    UNDERLAY_GW,
+                ],
             )?;
         }
         let n1_ip = cluster.node(1)?.ip.to_string();
         cmd::run(
             "ip",
-            &["-n", cluster.underlay(), "route", "replace", LB_IP, "via", &n1_ip],
+            &[
+                "-n",
+                cluster.underlay(),
+                "route",
+                "replace",
+                LB_IP,
+                "via",
+                &n1_ip,
+            ],
         )?;
         // Peers are learned asynchronously: wait until the pods reach each other.
         let a_ns = a.netns.clone();
@@ -162,7 +176,11 @@ impl Fixture {
             Err(e) => failures.push(format!("{what}: {e:#}")),
         };
         let a = &self.a.netns;
-        let remote_host_want = if no_encap { vec![n1_ip] } else { vec![gw1, n1_ip] };
+        let remote_host_want = if no_encap {
+            vec![n1_ip]
+        } else {
+            vec![gw1, n1_ip]
+        };
         check(
             "pod -> ClusterIP, local backend (tcp)",
             tcp_ask(a, sock("10.96.0.10", 80)),
