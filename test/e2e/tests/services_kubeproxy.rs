@@ -19,7 +19,7 @@ use anyhow::{ensure, Context, Result};
 use weft_e2e::cluster::{eventually, Cluster, ClusterOptions, UNDERLAY_GW};
 use weft_e2e::kubeproxy::{Endpoint, EndpointSlice, Protocol, Service, ServicePort, TrafficPolicy};
 use weft_e2e::node::{ping, Pod};
-use weft_e2e::services::{program_kube_proxy, tcp_ask, udp_ask, Backend};
+use weft_e2e::services::{program_kube_proxy, tcp_ask, udp_ask, Backend, TcpSession};
 use weft_e2e::{cmd, netns};
 
 const BACKEND_PORT: u16 = 8080;
@@ -32,8 +32,15 @@ struct Fixture {
     b1: Pod,
     b1_ip: IpAddr,
     b2_ip: IpAddr,
-    _b2: Pod,
-    _servers: Vec<Backend>,
+    b2: Option<Pod>,
+    /// IPv6 addresses of a, b1, b2 (dual-stack fixtures).
+    v6: Option<[IpAddr; 3]>,
+    servers: Vec<Backend>,
+}
+
+/// The IPv6 ClusterIP paired with IPv4 ClusterIP `10.96.0.N`: `fd00:96::N`.
+fn cluster_ip6(v4: &str) -> String {
+    format!("fd00:96::{}", v4.rsplit('.').next().unwrap_or("0"))
 }
 
 fn service(name: &str, ip: &str, port: u16, proto: Protocol, node_port: Option<u16>) -> Service {
@@ -74,10 +81,24 @@ fn sock(ip: &str, port: u16) -> SocketAddr {
 
 impl Fixture {
     fn start(options: ClusterOptions) -> Result<Fixture> {
+        let dual = options.dual_stack_pods;
         let cluster = Cluster::start(options)?;
-        let (a, a_ip) = cluster.node(1)?.add_pod("a")?;
-        let (b1, b1_ip) = cluster.node(1)?.add_pod("b1")?;
-        let (b2, b2_ip) = cluster.node(2)?.add_pod("b2")?;
+        let pod = |node: usize, name: &str| -> Result<(Pod, IpAddr, Option<IpAddr>)> {
+            if dual {
+                let (p, v4, v6) = cluster.node(node)?.add_pod_dual(name)?;
+                Ok((p, v4, Some(v6)))
+            } else {
+                let (p, v4) = cluster.node(node)?.add_pod(name)?;
+                Ok((p, v4, None))
+            }
+        };
+        let (a, a_ip, a6) = pod(1, "a")?;
+        let (b1, b1_ip, b16) = pod(1, "b1")?;
+        let (b2, b2_ip, b26) = pod(2, "b2")?;
+        let v6 = match (a6, b16, b26) {
+            (Some(x), Some(y), Some(z)) => Some([x, y, z]),
+            _ => None,
+        };
         let servers = vec![
             Backend::start(&b1.netns, BACKEND_PORT)?,
             Backend::start(&b2.netns, BACKEND_PORT)?,
@@ -87,21 +108,36 @@ impl Fixture {
         local_np.external_traffic_policy = TrafficPolicy::Local;
         let mut lb = service("lb", "10.96.0.14", 80, Protocol::Tcp, Some(30082));
         lb.load_balancer_ips = vec![LB_IP.parse()?];
-        let services = [
+        let mut services = [
             service("local", "10.96.0.10", 80, Protocol::Tcp, None),
             service("remote", "10.96.0.11", 80, Protocol::Tcp, Some(30080)),
             service("dns", "10.96.0.12", 53, Protocol::Udp, None),
             local_np,
             lb,
         ];
+        let b1_all: Vec<(IpAddr, &str)> = std::iter::once(b1_ip)
+            .chain(b16)
+            .map(|ip| (ip, n1.as_str()))
+            .collect();
+        let b2_all: Vec<(IpAddr, &str)> = std::iter::once(b2_ip)
+            .chain(b26)
+            .map(|ip| (ip, n2.as_str()))
+            .collect();
+        if dual {
+            // Dual-stack Services: a ClusterIP of each family (`spec.clusterIPs`).
+            for svc in &mut services {
+                let v4 = svc.cluster_ips[0].to_string();
+                svc.cluster_ips.push(cluster_ip6(&v4).parse()?);
+            }
+        }
         let slices = [
-            slice("local", Protocol::Tcp, &[(b1_ip, &n1)]),
-            slice("remote", Protocol::Tcp, &[(b2_ip, &n2)]),
-            slice("dns", Protocol::Udp, &[(b2_ip, &n2)]),
-            slice("np-local", Protocol::Tcp, &[(b1_ip, &n1)]),
-            slice("lb", Protocol::Tcp, &[(b2_ip, &n2)]),
+            slice("local", Protocol::Tcp, &b1_all),
+            slice("remote", Protocol::Tcp, &b2_all),
+            slice("dns", Protocol::Udp, &b2_all),
+            slice("np-local", Protocol::Tcp, &b1_all),
+            slice("lb", Protocol::Tcp, &b2_all),
         ];
-        program_kube_proxy(&cluster, &services, &slices, false)?;
+        program_kube_proxy(&cluster, &services, &slices, dual)?;
         // A node has a default route (here: the underlay's address), which its own traffic to
         // a ClusterIP needs before OUTPUT's DNAT; the underlay routes the LoadBalancer IP to
         // node 1, as a BGP speaker or an L2 announcer would.
@@ -137,6 +173,14 @@ impl Fixture {
         eventually("pod a to reach pod b2", Duration::from_secs(20), || {
             Ok(ping(&a_ns, b2_ip).is_ok())
         })?;
+        if let Some([_, _, b26]) = v6 {
+            let a_ns = a.netns.clone();
+            eventually(
+                "pod a to reach pod b2 over IPv6",
+                Duration::from_secs(20),
+                || Ok(ping(&a_ns, b26).is_ok()),
+            )?;
+        }
         Ok(Fixture {
             cluster,
             a,
@@ -144,8 +188,9 @@ impl Fixture {
             b1,
             b1_ip,
             b2_ip,
-            _b2: b2,
-            _servers: servers,
+            b2: Some(b2),
+            v6,
+            servers,
         })
     }
 
@@ -247,6 +292,40 @@ impl Fixture {
             &[n1_ip],
         );
         let _ = n2;
+        if let Some([a6, b16, b26]) = self.v6 {
+            let gw6: IpAddr = "fd00:10:244:1::1".parse().unwrap();
+            let s6 = |v4: &str, port: u16| SocketAddr::new(cluster_ip6(v4).parse().unwrap(), port);
+            check(
+                "IPv6 pod -> ClusterIP, local backend (tcp)",
+                tcp_ask(a, s6("10.96.0.10", 80)),
+                &[a6],
+            );
+            check(
+                "IPv6 pod -> ClusterIP, remote backend (tcp)",
+                tcp_ask(a, s6("10.96.0.11", 80)),
+                &[a6],
+            );
+            check(
+                "IPv6 pod -> ClusterIP udp 53, remote DNS-like backend",
+                udp_ask(a, s6("10.96.0.12", 53)),
+                &[a6],
+            );
+            check(
+                "IPv6 hairpin",
+                tcp_ask(&self.b1.netns, s6("10.96.0.10", 80)),
+                &[gw6],
+            );
+            check(
+                "IPv6 pod -> pod across nodes",
+                tcp_ask(a, SocketAddr::new(b26, BACKEND_PORT)),
+                &[a6],
+            );
+            check(
+                "IPv6 host -> local pod",
+                tcp_ask(n1.netns(), SocketAddr::new(b16, BACKEND_PORT)),
+                &[gw6],
+            );
+        }
         failures
     }
 }
@@ -279,4 +358,154 @@ fn services_noencap() -> Result<()> {
         true,
     )
     .context("noEncap")
+}
+
+#[test]
+fn services_encap_vxlan() -> Result<()> {
+    run(ClusterOptions::encap(2, "vxlan"), false).context("encap vxlan")
+}
+
+#[test]
+fn services_encap_gre() -> Result<()> {
+    run(ClusterOptions::encap(2, "gre"), false).context("encap gre")
+}
+
+#[test]
+fn services_dual_stack_encap() -> Result<()> {
+    run(
+        ClusterOptions {
+            dual_stack_pods: true,
+            ..ClusterOptions::encap(2, "geneve")
+        },
+        false,
+    )
+    .context("dual-stack encap geneve")
+}
+
+#[test]
+fn services_dual_stack_noencap() -> Result<()> {
+    run(
+        ClusterOptions {
+            mode: "noEncap".into(),
+            dual_stack_pods: true,
+            ..ClusterOptions::encap(2, "geneve")
+        },
+        true,
+    )
+    .context("dual-stack noEncap")
+}
+
+/// Restart safety with conntrack (issue 14 part 5): a long-lived TCP connection pod -> ClusterIP
+/// -> remote backend keeps answering across an agent restart on both nodes (new cookie round, old
+/// one deleted, conntrack state untouched) and across an ovs-vswitchd restart on the client's
+/// node (flows replayed; the netdev datapath's userspace conntrack is lost and picks the
+/// connection up again mid-stream). Then a backend deleted mid-connection: the next request fails
+/// within seconds (reset or timeout, never a hang), and the pod's flows are gone.
+fn restart_and_backend_loss(options: ClusterOptions) -> Result<()> {
+    let mut f = Fixture::start(options)?;
+    let a_ns = f.a.netns.clone();
+    let mut session = TcpSession::connect(&a_ns, sock("10.96.0.11", 80))?;
+    let ask = |when: &str, s: &mut TcpSession| -> Result<()> {
+        let seen = s
+            .ask()
+            .with_context(|| format!("long-lived connection {when}"))?;
+        ensure!(seen == f.a_ip, "{when}: backend saw {seen}");
+        println!("ok   long-lived connection {when}: backend saw {seen}");
+        Ok(())
+    };
+    ask("before any restart", &mut session)?;
+    for node in f.cluster.nodes.iter_mut() {
+        node.stop_agent();
+        node.start_agent()?;
+        node.wait_ready(Duration::from_secs(60))?;
+    }
+    ask("after agent restarts on both nodes", &mut session)?;
+    // Only one round left on each node, and the connection still tracked.
+    for node in &f.cluster.nodes {
+        let rounds: std::collections::BTreeSet<String> = node
+            .ovs
+            .dump_flows("br-int")?
+            .iter()
+            .filter_map(|l| l.strip_prefix("cookie=0x"))
+            .filter_map(|l| l.split(',').next())
+            .filter_map(|c| u64::from_str_radix(c, 16).ok())
+            .map(|c| format!("{}", c >> 48))
+            .collect();
+        ensure!(rounds.len() == 1, "{}: rounds {rounds:?}", node.name);
+    }
+    {
+        let n1 = f
+            .cluster
+            .nodes
+            .iter_mut()
+            .find(|n| n.index == 1)
+            .context("node 1")?;
+        n1.ovs.restart_vswitchd()?;
+    }
+    // The agent replays its flows after the reconnect; the connection answers again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match session.ask() {
+            Ok(seen) if seen == f.a_ip => {
+                println!("ok   long-lived connection after ovs-vswitchd restart");
+                break;
+            }
+            Ok(seen) => anyhow::bail!("after ovs-vswitchd restart: backend saw {seen}"),
+            Err(e) if std::time::Instant::now() < deadline => {
+                println!("     waiting for the replay: {e:#}");
+            }
+            Err(e) => {
+                return Err(e).context(format!(
+                    "long-lived connection after ovs-vswitchd restart\n{}",
+                    f.logs()
+                ))
+            }
+        }
+    }
+
+    // Backend deleted mid-connection.
+    let b2 = f.b2.take().context("b2")?;
+    let del = f.cluster.node(2)?.plugin("DEL", &b2.call())?;
+    ensure!(del.success, "DEL b2: {}", del.stdout);
+    f.servers.pop();
+    drop(b2);
+    let started = std::time::Instant::now();
+    let result = session.ask();
+    let took = started.elapsed();
+    ensure!(
+        result.is_err(),
+        "request to a deleted backend answered: {result:?}"
+    );
+    ensure!(took < Duration::from_secs(5), "request hung for {took:?}");
+    println!(
+        "ok   backend deleted mid-connection: {:#} after {took:?}",
+        result.unwrap_err()
+    );
+    let pod_flows = f.cluster.node(2)?.flows_of_category(3)?;
+    ensure!(pod_flows.is_empty(), "flows left on node 2: {pod_flows:?}");
+    // New connections to the Service fail (its endpoint is gone), nothing else is disturbed.
+    check_still_works(&f)?;
+    Ok(())
+}
+
+fn check_still_works(f: &Fixture) -> Result<()> {
+    let seen = tcp_ask(&f.a.netns, sock("10.96.0.10", 80))?;
+    ensure!(
+        seen == f.a_ip,
+        "local Service after the loss: backend saw {seen}"
+    );
+    Ok(())
+}
+
+#[test]
+fn services_restart_safety_and_backend_loss_encap() -> Result<()> {
+    restart_and_backend_loss(ClusterOptions::encap(2, "geneve"))
+}
+
+#[test]
+fn services_restart_safety_and_backend_loss_noencap() -> Result<()> {
+    restart_and_backend_loss(ClusterOptions {
+        mode: "noEncap".into(),
+        ..ClusterOptions::encap(2, "geneve")
+    })
 }
