@@ -609,6 +609,304 @@ pub fn apply(ns: &str, v6: bool, rules: &Rules) -> Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------------------ nftables mode
+
+/// kube-proxy's nftables chain name part: the first 8 base32 characters of the SHA-256 of
+/// `name`, a dash, and `name` (`hashAndTruncate`).
+fn nft_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}{}-{name}", &hash16(name)[..8])
+}
+
+/// `ns/name/proto/port` (`servicePortChainNameBase`).
+fn nft_base(svc: &Service, port: &ServicePort) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        svc.namespace,
+        svc.name,
+        port.protocol.name(),
+        port.name
+    )
+}
+
+/// `endpoint-HASH-ns/name/proto/port__IP/PORT` (IPv6: colons as dots, no brackets).
+fn nft_endpoint_chain(svc: &Service, port: &ServicePort, ip: IpAddr, target: u16) -> String {
+    let ip = ip.to_string().replace(':', ".");
+    nft_name(
+        "endpoint-",
+        &format!("{}__{ip}/{target}", nft_base(svc, port)),
+    )
+}
+
+/// The `nft -f` input kube-proxy **v1.30** writes in its `nftables` mode (table `ip kube-proxy`
+/// or `ip6 kube-proxy`) for `services`/`slices` of `cfg`'s family: the base chains (filter at
+/// priority -110, nat at dstnat/srcnat), the `service-ips` / `service-nodeports` verdict maps,
+/// `no-endpoint-*` maps, masquerading by mark `0x4000` (`masquerade fully-random`), and per
+/// Service port the `service-`, `external-`, `local-` and `endpoint-` chains (chain names,
+/// comments and rule text from kube-proxy's nftables `proxier.go` and the knftables dumps of
+/// its golden tests). Not modelled: `firewall-` chains (loadBalancerSourceRanges), affinity
+/// sets, `--nodeport-addresses`.
+pub fn nft_rules(cfg: &ProxyConfig, services: &[Service], slices: &[EndpointSlice]) -> String {
+    let v6 = matches!(cfg.cluster_cidr, IpNet::V6(_));
+    let same_family = |ip: &IpAddr| ip.is_ipv6() == v6;
+    let (fam, daddr, saddr, addr_type, loopback) = if v6 {
+        ("ip6", "ip6 daddr", "ip6 saddr", "ipv6_addr", "::1")
+    } else {
+        ("ip", "ip daddr", "ip saddr", "ipv4_addr", "127.0.0.0/8")
+    };
+    let t = format!("{fam} kube-proxy");
+    let cidr = cfg.cluster_cidr.trunc().to_string();
+    let mut chains: Vec<String> = Vec::new();
+    let mut rules = String::new();
+    let mut elements = String::new();
+    let dnat_to = |ip: IpAddr, port: u16| match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    for svc in services {
+        let Some(cluster_ip) = svc.cluster_ips.iter().copied().find(same_family) else {
+            continue;
+        };
+        for port in &svc.ports {
+            let name = service_port_name(svc, port);
+            let base = nft_base(svc, port);
+            let proto = port.protocol.name();
+            let endpoints: Vec<(IpAddr, u16, bool)> = slices
+                .iter()
+                .filter(|s| s.namespace == svc.namespace && s.service == svc.name)
+                .flat_map(|s| {
+                    let target = s
+                        .ports
+                        .iter()
+                        .find(|(n, p, _)| *n == port.name && *p == port.protocol)
+                        .map(|(_, _, t)| *t);
+                    s.endpoints.iter().filter_map(move |e| {
+                        let t = target?;
+                        (e.ready && same_family(&e.address))
+                            .then(|| (e.address, t, e.node_name == cfg.node_name))
+                    })
+                })
+                .collect();
+            let externally = port.node_port.is_some() || !svc.load_balancer_ips.is_empty();
+            let etp_local = externally && svc.external_traffic_policy == TrafficPolicy::Local;
+            let local: Vec<&(IpAddr, u16, bool)> = endpoints.iter().filter(|e| e.2).collect();
+            let svc_chain = nft_name("service-", &base);
+            let local_chain = nft_name("local-", &base);
+            let ext_chain = nft_name("external-", &base);
+            let has_external = if etp_local {
+                !local.is_empty()
+            } else {
+                !endpoints.is_empty()
+            };
+            let lbs: Vec<&IpAddr> = svc
+                .load_balancer_ips
+                .iter()
+                .filter(|ip| same_family(ip))
+                .collect();
+            if endpoints.is_empty() {
+                let _ = writeln!(
+                    elements,
+                    "add element {t} no-endpoint-services {{ {cluster_ip} . {proto} . {} comment \"{name}\" : goto reject-chain }}",
+                    port.port
+                );
+            } else {
+                chains.push(svc_chain.clone());
+                let _ = writeln!(
+                    rules,
+                    "add rule {t} {svc_chain} {daddr} {cluster_ip} {proto} dport {} {saddr} != {cidr} jump mark-for-masquerade",
+                    port.port
+                );
+                let vmap = |eps: &[&(IpAddr, u16, bool)]| -> String {
+                    eps.iter()
+                        .enumerate()
+                        .map(|(i, (ip, tp, _))| {
+                            format!("{i} : goto {}", nft_endpoint_chain(svc, port, *ip, *tp))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" , ")
+                };
+                let all: Vec<&(IpAddr, u16, bool)> = endpoints.iter().collect();
+                let _ = writeln!(
+                    rules,
+                    "add rule {t} {svc_chain} numgen random mod {} vmap {{ {} }}",
+                    all.len(),
+                    vmap(&all)
+                );
+                for (ip, tp, _) in &endpoints {
+                    let ep = nft_endpoint_chain(svc, port, *ip, *tp);
+                    chains.push(ep.clone());
+                    let _ = writeln!(
+                        rules,
+                        "add rule {t} {ep} {saddr} {ip} jump mark-for-masquerade"
+                    );
+                    let _ = writeln!(
+                        rules,
+                        "add rule {t} {ep} meta l4proto {proto} dnat to {}",
+                        dnat_to(*ip, *tp)
+                    );
+                }
+                let _ = writeln!(
+                    elements,
+                    "add element {t} service-ips {{ {cluster_ip} . {proto} . {} : goto {svc_chain} }}",
+                    port.port
+                );
+                if externally {
+                    chains.push(ext_chain.clone());
+                    if !etp_local {
+                        let _ =
+                            writeln!(rules, "add rule {t} {ext_chain} jump mark-for-masquerade");
+                        let _ = writeln!(rules, "add rule {t} {ext_chain} goto {svc_chain}");
+                    } else {
+                        let _ = writeln!(
+                            rules,
+                            "add rule {t} {ext_chain} {saddr} {cidr} goto {svc_chain} comment \"short-circuit pod traffic\""
+                        );
+                        let _ = writeln!(
+                            rules,
+                            "add rule {t} {ext_chain} fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\""
+                        );
+                        let _ = writeln!(
+                            rules,
+                            "add rule {t} {ext_chain} fib saddr type local goto {svc_chain} comment \"short-circuit local traffic\""
+                        );
+                        if !local.is_empty() {
+                            chains.push(local_chain.clone());
+                            let _ = writeln!(rules, "add rule {t} {ext_chain} goto {local_chain}");
+                            let _ = writeln!(
+                                rules,
+                                "add rule {t} {local_chain} numgen random mod {} vmap {{ {} }}",
+                                local.len(),
+                                vmap(&local)
+                            );
+                        }
+                    }
+                    for lb in &lbs {
+                        let _ = writeln!(
+                            elements,
+                            "add element {t} service-ips {{ {lb} . {proto} . {} : goto {ext_chain} }}",
+                            port.port
+                        );
+                    }
+                    if let Some(np) = port.node_port {
+                        let _ = writeln!(
+                            elements,
+                            "add element {t} service-nodeports {{ {proto} . {np} : goto {ext_chain} }}"
+                        );
+                    }
+                }
+            }
+            if externally && !has_external {
+                let verdict = if endpoints.is_empty() {
+                    "goto reject-chain"
+                } else {
+                    "drop"
+                };
+                if let Some(np) = port.node_port {
+                    let _ = writeln!(
+                        elements,
+                        "add element {t} no-endpoint-nodeports {{ {proto} . {np} comment \"{name}\" : {verdict} }}"
+                    );
+                }
+                for lb in &lbs {
+                    let _ = writeln!(
+                        elements,
+                        "add element {t} no-endpoint-services {{ {lb} . {proto} . {} comment \"{name}\" : {verdict} }}",
+                        port.port
+                    );
+                }
+            }
+        }
+    }
+    chains.dedup();
+    let mut out = format!("add table {t} {{ comment \"rules for kube-proxy\" ; }}\n");
+    for fixed in [
+        "mark-for-masquerade",
+        "masquerading",
+        "services",
+        "firewall-check",
+        "endpoints-check",
+    ] {
+        let _ = writeln!(out, "add chain {t} {fixed}");
+    }
+    for (chain, kind, hook, prio) in [
+        ("filter-prerouting", "filter", "prerouting", -110),
+        ("filter-forward", "filter", "forward", -110),
+        ("filter-input", "filter", "input", -110),
+        ("filter-output", "filter", "output", -110),
+        ("nat-output", "nat", "output", -100),
+        ("nat-postrouting", "nat", "postrouting", 100),
+        ("nat-prerouting", "nat", "prerouting", -100),
+    ] {
+        let _ = writeln!(
+            out,
+            "add chain {t} {chain} {{ type {kind} hook {hook} priority {prio} ; }}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "add chain {t} reject-chain {{ comment \"helper for @no-endpoint-services / @no-endpoint-nodeports\" ; }}"
+    );
+    for chain in &chains {
+        let _ = writeln!(out, "add chain {t} {chain}");
+    }
+    for line in [
+        format!("add rule {t} mark-for-masquerade mark set mark or {MASQ_MARK}"),
+        format!("add rule {t} masquerading mark and {MASQ_MARK} == 0 return"),
+        format!("add rule {t} masquerading mark set mark xor {MASQ_MARK}"),
+        format!("add rule {t} masquerading masquerade fully-random"),
+        format!("add rule {t} filter-prerouting ct state new jump firewall-check"),
+        format!("add rule {t} filter-forward ct state new jump endpoints-check"),
+        format!("add rule {t} filter-input ct state new jump endpoints-check"),
+        format!("add rule {t} filter-output ct state new jump endpoints-check"),
+        format!("add rule {t} filter-output ct state new jump firewall-check"),
+        format!("add rule {t} nat-output jump services"),
+        format!("add rule {t} nat-postrouting jump masquerading"),
+        format!("add rule {t} nat-prerouting jump services"),
+        format!("add map {t} firewall-ips {{ type {addr_type} . inet_proto . inet_service : verdict ; comment \"destinations that are subject to LoadBalancerSourceRanges\" ; }}"),
+        format!("add rule {t} firewall-check {daddr} . meta l4proto . th dport vmap @firewall-ips"),
+        format!("add rule {t} reject-chain reject"),
+        format!("add map {t} no-endpoint-services {{ type {addr_type} . inet_proto . inet_service : verdict ; comment \"vmap to drop or reject packets to services with no endpoints\" ; }}"),
+        format!("add map {t} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; comment \"vmap to drop or reject packets to service nodeports with no endpoints\" ; }}"),
+        format!("add rule {t} endpoints-check {daddr} . meta l4proto . th dport vmap @no-endpoint-services"),
+        format!("add rule {t} endpoints-check fib daddr type local {daddr} != {loopback} meta l4proto . th dport vmap @no-endpoint-nodeports"),
+        format!("add map {t} service-ips {{ type {addr_type} . inet_proto . inet_service : verdict ; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\" ; }}"),
+        format!("add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; comment \"NodePort traffic\" ; }}"),
+        format!("add rule {t} services {daddr} . meta l4proto . th dport vmap @service-ips"),
+        format!("add rule {t} services fib daddr type local {daddr} != {loopback} meta l4proto . th dport vmap @service-nodeports"),
+    ] {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&rules);
+    out.push_str(&elements);
+    out
+}
+
+/// Loads `script` (from [`nft_rules`]) into namespace `ns` with one `nft -f -` (one
+/// transaction: all or nothing).
+pub fn apply_nft(ns: &str, script: &str) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(script.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .with_context(|| format!("running nft -f in {ns}"))?;
+    if !out.status.success() {
+        bail!(
+            "nft -f in {ns} failed: {}\ninput:\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,6 +1025,48 @@ mod tests {
         // The ETP Local NodePort's EXT chain and the SVL chain are declared.
         assert!(lines.contains(&":KUBE-SVL-GNZBNJ2PO5MGZ6GT - [0:0]"));
         assert_eq!(r.jumps.len(), 12);
+    }
+
+    /// Chain names and rules from kube-proxy's nftables golden dumps (knftables format).
+    #[test]
+    fn nftables_names_and_rules_match_kube_proxy() {
+        let cfg = ProxyConfig {
+            node_name: "test-node".into(),
+            cluster_cidr: "10.0.0.0/8".parse().unwrap(),
+        };
+        let s4 = svc("ns4", "svc4", "172.30.0.44", 80, None);
+        let script = nft_rules(
+            &cfg,
+            &[s4],
+            &[slice(
+                "ns4",
+                "svc4",
+                &[("10.180.0.4", "h2"), ("10.180.0.5", "h3")],
+            )],
+        );
+        for want in [
+            "add chain ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80",
+            "add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 ip daddr 172.30.0.44 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade",
+            "add rule ip kube-proxy service-LAUZTJTB-ns4/svc4/tcp/p80 numgen random mod 2 vmap { 0 : goto endpoint-UNZV3OEC-ns4/svc4/tcp/p80__10.180.0.4/80 , 1 : goto endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 }",
+            "add rule ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 ip saddr 10.180.0.5 jump mark-for-masquerade",
+            "add rule ip kube-proxy endpoint-5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80 meta l4proto tcp dnat to 10.180.0.5:80",
+            "add element ip kube-proxy service-ips { 172.30.0.44 . tcp . 80 : goto service-LAUZTJTB-ns4/svc4/tcp/p80 }",
+            "add rule ip kube-proxy masquerading masquerade fully-random",
+            "add rule ip kube-proxy services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports",
+        ] {
+            assert!(script.lines().any(|l| l == want), "missing {want}\n{script}");
+        }
+        let mut s1 = svc("ns1", "svc1", "fd00:172:30::41", 80, None);
+        s1.cluster_ips = vec!["fd00:172:30::41".parse().unwrap()];
+        let p = &s1.ports[0];
+        assert_eq!(
+            nft_endpoint_chain(&s1, p, "fd00:10:180::1".parse().unwrap(), 80),
+            "endpoint-ZVRFLKHO-ns1/svc1/tcp/p80__fd00.10.180..1/80"
+        );
+        assert_eq!(
+            nft_endpoint_chain(&s1, p, "fd00:10:180::2:1".parse().unwrap(), 80),
+            "endpoint-2CRNCTTE-ns1/svc1/tcp/p80__fd00.10.180..2.1/80"
+        );
     }
 
     #[test]

@@ -30,13 +30,23 @@ pub const CLUSTER_CIDR_V4: &str = "10.244.0.0/16";
 /// IPv6 `--cluster-cidr`.
 pub const CLUSTER_CIDR_V6: &str = "fd00:10:244::/48";
 
+/// kube-proxy's `--proxy-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// `iptables` (iptables-nft here).
+    Iptables,
+    /// `nftables`.
+    Nftables,
+}
+
 /// Writes kube-proxy's rules for `services`/`slices` on every node of `cluster` (each node its
-/// own `--hostname-override`), for IPv4 and, with `v6`, IPv6.
+/// own `--hostname-override`), for IPv4 and, with `v6`, IPv6, in `mode`.
 pub fn program_kube_proxy(
     cluster: &Cluster,
     services: &[Service],
     slices: &[EndpointSlice],
     v6: bool,
+    mode: ProxyMode,
 ) -> Result<()> {
     for node in &cluster.nodes {
         let mut families = vec![(false, CLUSTER_CIDR_V4)];
@@ -48,9 +58,17 @@ pub fn program_kube_proxy(
                 node_name: node.name.clone(),
                 cluster_cidr: cidr.parse()?,
             };
-            let rules = kubeproxy::rules(&cfg, services, slices);
-            kubeproxy::apply(node.netns(), is_v6, &rules)
-                .with_context(|| format!("kube-proxy rules on {}", node.name))?;
+            match mode {
+                ProxyMode::Iptables => {
+                    let rules = kubeproxy::rules(&cfg, services, slices);
+                    kubeproxy::apply(node.netns(), is_v6, &rules)
+                }
+                ProxyMode::Nftables => {
+                    let script = kubeproxy::nft_rules(&cfg, services, slices);
+                    kubeproxy::apply_nft(node.netns(), &script)
+                }
+            }
+            .with_context(|| format!("kube-proxy {mode:?} rules on {}", node.name))?;
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ use anyhow::{ensure, Context, Result};
 use weft_e2e::cluster::{eventually, Cluster, ClusterOptions, UNDERLAY_GW};
 use weft_e2e::kubeproxy::{Endpoint, EndpointSlice, Protocol, Service, ServicePort, TrafficPolicy};
 use weft_e2e::node::{ping, Pod};
-use weft_e2e::services::{program_kube_proxy, tcp_ask, udp_ask, Backend, TcpSession};
+use weft_e2e::services::{program_kube_proxy, tcp_ask, udp_ask, Backend, ProxyMode, TcpSession};
 use weft_e2e::{cmd, netns};
 
 const BACKEND_PORT: u16 = 8080;
@@ -81,6 +81,10 @@ fn sock(ip: &str, port: u16) -> SocketAddr {
 
 impl Fixture {
     fn start(options: ClusterOptions) -> Result<Fixture> {
+        Fixture::start_with(options, ProxyMode::Iptables)
+    }
+
+    fn start_with(options: ClusterOptions, mode: ProxyMode) -> Result<Fixture> {
         let dual = options.dual_stack_pods;
         let cluster = Cluster::start(options)?;
         let pod = |node: usize, name: &str| -> Result<(Pod, IpAddr, Option<IpAddr>)> {
@@ -137,7 +141,7 @@ impl Fixture {
             slice("np-local", Protocol::Tcp, &b1_all),
             slice("lb", Protocol::Tcp, &b2_all),
         ];
-        program_kube_proxy(&cluster, &services, &slices, dual)?;
+        program_kube_proxy(&cluster, &services, &slices, dual, mode)?;
         // A node has a default route (here: the underlay's address), which its own traffic to
         // a ClusterIP needs before OUTPUT's DNAT; the underlay routes the LoadBalancer IP to
         // node 1, as a BGP speaker or an L2 announcer would.
@@ -331,7 +335,11 @@ impl Fixture {
 }
 
 fn run(options: ClusterOptions, no_encap: bool) -> Result<()> {
-    let f = Fixture::start(options)?;
+    run_with(options, no_encap, ProxyMode::Iptables)
+}
+
+fn run_with(options: ClusterOptions, no_encap: bool, mode: ProxyMode) -> Result<()> {
+    let f = Fixture::start_with(options, mode)?;
     let failures = f.check_all(no_encap);
     ensure!(
         failures.is_empty(),
@@ -358,6 +366,33 @@ fn services_noencap() -> Result<()> {
         true,
     )
     .context("noEncap")
+}
+
+#[test]
+fn services_nftables_mode_encap() -> Result<()> {
+    run_with(
+        ClusterOptions {
+            dual_stack_pods: true,
+            ..ClusterOptions::encap(2, "geneve")
+        },
+        false,
+        ProxyMode::Nftables,
+    )
+    .context("kube-proxy nftables mode, dual-stack encap geneve")
+}
+
+#[test]
+fn services_nftables_mode_noencap() -> Result<()> {
+    run_with(
+        ClusterOptions {
+            mode: "noEncap".into(),
+            dual_stack_pods: true,
+            ..ClusterOptions::encap(2, "geneve")
+        },
+        true,
+        ProxyMode::Nftables,
+    )
+    .context("kube-proxy nftables mode, dual-stack noEncap")
 }
 
 #[test]
