@@ -219,6 +219,15 @@ impl Fixture {
         let client: IpAddr = UNDERLAY_GW.parse().unwrap();
         let n1_ip = n1.ip;
         let mut failures = Vec::new();
+        // externalTrafficPolicy Local on a node without a local endpoint: kube-proxy drops it.
+        match tcp_ask(&underlay, SocketAddr::new(n2.ip, 30081)) {
+            Err(e) => println!(
+                "ok   underlay -> NodePort etp Local on node 2 (no local backend) refused: {e:#}"
+            ),
+            Ok(seen) => failures.push(format!(
+                "NodePort etp Local on a node without a local backend answered (backend saw {seen})"
+            )),
+        }
         let mut check = |what: &str, got: Result<IpAddr>, want: &[IpAddr]| match got {
             Ok(seen) if want.contains(&seen) => println!("ok   {what}: backend saw {seen}"),
             Ok(seen) => failures.push(format!("{what}: backend saw {seen}, want one of {want:?}")),
@@ -269,6 +278,11 @@ impl Fixture {
             "underlay -> NodePort on node 1, local backend (etp Local keeps the client)",
             tcp_ask(&underlay, SocketAddr::new(n1_ip, 30081)),
             &[client],
+        );
+        check(
+            "underlay -> NodePort on node 2, local backend (etp Cluster)",
+            tcp_ask(&underlay, SocketAddr::new(n2.ip, 30080)),
+            &["10.244.2.1".parse().unwrap(), n2.ip],
         );
         check(
             "underlay -> LoadBalancer IP routed to node 1, remote backend",
