@@ -23,9 +23,14 @@ use crate::flow::{ct_state, Action, Ct, CtZone, Field, Flow, Match};
 
 /// `ct(table=ConntrackState,zone=CT_ZONE)`.
 fn track(ctx: &Ctx<'_>) -> Action {
+    track_to(ctx.reg.number(&CONNTRACK_STATE))
+}
+
+/// `ct(table=TABLE,zone=CT_ZONE)`: look the packet up and continue in `table`.
+pub(super) fn track_to(table: u8) -> Action {
     Action::Ct(Ct {
         zone: CtZone::Imm(CT_ZONE),
-        table: Some(ctx.reg.number(&CONNTRACK_STATE)),
+        table: Some(table),
         ..Ct::default()
     })
 }
