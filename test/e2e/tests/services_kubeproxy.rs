@@ -558,3 +558,143 @@ fn services_restart_safety_and_backend_loss_noencap() -> Result<()> {
         ..ClusterOptions::encap(2, "geneve")
     })
 }
+
+// ------------------------------------------------------------------------------- benchmark
+
+/// Bytes per second from `client_ns` to `addr` during `secs` (a sink on the server side counts
+/// what arrives; the sender writes 64 KiB buffers).
+fn throughput(server_ns: &str, bind: IpAddr, client_ns: &str, secs: f64) -> Result<f64> {
+    use std::io::{Read, Write};
+    let listener = netns::run_in(server_ns, move || std::net::TcpListener::bind((bind, 0)))??;
+    let addr = listener.local_addr()?;
+    let sink = std::thread::spawn(move || -> Result<(u64, Duration)> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let mut first = None;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(std::time::Instant::now);
+            total += n as u64;
+        }
+        Ok((total, first.map(|f| f.elapsed()).unwrap_or_default()))
+    });
+    let mut c = netns::tcp_connect_in(client_ns, addr)?;
+    let buf = vec![7u8; 1 << 16];
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    while std::time::Instant::now() < end {
+        c.write_all(&buf)?;
+    }
+    drop(c);
+    let (bytes, took) = sink
+        .join()
+        .map_err(|_| anyhow::anyhow!("sink panicked"))??;
+    Ok(bytes as f64 / took.as_secs_f64().max(1e-9))
+}
+
+/// New TCP connections per second from `client_ns` to `addr` (connect, one request/answer,
+/// close), for `secs`.
+fn connection_rate(client_ns: &str, addr: SocketAddr, secs: f64) -> Result<f64> {
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        tcp_ask(client_ns, addr)?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bypass flows reproducing the pipeline before issue 14 for pod -> pod traffic: ConntrackZone
+/// and ConntrackCommit skipped (priority 300, cookie category 0 so the agent never touches them).
+fn conntrack_bypass(cluster: &Cluster, on: bool) -> Result<()> {
+    for node in &cluster.nodes {
+        if on {
+            for flow in [
+                "cookie=0x5bc7,table=40,priority=300,actions=goto_table:70",
+                "cookie=0x5bc7,table=100,priority=300,actions=goto_table:120",
+            ] {
+                node.ovs.ofctl(&["add-flow", "br-int", flow])?;
+            }
+        } else {
+            node.ovs
+                .ofctl(&["del-flows", "br-int", "cookie=0x5bc7/-1"])?;
+        }
+    }
+    Ok(())
+}
+
+/// Issue 14's benchmarks, interleaved in one run (not in CI: `--ignored`):
+/// - pod -> pod TCP throughput across nodes (Geneve) with the conntrack stages vs the pipeline
+///   without them (bypass flows), alternating which goes first;
+/// - new TCP connections per second pod -> ClusterIP (remote backend, kube-proxy iptables) vs
+///   pod -> the backend's IP directly.
+///
+/// ```sh
+/// cargo test -p weft-e2e --test services_kubeproxy -- --ignored bench_conntrack --nocapture
+/// ```
+#[test]
+#[ignore = "benchmark: run with --ignored"]
+fn bench_conntrack_cost() -> Result<()> {
+    const REPS: usize = 9;
+    let f = Fixture::start(ClusterOptions::encap(2, "geneve"))?;
+    let b2_ns = f.b2.as_ref().context("b2")?.netns.clone();
+    let (mut with_ct, mut without_ct, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..REPS {
+        let mut one = |bypass: bool| -> Result<f64> {
+            conntrack_bypass(&f.cluster, bypass)?;
+            let t = throughput(&b2_ns, f.b2_ip, &f.a.netns, 1.5);
+            conntrack_bypass(&f.cluster, false)?;
+            t
+        };
+        let (ct, plain) = if rep % 2 == 0 {
+            let ct = one(false)?;
+            (ct, one(true)?)
+        } else {
+            let plain = one(true)?;
+            (one(false)?, plain)
+        };
+        with_ct.push(ct);
+        without_ct.push(plain);
+        ratios.push(ct / plain);
+    }
+    let (mut cip, mut direct, mut rate_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..REPS {
+        let to_cip = || connection_rate(&f.a.netns, sock("10.96.0.11", 80), 1.0);
+        let to_pod = || connection_rate(&f.a.netns, SocketAddr::new(f.b2_ip, BACKEND_PORT), 1.0);
+        let (c, d) = if rep % 2 == 0 {
+            let c = to_cip()?;
+            (c, to_pod()?)
+        } else {
+            let d = to_pod()?;
+            (to_cip()?, d)
+        };
+        cip.push(c);
+        direct.push(d);
+        rate_ratios.push(c / d);
+    }
+    println!(
+        "pod->pod throughput (MB/s) with conntrack median {:.1}, without {:.1}; per-rep ratio median {:.3} (min {:.3}, max {:.3})",
+        median(with_ct.clone()) / 1e6,
+        median(without_ct.clone()) / 1e6,
+        median(ratios.clone()),
+        ratios.iter().copied().fold(f64::MAX, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
+    println!(
+        "new connections/s pod->ClusterIP median {:.0}, pod->pod IP {:.0}; ratio median {:.3} (min {:.3}, max {:.3})",
+        median(cip),
+        median(direct),
+        median(rate_ratios.clone()),
+        rate_ratios.iter().copied().fold(f64::MAX, f64::min),
+        rate_ratios.iter().copied().fold(0.0, f64::max),
+    );
+    Ok(())
+}
