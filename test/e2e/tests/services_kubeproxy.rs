@@ -648,7 +648,7 @@ fn bench_conntrack_cost() -> Result<()> {
     let b2_ns = f.b2.as_ref().context("b2")?.netns.clone();
     let (mut with_ct, mut without_ct, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..REPS {
-        let mut one = |bypass: bool| -> Result<f64> {
+        let one = |bypass: bool| -> Result<f64> {
             conntrack_bypass(&f.cluster, bypass)?;
             let t = throughput(&b2_ns, f.b2_ip, &f.a.netns, 1.5);
             conntrack_bypass(&f.cluster, false)?;
