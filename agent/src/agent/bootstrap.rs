@@ -25,8 +25,8 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressScope};
 use netlink_packet_route::link::LinkAttribute;
-use ovs_flows::flow::MacAddr as FlowMac;
 use ovs_flows::pipeline::NodeConfig;
+use weft_plan::MacAddr;
 
 use super::flows::{FlowError, FlowSet, Infrastructure};
 use super::gateway::{self, GatewayError, GatewaySpec};
@@ -43,16 +43,7 @@ use crate::mtu::{
 };
 use crate::netns::{Netns, NetnsError};
 use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, Record};
-
-/// Bridge external id holding the restart round of the installed flows.
-pub const ROUND_KEY: &str = "weft-round";
-/// Bridge external id recording the applied traffic mode.
-pub const MODE_KEY: &str = "weft-mode";
-/// Bridge external id recording the applied MTU plan (JSON).
-pub const MTU_PLAN_KEY: &str = "weft-mtu-plan";
-/// Bridge external id recording the transport interface (empty when `mtu` was configured and
-/// none was found).
-pub const TRANSPORT_KEY: &str = "weft-transport";
+pub use weft_plan::names::{MODE_KEY, MTU_PLAN_KEY, ROUND_KEY, TRANSPORT_KEY};
 
 /// The traffic mode when the config keys are at their defaults.
 pub const DEFAULT_MODE: TrafficMode = TrafficMode::Encap(TunnelType::Geneve);
@@ -427,7 +418,7 @@ pub struct Bootstrapped {
     /// The mode switch, the uplink and the pods' MTUs against the plan.
     pub uplink: crate::uplink::StartReport,
     /// noEncap with the uplink attached: this node's uplink MAC (published for the peers).
-    pub uplink_mac: Option<FlowMac>,
+    pub uplink_mac: Option<MacAddr>,
     /// How peers are reached (`None`: not at all, noEncap without an attached uplink).
     pub peer_path: Option<PeerPath>,
 }
@@ -503,7 +494,7 @@ pub async fn bootstrap(
 
     let node_config = NodeConfig {
         round,
-        gateway_mac: FlowMac(gateway.mac.0),
+        gateway_mac: gateway.mac,
         gateway_ips: gateway.ips(),
         pod_cidrs: node.pod_cidrs.clone(),
         node_ips: node.internal_ips.clone(),
@@ -532,9 +523,9 @@ pub async fn bootstrap(
     .await?;
     // noEncap reaches peers at their uplink MAC, from this node's (the NIC's, recorded).
     let uplink_mac = match (transport.mode, &uplink.uplink) {
-        (TrafficMode::NoEncap, Some(spec)) => crate::uplink::recorded_nic(&spec.journal)
-            .and_then(|nic| crate::cniserver::pods::parse_mac(&nic.mac))
-            .map(|mac| FlowMac(mac.0)),
+        (TrafficMode::NoEncap, Some(spec)) => {
+            crate::uplink::recorded_nic(&spec.journal).and_then(|nic| MacAddr::parse(&nic.mac))
+        }
         _ => None,
     };
     flows.set_infrastructure(Infrastructure {

@@ -34,11 +34,7 @@ use crate::ovsdb::{
 };
 use bootstrap::BootstrapError;
 use gateway::GatewaySpec;
-
-/// external_ids key marking objects Weft owns.
-pub const OWNER_KEY: &str = "weft-owner";
-/// external_ids value of [`OWNER_KEY`].
-pub const OWNER_VALUE: &str = "weft-agent";
+pub use weft_plan::names::{OWNER_KEY, OWNER_VALUE};
 
 /// How often the bridge and gateway are re-checked when no OVSDB event arrives.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);

@@ -16,16 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use weft_plan::MacAddr;
 
 use super::flows::{FlowSet, PeerRoute};
 use crate::k8s::{NodeInfo, PeerNodes};
 use crate::mtu::Family;
-
-/// The Node annotation carrying the agent's transport (tunnel endpoint) address.
-pub const TRANSPORT_ADDRESS_ANNOTATION: &str = "weft.dev/transport-address";
-
-/// The Node annotation carrying the agent's uplink MAC (whenever the uplink is attached).
-pub const UPLINK_MAC_ANNOTATION: &str = "weft.dev/uplink-mac";
+pub use weft_plan::names::{TRANSPORT_ADDRESS_ANNOTATION, UPLINK_MAC_ANNOTATION};
 
 /// How pod traffic reaches peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +39,12 @@ pub enum PeerPath {
 }
 
 /// The uplink MAC `node` publishes, if it parses as a unicast, non-zero MAC.
-pub fn peer_uplink_mac(node: &NodeInfo) -> Option<ovs_flows::flow::MacAddr> {
+pub fn peer_uplink_mac(node: &NodeInfo) -> Option<MacAddr> {
     let mac = node
         .annotations
         .get(UPLINK_MAC_ANNOTATION)
-        .and_then(|a| crate::cniserver::pods::parse_mac(a.trim()))?;
-    (mac.0 != [0; 6] && mac.0[0] & 1 == 0).then_some(ovs_flows::flow::MacAddr(mac.0))
+        .and_then(|a| MacAddr::parse(a.trim()))?;
+    (mac.0 != [0; 6] && !mac.is_multicast()).then_some(mac)
 }
 
 /// The transport address of `node` for an underlay of `family`: the annotation if it holds an
@@ -136,10 +132,7 @@ pub fn desired_peers(
 
 /// The (transport address, uplink MAC) of every peer in `view` that has both for an underlay
 /// of `family` (pure): the entries of OVS's tunnel neighbour table ([`TunnelNeighbours`]).
-pub fn tunnel_neighbours(
-    view: &PeerNodes,
-    family: Family,
-) -> BTreeMap<String, (IpAddr, ovs_flows::flow::MacAddr)> {
+pub fn tunnel_neighbours(view: &PeerNodes, family: Family) -> BTreeMap<String, (IpAddr, MacAddr)> {
     view.iter()
         .filter_map(|(name, node)| {
             let ip = peer_transport_ip(node, family)?;
@@ -161,7 +154,7 @@ pub struct TunnelNeighbours {
     pub rundir: std::path::PathBuf,
     /// The bridge the tunnel port is on.
     pub bridge: String,
-    set: BTreeMap<String, (IpAddr, ovs_flows::flow::MacAddr)>,
+    set: BTreeMap<String, (IpAddr, MacAddr)>,
 }
 
 impl TunnelNeighbours {
@@ -422,7 +415,7 @@ mod tests {
         assert_eq!(peers.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(
             peers["b"].uplink_mac,
-            Some(ovs_flows::flow::MacAddr::new(0x52, 0x54, 0, 0, 0, 0x12))
+            Some(MacAddr::new(0x52, 0x54, 0, 0, 0, 0x12))
         );
         let names: Vec<&str> = skipped.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["c", "d", "e"]);

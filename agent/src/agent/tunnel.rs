@@ -14,9 +14,7 @@ use super::{OWNER_KEY, OWNER_VALUE};
 use crate::config::AgentConfig;
 use crate::mtu::{MtuPlan, TrafficMode, TunnelType};
 use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec};
-
-/// The tunnel port's name.
-pub const TUNNEL_PORT: &str = "weft-tun0";
+pub use weft_plan::names::TUNNEL_PORT;
 
 /// How long OVS may take to give the tunnel its OpenFlow port.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(10);

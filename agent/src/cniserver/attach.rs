@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use ovs_flows::flow::MacAddr as FlowMac;
 use ovs_flows::pipeline::LocalPod;
 use weft_cni::error::code as spec;
 use weft_cni::result::{CniResult, Dns, Interface, IpConfig, Route};
@@ -1171,7 +1170,7 @@ fn local_pod(record: &PodRecord) -> Option<LocalPod> {
         namespace: record.namespace.clone(),
         name: record.name.clone(),
         ofport: record.ofport?,
-        mac: FlowMac(record.mac.0),
+        mac: record.mac,
         ips: record.addrs(),
     })
 }

@@ -31,28 +31,10 @@ use ipnet::IpNet;
 use crate::agent::gateway::gateway_address;
 use crate::iface::MacAddr;
 use crate::mtu::TrafficMode;
-
-/// Route protocol (`rtm_protocol`) of every route Weft installs: 0x57 ('W'). Not in iproute2's
-/// `rt_protos` (0-18, 42 babel, 99 openr, 186-192) nor used by Calico (80) or Bird (12); shows
-/// as `proto 87` in `ip route`. systemd-networkd with `ManageForeignRoutes=no` leaves such
-/// routes alone. The same value tags rules (`FRA_PROTOCOL`) and neighbours (`NDA_PROTOCOL`).
-pub const WEFT_PROTOCOL: u8 = 0x57;
-
-/// Weft's routing table id: 0x5746 ("WF"), far from the 1-252 range admins number tables in and
-/// from the reserved 253-255.
-pub const WEFT_TABLE: u32 = 0x5746;
-
-/// The main table.
-pub const MAIN_TABLE: u32 = 254;
-
-/// First policy-rule priority reserved for Weft. The range sits before the `main` rule (32766),
-/// after anything usual admins and other CNIs use (Cilium 9-100 and 2004, Calico 100-200).
-pub const RULE_PRIORITY_MIN: u32 = 30700;
-/// Last policy-rule priority reserved for Weft.
-pub const RULE_PRIORITY_MAX: u32 = 30799;
-/// Rule `from POD_CIDR lookup WEFT_TABLE` (pod egress; noEncap and egress gateways fill the
-/// table later).
-pub const RULE_PRIORITY_POD_EGRESS: u32 = 30700;
+pub use weft_plan::names::{
+    MAIN_TABLE, RULE_PRIORITY_MAX, RULE_PRIORITY_MIN, RULE_PRIORITY_POD_EGRESS, WEFT_PROTOCOL,
+    WEFT_TABLE,
+};
 
 /// Metric of the pod CIDR route on the gateway: the kernel's metric for prefix routes of that
 /// family (IPv4 0, IPv6 256), so Weft's route takes over the key of a kernel prefix route left

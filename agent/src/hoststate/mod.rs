@@ -216,7 +216,7 @@ impl AgentHostState {
         // The attached uplink's internal port keeps the NIC's MAC (recorded by the attach).
         let uplink = booted.uplink.uplink.as_ref().map(|spec| {
             let mac = crate::uplink::recorded_nic(&spec.journal)
-                .and_then(|nic| crate::cniserver::pods::parse_mac(&nic.mac));
+                .and_then(|nic| weft_plan::MacAddr::parse(&nic.mac));
             (spec.nic.clone(), mac)
         });
         let links: Arc<dyn ManagedLinks> = Arc::new(PodNetworkLinks {

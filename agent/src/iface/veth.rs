@@ -22,10 +22,11 @@ use nix::errno::Errno;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::link::{get_by_name, InterfaceInfo};
-use super::plan::{host_mac, host_veth_name, pod_mac, validate_ifname, MacAddr};
 use super::reaper::Reaper;
 use super::{netlink_io, IfaceError};
 use crate::netns::{self, Netns};
+use weft_plan::pod::{host_mac, host_veth_name, pod_mac, validate_ifname};
+use weft_plan::MacAddr;
 
 /// Smallest MTU of an interface carrying IPv4 (RFC 791).
 const MIN_MTU_IPV4: u32 = 68;

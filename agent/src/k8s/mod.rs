@@ -19,9 +19,7 @@ use kube::{Api, Client, Config};
 
 pub use node::{node_info, LocalNode, NodeInfo, NodeInfoError, NodeView};
 pub use peers::{PeerNodes, PeersView};
-
-/// Field manager the agent writes with.
-pub const FIELD_MANAGER: &str = "weft-agent";
+pub use weft_plan::names::FIELD_MANAGER;
 
 /// Errors of the Kubernetes side of the agent.
 #[derive(Debug, thiserror::Error)]

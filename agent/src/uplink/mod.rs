@@ -35,16 +35,15 @@ pub use journal::{Journal, JournalError, Operation};
 pub use plan::{renamed_nic, AttachStep, DetachStep, NicSnapshot, StepPlan, Target};
 pub use system::Kernel;
 
-use crate::agent::{OWNER_KEY, OWNER_VALUE};
-use crate::cniserver::pods::parse_mac;
 use crate::netns::NetnsError;
 use crate::ovsdb::{
     Condition, Operation as DbOp, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row,
 };
 use plan::Found;
+pub use weft_plan::names::UPLINK_OF_KEY;
+use weft_plan::names::{MODE_KEY, MTU_PLAN_KEY, OWNER_KEY, OWNER_VALUE, TUNNEL_PORT};
+use weft_plan::MacAddr;
 
-/// external_ids key on the uplink and internal ports: the NIC's original name.
-pub const UPLINK_OF_KEY: &str = "weft-uplink-of";
 /// How long OVS may take to give a port its ofport and kernel device, or remove it.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -481,7 +480,7 @@ impl<F: UplinkFlows> Run<'_, F> {
         let nic = j.nic.clone();
         let uplink = j.uplink.clone();
         let mtu = self.spec.mtu;
-        let mac = parse_mac(&nic.mac).ok_or_else(|| UplinkError::BadMac {
+        let mac = MacAddr::parse(&nic.mac).ok_or_else(|| UplinkError::BadMac {
             name: nic.name.clone(),
             mac: nic.mac.clone(),
         })?;
@@ -919,11 +918,7 @@ pub async fn at_start(
         input.config.ovs_datapath_type,
         input.transport.is_some(),
     );
-    let applied = modeswitch::Applied::from_external_ids(
-        input.applied,
-        crate::agent::bootstrap::MODE_KEY,
-        crate::agent::bootstrap::MTU_PLAN_KEY,
-    );
+    let applied = modeswitch::Applied::from_external_ids(input.applied, MODE_KEY, MTU_PLAN_KEY);
     let switch = modeswitch::plan_switch(
         &applied,
         &modeswitch::Wanted {
@@ -939,7 +934,7 @@ pub async fn at_start(
         );
     }
     if switch.remove_tunnel_port && crate::agent::tunnel::remove(ovs).await? {
-        tracing::info!(port = crate::agent::tunnel::TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
+        tracing::info!(port = TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
     }
     let journal_path = journal::path_in(&input.config.data_dir);
     let kernel = Kernel::open(host.clone()).await?;
@@ -978,10 +973,9 @@ pub async fn at_start(
 /// The NIC's MAC (recorded in the journal) when the start left the uplink attached: published
 /// for the peers whatever the mode (noEncap peers send to it, IPv6 tunnel peers set it as
 /// their tunnel neighbour).
-pub fn attached_nic_mac(report: &StartReport) -> Option<ovs_flows::flow::MacAddr> {
+pub fn attached_nic_mac(report: &StartReport) -> Option<MacAddr> {
     let spec = report.uplink.as_ref()?;
-    let mac = parse_mac(&recorded_nic(&spec.journal)?.mac)?;
-    Some(ovs_flows::flow::MacAddr(mac.0))
+    MacAddr::parse(&recorded_nic(&spec.journal)?.mac)
 }
 
 /// Lists every pod whose MTU differs from `planned` (one warning per pod) and, with

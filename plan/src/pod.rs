@@ -3,9 +3,7 @@
 //! Everything here is a deterministic function of its inputs, so an agent restart computes the
 //! same names and MACs for the same pod, and it is unit-tested without root.
 
-use std::fmt;
-
-use super::IfaceError;
+use crate::mac::MacAddr;
 
 /// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
@@ -20,38 +18,20 @@ const READABLE_LEN: usize = 6;
 /// Characters of hash in the host veth name (base32: 5 bits each, 30 bits in all).
 const HASH_LEN: usize = 6;
 
-/// An Ethernet MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// The six bytes.
-    pub fn octets(&self) -> [u8; 6] {
-        self.0
-    }
-
-    /// Whether the locally-administered bit is set and the group (multicast) bit is clear.
-    pub fn is_local_unicast(&self) -> bool {
-        self.0[0] & 0x03 == 0x02
-    }
-
-    /// Parses netlink's `IFLA_ADDRESS` bytes; `None` unless exactly six bytes.
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
+/// An interface name the kernel would reject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid interface name {name:?}: {reason}")]
+pub struct InvalidIfname {
+    /// The name given.
+    pub name: String,
+    /// Why it is invalid.
+    pub reason: &'static str,
 }
 
 /// Checks an interface name the way the kernel does (`dev_valid_name`): 1 to 15 bytes, not `.`
 /// or `..`, no `/`, `:`, whitespace or NUL.
-pub fn validate_ifname(name: &str) -> Result<(), IfaceError> {
-    let bad = |reason: &'static str| IfaceError::InvalidName {
+pub fn validate_ifname(name: &str) -> Result<(), InvalidIfname> {
+    let bad = |reason: &'static str| InvalidIfname {
         name: name.to_string(),
         reason,
     };
@@ -76,8 +56,8 @@ pub fn validate_ifname(name: &str) -> Result<(), IfaceError> {
 /// The host-side veth name of a pod: `wf` + up to 6 letters/digits of the pod name + `-` + 6
 /// base32 characters of a hash of `namespace/name` (at most 15 bytes, like Antrea's
 /// `GenerateContainerInterfaceName`). The hash keeps pods whose names share a prefix apart; a
-/// collision (30 bits among the pods of one node) makes the create fail with
-/// [`IfaceError::HostNameTaken`] instead of touching the other pod's interface. The result is
+/// collision (30 bits among the pods of one node) makes the create fail (the agent's
+/// `IfaceError::HostNameTaken`) instead of touching the other pod's interface. The result is
 /// stable across releases: changing it would orphan the veths of running pods.
 pub fn host_veth_name(pod_namespace: &str, pod_name: &str) -> String {
     let readable: String = pod_name
@@ -207,14 +187,6 @@ mod tests {
     }
 
     #[test]
-    fn mac_display_and_parse() {
-        let mac = MacAddr([0x02, 0xab, 0, 1, 0x10, 0xff]);
-        assert_eq!(mac.to_string(), "02:ab:00:01:10:ff");
-        assert_eq!(MacAddr::from_slice(&mac.octets()), Some(mac));
-        assert_eq!(MacAddr::from_slice(&[1, 2, 3]), None);
-    }
-
-    #[test]
     fn ifname_validation_matches_kernel_rules() {
         for good in [
             "eth0",
@@ -237,10 +209,7 @@ mod tests {
             &"x".repeat(16),
         ] {
             let err = validate_ifname(bad).unwrap_err();
-            assert!(
-                matches!(err, IfaceError::InvalidName { .. }),
-                "{bad:?}: {err}"
-            );
+            assert_eq!(err.name, bad, "{bad:?}: {err}");
         }
     }
 }
