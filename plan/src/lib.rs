@@ -9,11 +9,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gateway;
+pub mod host;
 pub mod mac;
 pub mod mode;
 pub mod mtu;
 pub mod names;
+pub mod peers;
 pub mod pod;
 pub mod transport;
+pub mod view;
 
 pub use mac::MacAddr;

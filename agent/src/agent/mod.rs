@@ -14,6 +14,7 @@
 pub mod bootstrap;
 pub mod flows;
 pub mod gateway;
+pub mod hoststate;
 pub mod peers;
 pub mod replan;
 pub mod tunnel;
@@ -183,7 +184,7 @@ pub async fn run_with(
     // Routes, rules, neighbours, sysctls, gateway addresses and managed links, repaired on
     // netlink events (issue 5): the one owner of Weft's host state, peer routes included. Its
     // first pass (gateway addresses and pod CIDR routes) runs before the first CNI ADD.
-    let mut host_state = crate::hoststate::AgentHostState::start(
+    let mut host_state = hoststate::AgentHostState::start(
         &config,
         &node,
         &booted,

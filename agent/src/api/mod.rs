@@ -108,7 +108,7 @@ pub trait StatusSection: Send + Sync {
     fn value(&self) -> serde_json::Value;
 }
 
-/// The host-state reconciler as the API sees it ([`crate::hoststate::AgentHostState`]).
+/// The host-state reconciler as the API sees it (the agent's `AgentHostState`).
 pub trait HostPlan: Send + Sync {
     /// The routes its planner currently wants (main table and Weft's table), as the API shows
     /// routes.

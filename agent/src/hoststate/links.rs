@@ -7,9 +7,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::agent::gateway::GatewaySpec;
 use crate::cniserver::PodNetwork;
 use crate::iface::{host_mac, InterfaceInfo, MacAddr};
+use weft_plan::gateway::GatewaySpec;
 
 /// What a managed link is, for reports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -135,10 +135,7 @@ pub enum NftError {
 
 /// nft's name of a family (`ip`, `ip6`).
 pub fn family_name(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
+    family.nft_family()
 }
 
 fn nfproto(family: IpFamily) -> u8 {

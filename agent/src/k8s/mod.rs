@@ -5,6 +5,7 @@
 //! (or the in-cluster configuration); tests point that kubeconfig at the test API server.
 
 mod backoff;
+pub mod convert;
 mod follow;
 pub mod node;
 pub mod peers;
@@ -17,7 +18,8 @@ use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-pub use node::{node_info, LocalNode, NodeInfo, NodeInfoError, NodeView};
+pub use convert::{node_info, NodeInfoError};
+pub use node::{LocalNode, NodeInfo, NodeView};
 pub use peers::{PeerNodes, PeersView};
 pub use weft_plan::names::FIELD_MANAGER;
 

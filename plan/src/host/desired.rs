@@ -2,7 +2,7 @@
 //! peers, local pods): routes, policy rules, permanent neighbours, sysctls, gateway addresses.
 //!
 //! Nothing here reads the system. [`desired`] is unit-tested exhaustively below; the reconciler
-//! ([`super::reconciler`]) diffs its output against what the kernel reports.
+//! (the agent's `hoststate::reconciler`) diffs its output against what the kernel reports.
 //!
 //! Wave 1 (encap) wants, per pod CIDR family:
 //! - the gateway address (first host of the pod CIDR) on the gateway, added without a kernel
@@ -28,10 +28,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::agent::gateway::gateway_address;
-use crate::iface::MacAddr;
-use crate::mtu::TrafficMode;
-pub use weft_plan::names::{
+use crate::gateway::gateway_address;
+use crate::mac::MacAddr;
+use crate::mode::TrafficMode;
+pub use crate::names::{
     MAIN_TABLE, RULE_PRIORITY_MAX, RULE_PRIORITY_MIN, RULE_PRIORITY_POD_EGRESS, WEFT_PROTOCOL,
     WEFT_TABLE,
 };
@@ -69,6 +69,14 @@ pub enum IpFamily {
 }
 
 impl IpFamily {
+    /// The nf_tables family name (`ip`, `ip6`).
+    pub fn nft_family(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
+        }
+    }
+
     /// The family of an address.
     pub fn of(ip: &IpAddr) -> Self {
         if ip.is_ipv4() {
@@ -242,7 +250,7 @@ impl fmt::Display for AddressSpec {
     }
 }
 
-/// Weft's SNAT table of one family (`ip weft` / `ip6 weft`, see [`super::nft`]): pod traffic
+/// Weft's SNAT table of one family (`ip weft` / `ip6 weft`, the agent's `hoststate::nft`): pod traffic
 /// from `sources` leaving the cluster is masqueraded; traffic to any `cluster` CIDR or out of
 /// the gateway is not.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -268,8 +276,8 @@ impl fmt::Display for SnatSpec {
         write!(
             f,
             "table {} {}: masquerade from {} except to {} or out of {}",
-            super::nft::family_name(self.family),
-            super::nft::TABLE,
+            self.family.nft_family(),
+            crate::names::NFT_TABLE,
             list(&self.sources),
             list(&self.cluster),
             self.gateway
@@ -294,7 +302,7 @@ pub struct HostState {
     pub snat: BTreeSet<SnatSpec>,
 }
 
-/// A peer node as plain data (from the agent's peer view, [`super::peer_specs`]).
+/// A peer node as plain data (from the agent's peer view, its `hoststate::peer_specs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     /// Node name (for logs).
@@ -504,7 +512,7 @@ fn route_through_gateway(state: &mut HostState, input: &HostInput, gw: &str, cid
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mtu::TunnelType;
+    use crate::mode::TunnelType;
 
     const VMAC: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x01];
 
