@@ -17,7 +17,9 @@ pub mod mtu;
 pub mod names;
 pub mod peers;
 pub mod pod;
+pub mod record;
 pub mod transport;
+pub mod uplink;
 pub mod view;
 
 pub use mac::MacAddr;

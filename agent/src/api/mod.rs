@@ -38,7 +38,6 @@ use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
 use crate::agent::bootstrap::Bootstrapped;
-use crate::cniserver::pods::PodRecord;
 use crate::cniserver::{CniService, PodNetwork};
 use crate::config::AgentConfig;
 use crate::metrics::{self, Gauges, Metrics, MetricsError};
@@ -48,6 +47,7 @@ use mtu::MtuSource;
 use repairs::RepairLog;
 use trace::TracePacket;
 use types::*;
+use weft_plan::record::PodRecord;
 
 /// How often the MTU of every managed interface is re-read for the mismatch gauge.
 const MTU_CHECK_INTERVAL: Duration = Duration::from_secs(30);

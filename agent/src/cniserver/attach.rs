@@ -31,7 +31,6 @@ use weft_cni::CniError;
 use super::code;
 use super::locks::KeyedLocks;
 use super::ofports::OfportAllocator;
-use super::pods::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
 use crate::agent::flows::{FlowError, FlowSet};
 use crate::iface::{
     host_mac, host_veth_name, validate_ifname, DeleteOutcome, IfaceError, PodRoute, PodVethSpec,
@@ -44,6 +43,7 @@ use crate::ovsdb::{
     DatapathType, Ovs, OvsBridgeClient, OvsdbError, PortBatcher, PortKind, PortSpec,
 };
 use weft_plan::gateway::GatewaySpec;
+use weft_plan::record::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
 
 /// How long OVS may take to give a pod port its OpenFlow port.
 const OFPORT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -36,7 +36,7 @@
 mod attach;
 pub mod locks;
 pub mod ofports;
-pub mod pods;
+pub use weft_plan::record as pods;
 pub mod validate;
 
 use std::path::Path;

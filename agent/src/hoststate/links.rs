@@ -126,7 +126,7 @@ pub fn uplink_links(
             underlay_mtu,
         },
         LinkSpec {
-            name: crate::uplink::plan::renamed_nic(nic),
+            name: weft_plan::uplink::steps::renamed_nic(nic),
             role: LinkRole::UplinkNic,
             mac: None,
             mtu: Some(mtu),

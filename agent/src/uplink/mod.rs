@@ -1,7 +1,7 @@
 //! The node's uplink on the OVS bridge, crash-safe.
 //!
 //! Attaching puts the node's NIC (e.g. `eth0`) into the bridge on the fixed OpenFlow port
-//! [`ports::UPLINK`] under the name [`plan::renamed_nic`] (`eth0~`), and gives its name, MAC,
+//! [`ports::UPLINK`] under the name [`steps::renamed_nic`] (`eth0~`), and gives its name, MAC,
 //! addresses and routes to an OVS internal port on [`ports::HOST_INTERNAL`], so the host keeps
 //! `eth0` while its traffic crosses the bridge (flows: `ovs_flows::pipeline::uplink`). Both get
 //! an explicit `mtu_request` from the MTU plan (the transport MTU, never a minimum over the
@@ -10,7 +10,7 @@
 //! Crash safety: the NIC is snapshotted into a journal under `dataDir` ([`journal`]) before
 //! anything changes, and every step ([`AttachStep`], [`DetachStep`]) is idempotent and
 //! journaled once done. A start reads the journal and converges on the target it wants
-//! ([`plan::plan_steps`]): a half-done attach is finished (or undone if the uplink is no longer
+//! ([`steps::plan_steps`]): a half-done attach is finished (or undone if the uplink is no longer
 //! wanted), a half-done detach is finished (or turned back into an attach). Every step re-runs
 //! safely whether the crash came before or after its journal entry; tests prove it by stopping
 //! at every step ([`CrashPoint`]) and then converging.
@@ -19,8 +19,6 @@
 //! (rtnetlink in a namespace handle), so tests drive the same code inside network namespaces.
 
 pub mod journal;
-pub mod modeswitch;
-pub mod plan;
 pub mod podmtu;
 pub mod system;
 
@@ -32,14 +30,17 @@ use ovs_flows::flow::Flow;
 use ovs_flows::pipeline::ports;
 
 pub use journal::{Journal, JournalError, Operation};
-pub use plan::{renamed_nic, AttachStep, DetachStep, NicSnapshot, StepPlan, Target};
 pub use system::Kernel;
+pub use weft_plan::uplink::steps::{
+    renamed_nic, AttachStep, DetachStep, NicSnapshot, StepPlan, Target,
+};
+pub use weft_plan::uplink::{modeswitch, steps};
 
 use crate::netns::NetnsError;
 use crate::ovsdb::{
     Condition, Operation as DbOp, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row,
 };
-use plan::Found;
+use steps::Found;
 pub use weft_plan::names::UPLINK_OF_KEY;
 use weft_plan::names::{MODE_KEY, MTU_PLAN_KEY, OWNER_KEY, OWNER_VALUE, TUNNEL_PORT};
 use weft_plan::MacAddr;
@@ -250,7 +251,7 @@ pub async fn converge_until(
             }
         }
     };
-    let step_plan = plan::plan_steps(found, target);
+    let step_plan = steps::plan_steps(found, target);
     let mut run = Run {
         ovs,
         flows,
@@ -983,7 +984,7 @@ pub fn attached_nic_mac(report: &StartReport) -> Option<MacAddr> {
 pub async fn check_pods(
     ovs: &Ovs,
     host: &crate::netns::Netns,
-    pods: &[crate::cniserver::pods::PodRecord],
+    pods: &[weft_plan::record::PodRecord],
     planned: u32,
     reconcile: bool,
 ) -> (Vec<podmtu::PodMtu>, Vec<String>) {

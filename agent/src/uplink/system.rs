@@ -17,10 +17,10 @@ use netlink_packet_route::route::{
 use nix::errno::Errno;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
-use super::plan::{NicSnapshot, SavedRoute};
 use super::UplinkError;
 use crate::iface::{netlink_io, InterfaceInfo};
 use crate::netns::Netns;
+use weft_plan::uplink::steps::{NicSnapshot, SavedRoute};
 
 /// The local routing table, never recorded (the kernel maintains it).
 const TABLE_LOCAL: u32 = 255;

@@ -560,18 +560,13 @@ const ROOT: &str = "agent";
 const KNOWN_PART_IMPORTS: &[&str] = &[
     "api -> agent::bootstrap",
     "api -> cniserver",
-    "api -> cniserver::pods",
     "api::host -> hoststate",
-    "api::mtu -> cniserver::pods",
     "cniserver::attach -> agent::flows",
     "hoststate::links -> cniserver",
-    "hoststate::links -> uplink::plan",
     "hoststate::report -> api::repairs",
     "hoststate::report -> api::types",
     "uplink -> agent::flows",
     "uplink -> agent::tunnel",
-    "uplink -> cniserver::pods",
-    "uplink::podmtu -> cniserver::pods",
 ];
 
 #[test]

@@ -1,5 +1,5 @@
 //! Pod attachments as the CNI server remembers them, and their durable form: the `external_ids`
-//! of the pod's OVS port.
+//! of the pod's OVS port; and [`Owner`], who holds an IPAM address.
 //!
 //! The agent keeps no pod database of its own. Every attachment is written onto its OVS port when
 //! the port is created, so after an agent restart the store is rebuilt from OVSDB
@@ -10,13 +10,33 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
-use crate::iface::MacAddr;
-use crate::ipam::Owner;
-pub use weft_plan::names::{
+use crate::mac::MacAddr;
+pub use crate::names::{
     KEY_CONTAINER_ID, KEY_IFNAME, KEY_IPS, KEY_MAC, KEY_NAME, KEY_NAMESPACE, KEY_NETNS,
 };
-use weft_plan::names::{OWNER_KEY, OWNER_VALUE};
+use crate::names::{OWNER_KEY, OWNER_VALUE};
+
+/// Who holds an IPAM address: one attachment (container id + interface).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// Container id from the runtime.
+    pub container_id: String,
+    /// Interface name inside the pod.
+    pub ifname: String,
+    /// "namespace/name" of the pod, for humans; not part of identity.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+}
+
+impl Owner {
+    /// Whether both name the same attachment (the pod name is not part of identity).
+    pub fn same_attachment(&self, other: &Owner) -> bool {
+        self.container_id == other.container_id && self.ifname == other.ifname
+    }
+}
 
 /// One pod attachment (container id + interface) wired by this agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
