@@ -379,7 +379,7 @@ impl crate::cniserver::CniObserver for Metrics {
     }
 }
 
-impl crate::agent::flows::FlowObserver for Metrics {
+impl crate::flows::FlowObserver for Metrics {
     fn observe(&self, op: &'static str, elapsed: Duration, ok: bool) {
         self.observe_flow_op(op, elapsed, ok);
     }

@@ -37,11 +37,11 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
-use crate::agent::bootstrap::Bootstrapped;
 use crate::cniserver::{CniService, PodNetwork};
 use crate::config::AgentConfig;
 use crate::metrics::{self, Gauges, Metrics, MetricsError};
 use crate::netns::Netns;
+use crate::node::bootstrap::Bootstrapped;
 use crate::ovsdb::Ovs;
 use mtu::MtuSource;
 use repairs::RepairLog;

@@ -66,10 +66,10 @@ fn main() -> anyhow::Result<()> {
         None => {}
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let options = weft_agent::agent::RunOptions {
+    let options = weft_agent::node::RunOptions {
         restore_uplink: args.restore_uplink,
     };
-    runtime.block_on(weft_agent::agent::run_with(
+    runtime.block_on(weft_agent::node::run_with(
         config,
         shutdown_signal(),
         options,

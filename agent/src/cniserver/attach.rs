@@ -31,7 +31,7 @@ use weft_cni::CniError;
 use super::code;
 use super::locks::KeyedLocks;
 use super::ofports::OfportAllocator;
-use crate::agent::flows::{FlowError, FlowSet};
+use crate::flows::{FlowError, FlowSet};
 use crate::iface::{
     host_mac, host_veth_name, validate_ifname, DeleteOutcome, IfaceError, PodRoute, PodVethSpec,
     VethManager,

@@ -137,7 +137,7 @@ pub enum UplinkError {
     },
     /// The tunnel port of the previous mode could not be removed.
     #[error(transparent)]
-    Tunnel(#[from] crate::agent::tunnel::TunnelError),
+    Tunnel(#[from] crate::ports::tunnel::TunnelError),
     /// The uplink flows could not be installed.
     #[error("cannot install the uplink flows: {0}")]
     Flows(String),
@@ -166,7 +166,7 @@ impl UplinkFlows for ovs_flows::ofp::Client {
     }
 }
 
-impl UplinkFlows for crate::agent::flows::FlowSet {
+impl UplinkFlows for crate::flows::FlowSet {
     async fn install(&self, flows: Vec<Flow>) -> Result<(), String> {
         self.install_static(flows).await.map_err(|e| e.to_string())
     }
@@ -905,7 +905,7 @@ pub struct StartInput<'a> {
 
 /// The bootstrap's uplink and mode-switch part, run after the flow set is connected and before
 /// the pipeline is installed: plans the switch from what the bridge recorded, removes the
-/// tunnel port when the mode has none ([`crate::agent::tunnel::remove`]), converges the uplink
+/// tunnel port when the mode has none ([`crate::ports::tunnel::remove`]), converges the uplink
 /// on attached or detached (the journal finishes or undoes whatever a killed run left).
 pub async fn at_start(
     input: &StartInput<'_>,
@@ -934,7 +934,7 @@ pub async fn at_start(
             "traffic mode or mtu plan changed since the last start: re-applying the plan to every managed interface"
         );
     }
-    if switch.remove_tunnel_port && crate::agent::tunnel::remove(ovs).await? {
+    if switch.remove_tunnel_port && crate::ports::tunnel::remove(ovs).await? {
         tracing::info!(port = TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
     }
     let journal_path = journal::path_in(&input.config.data_dir);

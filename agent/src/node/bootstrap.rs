@@ -28,12 +28,10 @@ use netlink_packet_route::link::LinkAttribute;
 use ovs_flows::pipeline::NodeConfig;
 use weft_plan::MacAddr;
 
-use super::flows::{FlowError, FlowSet, Infrastructure};
-use super::gateway::{self, GatewayError, GatewaySpec};
 use super::peers::PeerPath;
-use super::tunnel::{self, TunnelError, TunnelSpec};
 use crate::cniserver::{PodNetwork, RebuildReport};
 use crate::config::AgentConfig;
+use crate::flows::{FlowError, FlowSet, Infrastructure};
 use crate::iface::{IfaceError, VethManager};
 use crate::ipam::{FileStore, Ipam, IpamError, SharedIpam};
 use crate::k8s::{K8sError, LocalNode, PeerNodes};
@@ -43,6 +41,8 @@ use crate::mtu::{
 };
 use crate::netns::{Netns, NetnsError};
 use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, Record};
+use crate::ports::gateway::{self, GatewayError, GatewaySpec};
+use crate::ports::tunnel::{self, TunnelError, TunnelSpec};
 pub use weft_plan::names::{MODE_KEY, MTU_PLAN_KEY, ROUND_KEY, TRANSPORT_KEY};
 
 /// The traffic mode when the config keys are at their defaults.

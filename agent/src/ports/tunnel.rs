@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use ovs_flows::pipeline::ports;
 
-use super::{OWNER_KEY, OWNER_VALUE};
 use crate::config::AgentConfig;
 use crate::mtu::{MtuPlan, TrafficMode, TunnelType};
 use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec};
 pub use weft_plan::names::TUNNEL_PORT;
+use weft_plan::names::{OWNER_KEY, OWNER_VALUE};
 
 /// How long OVS may take to give the tunnel its OpenFlow port.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(10);

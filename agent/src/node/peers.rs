@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use weft_plan::MacAddr;
 
-use super::flows::FlowSet;
+use crate::flows::FlowSet;
 use crate::k8s::PeerNodes;
 use crate::mtu::Family;
 pub use weft_plan::names::{TRANSPORT_ADDRESS_ANNOTATION, UPLINK_MAC_ANNOTATION};

@@ -12,12 +12,9 @@
 //! (ovs-vswitchd restarts) are handled by the flow set's replay hook ([`flows`]).
 
 pub mod bootstrap;
-pub mod flows;
-pub mod gateway;
 pub mod hoststate;
 pub mod peers;
 pub mod replan;
-pub mod tunnel;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,13 +25,14 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::cniserver::{CniService, ServeError};
 use crate::config::AgentConfig;
+use crate::flows;
 use crate::k8s::{self, K8sError, NodeView, PeersView};
 use crate::netns::Netns;
 use crate::ovsdb::{
     BridgeSpec, CacheEvent, Client, ClientConfig, Endpoint, Ovs, OvsBridgeClient, OvsdbError, Row,
 };
+use crate::ports::gateway::{self, GatewaySpec};
 use bootstrap::BootstrapError;
-use gateway::GatewaySpec;
 pub use weft_plan::names::{OWNER_KEY, OWNER_VALUE};
 
 /// How often the bridge and gateway are re-checked when no OVSDB event arrives.
