@@ -21,5 +21,6 @@ pub mod netns;
 pub mod node;
 pub mod ovsdb;
 pub mod ports;
+pub mod repairs;
 pub mod socket;
 pub mod uplink;

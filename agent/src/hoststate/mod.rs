@@ -35,7 +35,7 @@ pub use desired::{
     RuleSpec, SnatSpec, SysctlSpec, MAIN_TABLE, RULE_PRIORITY_MAX, RULE_PRIORITY_MIN,
     WEFT_PROTOCOL, WEFT_TABLE,
 };
-pub use links::{LinkRole, LinkSpec, ManagedLinks, PodNetworkLinks, UnderlayLowered};
+pub use links::{LinkRole, LinkSpec, ManagedLinks, UnderlayLowered};
 pub use reconciler::{HostReconciler, ReconcilerConfig};
 pub use report::{DriftSink, HostMetrics, HostReport, HostStatus, KubeDriftSink};
 

@@ -9,14 +9,19 @@ use tokio::sync::watch;
 use super::bootstrap::Bootstrapped;
 use crate::api::types::HostRoute;
 use crate::api::{ApiState, HostPlan, StatusSection};
+use crate::cniserver::PodNetwork;
 use crate::config::AgentConfig;
+use crate::hoststate::links::{transport_link, uplink_links};
 use crate::hoststate::{
     desired, HostInput, HostReconciler, HostReport, HostState, KubeDriftSink, ManagedLinks,
-    PeerSpec, PodNetworkLinks, ReconcilerConfig,
+    PeerSpec, ReconcilerConfig,
 };
+use crate::hoststate::{LinkRole, LinkSpec};
+use crate::iface::{host_mac, MacAddr};
 use crate::k8s::LocalNode;
 use crate::metrics::MetricFamilies;
 use crate::netns::Netns;
+use weft_plan::gateway::GatewaySpec;
 
 /// The agent's input for [`desired`].
 pub fn agent_input(
@@ -200,5 +205,62 @@ impl AgentHostState {
     /// The reporting state (metrics, status).
     pub fn report(&self) -> &Arc<HostReport> {
         &self.report
+    }
+}
+
+/// The agent's managed links: the gateway, the uplink's links when it is attached (else the
+/// transport interface, watched only), and the host end of every attached pod (MAC from
+/// [`host_mac`], MTU its port's `mtu_request`). The other MTUs come from the plan in force
+/// ([`PodNetwork::plan`], which a live re-plan changes), read with the pod store on each call.
+pub struct PodNetworkLinks {
+    /// The gateway (its MTU is the plan's).
+    pub gateway: GatewaySpec,
+    /// The attached uplink: the NIC's name and its recorded MAC.
+    pub uplink: Option<(String, Option<MacAddr>)>,
+    /// The transport interface when it is not attached.
+    pub transport: Option<String>,
+    /// `transportMTU` is not configured: the plan follows the underlay's MTU down.
+    pub follow_underlay: bool,
+    /// The CNI server's pod network.
+    pub network: Arc<PodNetwork>,
+}
+
+impl ManagedLinks for PodNetworkLinks {
+    fn managed_links(&self) -> Vec<LinkSpec> {
+        let plan = self.network.plan();
+        let mut links = vec![LinkSpec {
+            name: self.gateway.name.clone(),
+            role: LinkRole::Gateway,
+            mac: Some(self.gateway.mac),
+            mtu: Some(plan.gateway),
+            up: true,
+            underlay_mtu: None,
+        }];
+        match (&self.uplink, &self.transport) {
+            (Some((nic, mac)), _) => {
+                links.extend(uplink_links(nic, plan.uplink, *mac, self.follow_underlay))
+            }
+            (None, Some(transport)) => {
+                links.extend(transport_link(transport, plan.uplink, self.follow_underlay))
+            }
+            (None, None) => {}
+        }
+        // A pod keeps the MTU it was attached (or last fixed) with, its port's `mtu_request`:
+        // a pod off the plan is reported and fixed as a whole (`reconcilePodMTU`), never by
+        // one end.
+        links.extend(
+            self.network
+                .records_with_port_mtu()
+                .into_iter()
+                .map(|(record, mtu)| LinkSpec {
+                    mac: Some(host_mac(&record.container_id, &record.ifname)),
+                    role: LinkRole::PodVeth { pod: record.key() },
+                    mtu: Some(mtu.unwrap_or(plan.pod)),
+                    name: record.host_ifname,
+                    up: true,
+                    underlay_mtu: None,
+                }),
+        );
+        links
     }
 }

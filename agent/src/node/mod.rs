@@ -122,7 +122,8 @@ pub async fn run_with(
     tracing::info!(socket = %config.cni_socket.display(), "cni socket served (not ready yet)");
     let _server = AbortOnDrop(server);
     // The local API (weftctl) and metrics; dropping `ops` stops them and removes the socket.
-    let ops = crate::api::start(&config, &service).await?;
+    let ops = crate::api::start(&config).await?;
+    service.set_observer(Arc::clone(ops.state.metrics()) as _);
 
     let endpoint = Endpoint::Unix(config.ovsdb_socket());
     let ovsdb_error = |source| AgentError::Ovsdb {
@@ -201,10 +202,7 @@ pub async fn run_with(
         tracing::warn!("host state not converged after {HOST_FIRST_PASS_WAIT:?}; serving anyway");
     }
     service.set_ready(Arc::clone(&booted.network));
-    ops.state.set_node(crate::api::NodeState::from_bootstrap(
-        &booted,
-        &node.pod_cidrs,
-    ));
+    ops.state.set_node(node_state(&booted, &node.pod_cidrs));
     tracing::info!(
         node = %config.node_name, round = booted.round, pods = booted.rebuild.pods,
         pod_mtu = booted.transport.plan.pod, "node ready: serving cni requests"
@@ -335,10 +333,7 @@ pub async fn run_with(
                 ops.state.metrics(),
             )
             .await;
-            ops.state.update_node(crate::api::NodeState::from_bootstrap(
-                &booted,
-                &node.pod_cidrs,
-            ));
+            ops.state.update_node(node_state(&booted, &node.pod_cidrs));
             if !settled {
                 // Retried on the next resync tick.
                 replan_pending = Some(lowered);
@@ -485,4 +480,27 @@ async fn converge_bridge(config: &AgentConfig, ovs: &Ovs) -> Result<(), OvsdbErr
     let uuid = ovs.ensure_bridge(&desired_bridge(config)).await?;
     tracing::info!(bridge = %config.ovs_bridge, %uuid, datapath = config.ovs_datapath_type.as_str(), "bridge ensured");
     Ok(())
+}
+
+/// The bootstrapped node as the API sees it.
+fn node_state(
+    booted: &bootstrap::Bootstrapped,
+    pod_cidrs: &[ipnet::IpNet],
+) -> crate::api::NodeState {
+    crate::api::NodeState {
+        pods: Arc::clone(&booted.network) as Arc<dyn crate::api::PodRecords>,
+        flows: booted.network.flows().clone(),
+        mode: booted.transport.mode.to_string(),
+        plan: booted.transport.plan.into(),
+        transport: booted.transport.transport.clone(),
+        round: booted.round,
+        gateway: booted.gateway.name.clone(),
+        pod_cidrs: pod_cidrs.to_vec(),
+    }
+}
+
+impl crate::api::PodRecords for crate::cniserver::PodNetwork {
+    fn records(&self) -> Vec<weft_plan::record::PodRecord> {
+        crate::cniserver::PodNetwork::records(self)
+    }
 }
