@@ -18,8 +18,13 @@
 //! Side effects go through [`Ovs`] (OVSDB), [`UplinkFlows`] (OpenFlow) and [`system::Kernel`]
 //! (rtnetlink in a namespace handle), so tests drive the same code inside network namespaces.
 
+pub mod effects;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 pub mod journal;
 pub mod podmtu;
+#[cfg(test)]
+mod run_tests;
 pub mod system;
 
 use std::future::Future;
@@ -29,6 +34,7 @@ use std::time::Duration;
 use ovs_flows::flow::Flow;
 use ovs_flows::pipeline::ports;
 
+pub use effects::{UplinkKernel, UplinkOvs};
 pub use journal::{Journal, JournalError, Operation};
 pub use system::Kernel;
 pub use weft_plan::uplink::steps::{
@@ -37,9 +43,7 @@ pub use weft_plan::uplink::steps::{
 pub use weft_plan::uplink::{modeswitch, steps};
 
 use crate::netns::NetnsError;
-use crate::ovsdb::{
-    Condition, Operation as DbOp, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row,
-};
+use crate::ovsdb::{Ovs, OvsdbError, PortKind, PortSpec};
 use steps::Found;
 pub use weft_plan::names::UPLINK_OF_KEY;
 use weft_plan::names::{MODE_KEY, MTU_PLAN_KEY, OWNER_KEY, OWNER_VALUE, TUNNEL_PORT};
@@ -221,9 +225,9 @@ pub struct Outcome {
 /// entry point at agent start (`Target::Attached` when the mode wants the uplink) and at
 /// `--restore-uplink` shutdown (`Target::Detached`).
 pub async fn converge(
-    ovs: &Ovs,
+    ovs: &impl UplinkOvs,
     flows: &impl UplinkFlows,
-    kernel: &Kernel,
+    kernel: &impl UplinkKernel,
     spec: &UplinkSpec,
     target: Target,
 ) -> Result<Outcome, UplinkError> {
@@ -232,9 +236,9 @@ pub async fn converge(
 
 /// [`converge`], stopping at `crash` as if the process had been killed there.
 pub async fn converge_until(
-    ovs: &Ovs,
+    ovs: &impl UplinkOvs,
     flows: &impl UplinkFlows,
-    kernel: &Kernel,
+    kernel: &impl UplinkKernel,
     spec: &UplinkSpec,
     target: Target,
     crash: Option<CrashPoint>,
@@ -388,16 +392,16 @@ fn parse_crash_point(text: &str) -> Option<CrashPoint> {
 /// Signals that the run stopped at its crash point.
 struct Stopped;
 
-struct Run<'a, F> {
-    ovs: &'a Ovs,
+struct Run<'a, O, F, K> {
+    ovs: &'a O,
     flows: &'a F,
-    kernel: &'a Kernel,
+    kernel: &'a K,
     spec: &'a UplinkSpec,
     crash: Option<CrashPoint>,
     outcome: Outcome,
 }
 
-impl<F: UplinkFlows> Run<'_, F> {
+impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
     fn ovs_err(port: &str) -> impl FnOnce(OvsdbError) -> UplinkError + '_ {
         move |source| UplinkError::Ovsdb {
             port: port.to_string(),
@@ -509,7 +513,7 @@ impl<F: UplinkFlows> Run<'_, F> {
             if let Some(other) = self.kernel.link_by_name(&uplink).await? {
                 return Err(UplinkError::NameTaken {
                     name: uplink,
-                    index: other.header.index,
+                    index: other.index,
                 });
             }
             self.kernel.rename(nic.index, &link.name, &uplink).await?;
@@ -550,32 +554,12 @@ impl<F: UplinkFlows> Run<'_, F> {
             .with_external_id(UPLINK_OF_KEY, &nic.name);
         self.ensure_port(&port, ports::HOST_INTERNAL).await?;
         self.ovs
-            .client()
-            .transact(vec![DbOp::update(
-                "Interface",
-                vec![Condition::eq("name", nic.name.as_str())],
-                Row::new().with("mac", nic.mac.as_str()),
-            )])
+            .set_interface_mac(&nic.name, &nic.mac)
             .await
             .map_err(Self::ovs_err(&nic.name))?;
         let internal = self.wait_internal(&nic).await?;
         if internal.mac != Some(mac) {
-            self.kernel
-                .nl
-                .link()
-                .set(
-                    rtnetlink::LinkUnspec::new_with_index(internal.index)
-                        .address(mac.octets().to_vec())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| UplinkError::Kernel {
-                    action: format!("set mac {mac} on"),
-                    ifname: nic.name.clone(),
-                    netns: self.kernel.ns.path().to_path_buf(),
-                    source: crate::iface::netlink_io(e),
-                })?;
+            self.kernel.set_mac(internal.index, &nic.name, mac).await?;
         }
         self.kernel
             .configure(internal.index, &nic.name, nic.arp, mtu)
@@ -642,15 +626,15 @@ impl<F: UplinkFlows> Run<'_, F> {
         let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
         loop {
             if let Some(link) = self.kernel.link_by_name(&nic.name).await? {
-                if link.header.index != nic.index {
-                    return Ok(crate::iface::InterfaceInfo::from_message(&link));
+                if link.index != nic.index {
+                    return Ok(link);
                 }
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(UplinkError::Timeout {
                     ifname: nic.name.clone(),
                     what: "appear",
-                    netns: self.kernel.ns.path().to_path_buf(),
+                    netns: self.kernel.netns_path(),
                     timeout: APPEAR_TIMEOUT,
                 });
             }
@@ -661,11 +645,7 @@ impl<F: UplinkFlows> Run<'_, F> {
     /// Deletes the internal port (only when OVS has it as an internal interface: never a port
     /// someone else made under the NIC's name) and waits for its device to go.
     async fn remove_internal(&self, nic: &NicSnapshot) -> Result<(), UplinkError> {
-        let ours = self.ovs.client().read_cache(|cache| {
-            cache
-                .by_name("Interface", &nic.name)
-                .is_some_and(|(_, row)| row.get_str("type") == Some("internal"))
-        });
+        let ours = self.ovs.interface_type(&nic.name).as_deref() == Some("internal");
         if ours {
             self.ovs
                 .delete_port(&nic.name)
@@ -675,14 +655,14 @@ impl<F: UplinkFlows> Run<'_, F> {
         let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
         loop {
             match self.kernel.link_by_name(&nic.name).await? {
-                Some(link) if link.header.index != nic.index => {}
+                Some(link) if link.index != nic.index => {}
                 _ => return Ok(()),
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(UplinkError::Timeout {
                     ifname: nic.name.clone(),
                     what: "disappear",
-                    netns: self.kernel.ns.path().to_path_buf(),
+                    netns: self.kernel.netns_path(),
                     timeout: APPEAR_TIMEOUT,
                 });
             }
@@ -733,7 +713,7 @@ impl<F: UplinkFlows> Run<'_, F> {
             if let Some(other) = self.kernel.link_by_name(&nic.name).await? {
                 return Err(UplinkError::NameTaken {
                     name: nic.name.clone(),
-                    index: other.header.index,
+                    index: other.index,
                 });
             }
             self.kernel.rename(nic.index, &link.name, &nic.name).await?;
@@ -790,11 +770,7 @@ impl<F: UplinkFlows> Run<'_, F> {
     /// After a reboot: only OVSDB remembers the attach. Removes both ports.
     async fn forget(&mut self, j: &Journal) -> Result<(), UplinkError> {
         self.outcome.ran.push("forget".into());
-        let ours = self.ovs.client().read_cache(|cache| {
-            cache
-                .by_name("Interface", &j.nic.name)
-                .is_some_and(|(_, row)| row.get_str("type") == Some("internal"))
-        });
+        let ours = self.ovs.interface_type(&j.nic.name).as_deref() == Some("internal");
         if ours {
             self.ovs
                 .delete_port(&j.nic.name)

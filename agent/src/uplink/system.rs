@@ -252,6 +252,23 @@ impl Kernel {
         .await
     }
 
+    /// Sets the link's MAC.
+    pub async fn set_mac(
+        &self,
+        index: u32,
+        ifname: &str,
+        mac: weft_plan::MacAddr,
+    ) -> Result<(), UplinkError> {
+        self.set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.octets().to_vec())
+                .build(),
+            &format!("set mac {mac} on"),
+            ifname,
+        )
+        .await
+    }
+
     async fn set(&self, msg: LinkMessage, action: &str, ifname: &str) -> Result<(), UplinkError> {
         self.nl
             .link()
