@@ -11,8 +11,9 @@
 //! 3. the restart round: the bridge's `weft-round` external id + 1, persisted before any flow
 //!    of the new round is installed; the applied mode, plan and transport are recorded next to
 //!    it;
-//! 4. the gateway port (fixed ofport, `mtu_request`, stable MAC) and its kernel side (MTU, up,
-//!    the first IP of every podCIDR); in encap the tunnel port ([`super::tunnel`]); the mode
+//! 4. the gateway port (fixed ofport, `mtu_request`, stable MAC) and its kernel side (MAC, MTU,
+//!    up; its addresses, the first IP of every podCIDR, are the host-state reconciler's); in
+//!    encap the tunnel port ([`crate::ports::tunnel`]); the mode
 //!    switch and the journaled uplink attach or detach ([`crate::uplink::at_start`]);
 //! 5. the pod store rebuilt from OVS port external_ids, IPAM reconciled against it;
 //! 6. the base pipeline and every existing pod's flows in one bundle (round N), then every

@@ -1,4 +1,6 @@
-//! The agent's main loop: serve the CNI socket at once (not ready), connect to OVS, converge
+//! The composition root: the only module that imports the parts (`cniserver`, `hoststate`,
+//! `uplink`, `api`, `k8s`) and wires them, passing each only what it needs (the e2e crate's
+//! `layering` test keeps it so). The agent's main loop: serve the CNI socket at once (not ready), connect to OVS, converge
 //! the bridge, wait for the own Node's podCIDRs, bootstrap the node ([`bootstrap`]), hand the
 //! pod network to the CNI server, then keep the bridge, the gateway port, the uplink and the
 //! peers' flows converged. Host routes, rules, neighbours, sysctls, gateway addresses and the
@@ -9,7 +11,7 @@
 //! config and node; the loop compares them with what OVSDB and the kernel report on every
 //! OVSDB cache event (the monitor is the trigger, and every reconnect is a full resync) and on
 //! a periodic backstop, and converges with idempotent operations. OpenFlow reconnects
-//! (ovs-vswitchd restarts) are handled by the flow set's replay hook ([`flows`]).
+//! (ovs-vswitchd restarts) are handled by the flow set's replay hook ([`crate::flows`]).
 
 pub mod bootstrap;
 pub mod dpfeatures;
