@@ -19,6 +19,7 @@ pub mod peers;
 pub mod pod;
 pub mod record;
 pub mod transport;
+pub mod tunnel;
 pub mod uplink;
 pub mod view;
 

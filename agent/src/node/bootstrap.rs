@@ -489,7 +489,7 @@ pub async fn bootstrap(
     gateway::ensure_port(ovs, &bridge, &gateway).await?;
 
     // encap: the tunnel port (noEncap: the mode switch in `uplink::at_start` removes it).
-    if let Some(spec) = TunnelSpec::desired(config, transport.mode, &plan) {
+    if let Some(spec) = TunnelSpec::desired(config.tunnel_port, transport.mode, &plan) {
         tunnel::ensure(ovs, &bridge, &spec).await?;
         tracing::info!(port = tunnel::TUNNEL_PORT, kind = spec.tunnel.as_str(), dst_port = ?config.effective_tunnel_port(), mtu = spec.mtu, "tunnel port converged");
     }

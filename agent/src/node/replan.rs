@@ -102,7 +102,7 @@ pub async fn apply(
     booted.transport.plan = plan;
     booted.gateway.mtu = plan.gateway;
     gateway::ensure_port(ovs, bridge, &booted.gateway).await?;
-    if let Some(spec) = TunnelSpec::desired(config, booted.transport.mode, &plan) {
+    if let Some(spec) = TunnelSpec::desired(config.tunnel_port, booted.transport.mode, &plan) {
         tunnel::ensure(ovs, bridge, &spec).await?;
     }
     let host = Netns::current()?;
