@@ -755,6 +755,72 @@ fn stop_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// CNI config and bin dirs of a node whose pods come from a real container runtime: a test
+/// directory (removed on drop) that the agent's `install-cni` fills and the runtime reads.
+#[derive(Debug)]
+pub struct CniDirs {
+    dir: tempfile::TempDir,
+    /// `cniConfDir`: where `install-cni` writes the conflist.
+    pub conf: PathBuf,
+    /// `cniBinDir`: where `install-cni` installs `weft` (and the chained plugins).
+    pub bin: PathBuf,
+}
+
+impl CniDirs {
+    /// Creates the (empty) dirs.
+    pub fn new() -> Result<CniDirs> {
+        let dir = tempfile::Builder::new().prefix("weft-cni-").tempdir()?;
+        let conf = dir.path().join("net.d");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&conf)?;
+        std::fs::create_dir_all(&bin)?;
+        Ok(CniDirs { dir, conf, bin })
+    }
+
+    /// The test directory holding both.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Agent config lines pointing `cniConfDir`/`cniBinDir` here, with `chained` plugins
+    /// after Weft in the conflist.
+    pub fn agent_config(&self, chained: &[&str]) -> String {
+        format!(
+            "cniConfDir: {}\ncniBinDir: {}\ncniChainedPlugins: [{}]\n",
+            self.conf.display(),
+            self.bin.display(),
+            chained.join(", ")
+        )
+    }
+}
+
+impl Node {
+    /// Runs the real `weft-agent install-cni` with the node's config inside its namespace
+    /// (installing this build's plugin), plus `args`; returns what it printed (stdout+stderr).
+    pub fn install_cni(&self, args: &[&str]) -> Result<String> {
+        let output = Command::new("ip")
+            .args(["netns", "exec", self.netns()])
+            .arg(&self.bins.agent)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("install-cni")
+            .arg("--plugin")
+            .arg(&self.bins.plugin)
+            .args(args)
+            .output()
+            .context("cannot run weft-agent install-cni")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            bail!("weft-agent install-cni failed ({}): {text}", output.status);
+        }
+        Ok(text)
+    }
+}
+
 impl Node {
     /// The pid of the running agent process, if it was started and not stopped (`ip netns exec`
     /// execs the agent in place, so this is the agent itself).

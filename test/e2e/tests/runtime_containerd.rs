@@ -1,0 +1,164 @@
+//! Issue 13 (part 5): pods made by a real containerd (Debian's 1.6, CRI plugin, runc), driven
+//! through CRI as kubelet drives it, networked by the real `weft` plugin that the real
+//! `weft-agent install-cni` installed with its conflist, chained `portmap` for hostPorts.
+//!
+//! Needs `cargo build --workspace --bins` first (build/test does it) and the packages of
+//! `build/install-deps` (containerd, runc, busybox-static, containernetworking-plugins,
+//! iptables).
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use weft_e2e::containerd::Containerd;
+use weft_e2e::cri::{CriClient, PodSpec};
+use weft_e2e::netns;
+use weft_e2e::node::{CniDirs, Node, NodeOptions, GATEWAY, NODE_IP4};
+
+const POD_CIDR: &str = "10.244.0.0/24";
+/// The plan's pod MTU on a harness node: 1500 (uplink) - 50 (Geneve over IPv4).
+const POD_MTU: u32 = 1450;
+const HOST_PORT: u16 = 18080;
+
+/// A node whose CNI dirs were filled by the real `install-cni`, and a containerd reading them.
+fn node_with_containerd() -> Result<(CniDirs, Node, Containerd)> {
+    let cni = CniDirs::new()?;
+    let mut options = NodeOptions::new(&[POD_CIDR]);
+    options.extra_config = cni.agent_config(&["portmap"]);
+    let node = Node::start(options)?;
+    node.install_cni(&["--chained-plugins-from", "/usr/lib/cni"])?;
+    let containerd = Containerd::start(node.netns(), &cni.conf, &cni.bin)?;
+    Ok((cni, node, containerd))
+}
+
+/// RunPodSandbox + one container running `command`; returns (sandbox id, container id).
+fn run_pod(
+    cri: &mut CriClient,
+    containerd: &Containerd,
+    pod: &PodSpec,
+    command: &[&str],
+) -> Result<(String, String)> {
+    let sandbox = cri.run_pod_sandbox(pod)?;
+    let container = cri.run_container(&sandbox, pod, "app", &containerd.image.name, command)?;
+    Ok((sandbox, container))
+}
+
+fn ipv4(ips: &[IpAddr]) -> Result<IpAddr> {
+    ips.iter()
+        .copied()
+        .find(IpAddr::is_ipv4)
+        .ok_or_else(|| anyhow!("no IPv4 among {ips:?}"))
+}
+
+fn ping_from(cri: &mut CriClient, container: &str, dst: IpAddr) -> Result<()> {
+    let dst = dst.to_string();
+    cri.exec_ok(container, &["ping", "-c", "2", "-W", "2", &dst])
+        .map(drop)
+        .with_context(|| format!("ping {dst} from container {container}"))
+}
+
+/// Reads what a TCP server prints to a new connection from `client_ns`.
+fn tcp_read(client_ns: &str, addr: SocketAddr) -> Result<String> {
+    let mut stream = netns::tcp_connect_in(client_ns, addr)
+        .with_context(|| format!("tcp connect from netns {client_ns} to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Nothing of any pod is left on the node: no host veth, no pod OVS port, no pod flow, no
+/// IPAM allocation, no hostPort DNAT chain.
+fn assert_no_pod_state(node: &Node) -> Result<()> {
+    let links = node.links_with_prefix("wf")?;
+    ensure!(links.is_empty(), "host veths left: {links:?}");
+    let ports = node.pod_ports()?;
+    ensure!(ports.is_empty(), "pod ports left: {ports:?}");
+    let flows = node.pod_flows()?;
+    ensure!(flows.is_empty(), "pod flows left: {flows:?}");
+    let ips = node.ipam_allocations()?;
+    ensure!(ips.is_empty(), "IPs left: {ips:?}");
+    let nat = netns::exec(node.netns(), &["iptables-save", "-t", "nat"])?;
+    ensure!(
+        !nat.lines().any(|l| l.starts_with("-A CNI-DN-")),
+        "hostPort DNAT rules left:\n{nat}"
+    );
+    Ok(())
+}
+
+#[test]
+fn containerd_pods_reach_pods_gateway_node_and_host_ports_and_leave_nothing() -> Result<()> {
+    let (_cni, node, mut containerd) = node_with_containerd()?;
+    let mut cri = containerd.cri()?;
+    let mut a = PodSpec::new("default", "web-a");
+    a.host_ports = vec![(8080, HOST_PORT)];
+    let b = PodSpec::new("default", "web-b");
+    // Pod a serves its hostname on 8080 (busybox nc, one child per connection).
+    let (sandbox_a, app_a) = run_pod(
+        &mut cri,
+        &containerd,
+        &a,
+        &["nc", "-ll", "-p", "8080", "-e", "hostname"],
+    )?;
+    let (sandbox_b, app_b) = run_pod(&mut cri, &containerd, &b, &["sleep", "1000000"])?;
+    let ip_a = ipv4(&cri.sandbox_ips(&sandbox_a)?)?;
+    let ip_b = ipv4(&cri.sandbox_ips(&sandbox_b)?)?;
+    ensure!(ip_a != ip_b, "distinct pod IPs: {ip_a}");
+
+    // eth0 with the planned MTU (the gateway's) and the IP the runtime reported.
+    let mtu: u32 = cri
+        .exec_ok(&app_a, &["cat", "/sys/class/net/eth0/mtu"])?
+        .trim()
+        .parse()?;
+    ensure!(mtu == POD_MTU, "pod eth0 MTU {mtu}, planned {POD_MTU}");
+    let gw_mtu = weft_e2e::cluster::ClusterNode::link_mtu(node.netns(), GATEWAY)?;
+    ensure!(gw_mtu == POD_MTU, "gateway MTU {gw_mtu}");
+    let addrs = cri.exec_ok(&app_a, &["ip", "-o", "addr", "show", "dev", "eth0"])?;
+    ensure!(addrs.contains(&format!("inet {ip_a}/")), "{addrs}");
+
+    // Pod to pod, pod to its gateway, pod to the node.
+    let routes = cri.exec_ok(&app_b, &["ip", "route", "show", "default"])?;
+    let gateway: IpAddr = routes
+        .split_whitespace()
+        .skip_while(|w| *w != "via")
+        .nth(1)
+        .ok_or_else(|| anyhow!("no default route in pod b: {routes:?}"))?
+        .parse()?;
+    ping_from(&mut cri, &app_b, ip_a)?;
+    ping_from(&mut cri, &app_a, ip_b)?;
+    ping_from(&mut cri, &app_b, gateway)?;
+    ping_from(&mut cri, &app_b, NODE_IP4.parse()?)?;
+
+    // hostPort through the chained portmap: the node's own address, from the node.
+    let host_port = SocketAddr::new(NODE_IP4.parse()?, HOST_PORT);
+    let served = tcp_read(node.netns(), host_port)?;
+    ensure!(
+        served.trim() == "web-a",
+        "hostPort {host_port} served {served:?}"
+    );
+
+    // containerd restarts (an upgrade): the pods keep their network and their sandboxes.
+    let before = containerd.pid();
+    containerd.restart()?;
+    ensure!(containerd.pid() != before, "containerd was not restarted");
+    let mut cri = containerd.cri()?;
+    ensure!(
+        cri.sandbox_ips(&sandbox_a)? == vec![ip_a],
+        "pod a's IP after restart"
+    );
+    ping_from(&mut cri, &app_a, ip_b)?;
+    let served = tcp_read(node.netns(), host_port)?;
+    ensure!(
+        served.trim() == "web-a",
+        "hostPort after restart: {served:?}"
+    );
+
+    // Sandboxes removed as kubelet removes them: nothing of them is left.
+    for sandbox in [&sandbox_a, &sandbox_b] {
+        cri.stop_pod_sandbox(sandbox)?;
+        cri.remove_pod_sandbox(sandbox)?;
+    }
+    ensure!(cri.list_sandboxes()?.is_empty(), "sandboxes left");
+    assert_no_pod_state(&node)
+}
