@@ -794,7 +794,43 @@ impl CniDirs {
     }
 }
 
+/// Reads what a TCP server prints to a new connection from `client_ns` (until it closes).
+pub fn tcp_read(client_ns: &str, addr: SocketAddr) -> Result<String> {
+    let mut stream = netns::tcp_connect_in(client_ns, addr)
+        .with_context(|| format!("tcp connect from netns {client_ns} to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text)?;
+    Ok(text)
+}
+
 impl Node {
+    /// Fails unless nothing of any pod is left on the node: no host veth (`wf*`), no pod OVS
+    /// port, no pod flow, no IPAM allocation, no hostPort DNAT chain of the chained `portmap`.
+    pub fn assert_no_pod_state(&self) -> Result<()> {
+        let links = self.links_with_prefix("wf")?;
+        if !links.is_empty() {
+            bail!("host veths left: {links:?}");
+        }
+        let ports = self.pod_ports()?;
+        if !ports.is_empty() {
+            bail!("pod ports left: {ports:?}");
+        }
+        let flows = self.pod_flows()?;
+        if !flows.is_empty() {
+            bail!("pod flows left: {flows:?}");
+        }
+        let ips = self.ipam_allocations()?;
+        if !ips.is_empty() {
+            bail!("IPs left: {ips:?}");
+        }
+        let nat = netns::exec(self.netns(), &["iptables-save", "-t", "nat"])?;
+        if nat.lines().any(|l| l.starts_with("-A CNI-DN-")) {
+            bail!("hostPort DNAT rules left:\n{nat}");
+        }
+        Ok(())
+    }
+
     /// Runs the real `weft-agent install-cni` with the node's config inside its namespace
     /// (installing this build's plugin), plus `args`; returns what it printed (stdout+stderr).
     pub fn install_cni(&self, args: &[&str]) -> Result<String> {

@@ -6,14 +6,11 @@
 //! `build/install-deps` (containerd, runc, busybox-static, containernetworking-plugins,
 //! iptables).
 
-use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use weft_e2e::containerd::Containerd;
 use weft_e2e::cri::{CriClient, PodSpec};
-use weft_e2e::netns;
 use weft_e2e::node::{CniDirs, Node, NodeOptions, GATEWAY, NODE_IP4};
 
 const POD_CIDR: &str = "10.244.0.0/24";
@@ -56,35 +53,6 @@ fn ping_from(cri: &mut CriClient, container: &str, dst: IpAddr) -> Result<()> {
     cri.exec_ok(container, &["ping", "-c", "2", "-W", "2", &dst])
         .map(drop)
         .with_context(|| format!("ping {dst} from container {container}"))
-}
-
-/// Reads what a TCP server prints to a new connection from `client_ns`.
-fn tcp_read(client_ns: &str, addr: SocketAddr) -> Result<String> {
-    let mut stream = netns::tcp_connect_in(client_ns, addr)
-        .with_context(|| format!("tcp connect from netns {client_ns} to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
-}
-
-/// Nothing of any pod is left on the node: no host veth, no pod OVS port, no pod flow, no
-/// IPAM allocation, no hostPort DNAT chain.
-fn assert_no_pod_state(node: &Node) -> Result<()> {
-    let links = node.links_with_prefix("wf")?;
-    ensure!(links.is_empty(), "host veths left: {links:?}");
-    let ports = node.pod_ports()?;
-    ensure!(ports.is_empty(), "pod ports left: {ports:?}");
-    let flows = node.pod_flows()?;
-    ensure!(flows.is_empty(), "pod flows left: {flows:?}");
-    let ips = node.ipam_allocations()?;
-    ensure!(ips.is_empty(), "IPs left: {ips:?}");
-    let nat = netns::exec(node.netns(), &["iptables-save", "-t", "nat"])?;
-    ensure!(
-        !nat.lines().any(|l| l.starts_with("-A CNI-DN-")),
-        "hostPort DNAT rules left:\n{nat}"
-    );
-    Ok(())
 }
 
 #[test]
@@ -132,7 +100,7 @@ fn containerd_pods_reach_pods_gateway_node_and_host_ports_and_leave_nothing() ->
 
     // hostPort through the chained portmap: the node's own address, from the node.
     let host_port = SocketAddr::new(NODE_IP4.parse()?, HOST_PORT);
-    let served = tcp_read(node.netns(), host_port)?;
+    let served = weft_e2e::node::tcp_read(node.netns(), host_port)?;
     ensure!(
         served.trim() == "web-a",
         "hostPort {host_port} served {served:?}"
@@ -148,7 +116,7 @@ fn containerd_pods_reach_pods_gateway_node_and_host_ports_and_leave_nothing() ->
         "pod a's IP after restart"
     );
     ping_from(&mut cri, &app_a, ip_b)?;
-    let served = tcp_read(node.netns(), host_port)?;
+    let served = weft_e2e::node::tcp_read(node.netns(), host_port)?;
     ensure!(
         served.trim() == "web-a",
         "hostPort after restart: {served:?}"
@@ -160,5 +128,32 @@ fn containerd_pods_reach_pods_gateway_node_and_host_ports_and_leave_nothing() ->
         cri.remove_pod_sandbox(sandbox)?;
     }
     ensure!(cri.list_sandboxes()?.is_empty(), "sandboxes left");
-    assert_no_pod_state(&node)
+    node.assert_no_pod_state()
+}
+
+/// Issue 13 part 2, as kubelet does it: the pod's sandbox is recreated (attempt 1) while the
+/// old one still exists, then the old sandbox is stopped and removed (its late CNI DEL). The new
+/// sandbox must be wired and keep its network through the old one's DEL.
+#[test]
+#[ignore = "issue 13 part 2: fails until attachments are keyed by (container ID, ifname)"]
+fn containerd_sandbox_recreation_then_late_del_of_the_old_sandbox_keeps_the_pod_networked(
+) -> Result<()> {
+    let (_cni, node, containerd) = node_with_containerd()?;
+    let mut cri = containerd.cri()?;
+    let peer = PodSpec::new("default", "peer");
+    let (_, peer_app) = run_pod(&mut cri, &containerd, &peer, &["sleep", "1000000"])?;
+    let mut pod = PodSpec::new("default", "web");
+    let (old_sandbox, _) = run_pod(&mut cri, &containerd, &pod, &["sleep", "1000000"])?;
+    pod.attempt = 1;
+    let (new_sandbox, new_app) = run_pod(&mut cri, &containerd, &pod, &["sleep", "1000000"])?;
+    let new_ip = ipv4(&cri.sandbox_ips(&new_sandbox)?)?;
+    ping_from(&mut cri, &peer_app, new_ip)?;
+
+    cri.stop_pod_sandbox(&old_sandbox)?;
+    cri.remove_pod_sandbox(&old_sandbox)?;
+    ping_from(&mut cri, &peer_app, new_ip).context("the new sandbox after the old one's DEL")?;
+    ping_from(&mut cri, &new_app, NODE_IP4.parse()?)?;
+
+    containerd.remove_all_sandboxes()?;
+    node.assert_no_pod_state()
 }
