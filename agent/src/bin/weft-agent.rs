@@ -127,6 +127,9 @@ fn install_cni(
     let input = weft_agent::cniconf::ConflistInput {
         agent_socket: config.cni_socket.clone(),
         chained: config.cni_chained_plugins.clone(),
+        cni_version: config
+            .conflist_cni_version()
+            .context("cniVersion was validated at load")?,
     };
     let report = weft_agent::cniconf::install(
         &input,
