@@ -157,3 +157,29 @@ fn containerd_sandbox_recreation_then_late_del_of_the_old_sandbox_keeps_the_pod_
     containerd.remove_all_sandboxes()?;
     node.assert_no_pod_state()
 }
+
+/// Why the conflist's `cniVersion` defaults to 1.0.0 (issue 13 part 1): containerd 1.6 vendors
+/// libcni 1.1, which cannot parse a 1.1.0 result, so with `cniVersion: 1.1.0` every sandbox
+/// fails after the agent wired it.
+#[test]
+fn containerd_cannot_use_a_1_1_0_conflist() -> Result<()> {
+    let cni = CniDirs::new()?;
+    let mut options = NodeOptions::new(&[POD_CIDR]);
+    options.extra_config = format!("{}cniVersion: 1.1.0\n", cni.agent_config(&["portmap"]));
+    let node = Node::start(options)?;
+    node.install_cni(&["--chained-plugins-from", "/usr/lib/cni"])?;
+    let conflist = std::fs::read_to_string(cni.conf.join("10-weft.conflist"))?;
+    ensure!(conflist.contains("\"1.1.0\""), "{conflist}");
+    let containerd = Containerd::start(node.netns(), &cni.conf, &cni.bin)?;
+    let err = containerd
+        .cri()?
+        .run_pod_sandbox(&PodSpec::new("default", "old-conflist"))
+        .err()
+        .ok_or_else(|| anyhow!("a 1.1.0 conflist worked with containerd"))?;
+    ensure!(
+        err.to_string()
+            .contains("unsupported CNI result version \"1.1.0\""),
+        "{err:#}"
+    );
+    Ok(())
+}
