@@ -834,27 +834,38 @@ impl Node {
     /// Runs the real `weft-agent install-cni` with the node's config inside its namespace
     /// (installing this build's plugin), plus `args`; returns what it printed (stdout+stderr).
     pub fn install_cni(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new("ip")
-            .args(["netns", "exec", self.netns()])
-            .arg(&self.bins.agent)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("install-cni")
-            .arg("--plugin")
-            .arg(&self.bins.plugin)
-            .args(args)
-            .output()
-            .context("cannot run weft-agent install-cni")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if !output.status.success() {
-            bail!("weft-agent install-cni failed ({}): {text}", output.status);
-        }
-        Ok(text)
+        install_cni(self.netns(), &self.bins, &self.config, args)
     }
+}
+
+/// Runs the real `weft-agent --config CONFIG install-cni --plugin PLUGIN ARGS...` inside
+/// `netns`; returns what it printed (stdout+stderr).
+pub(crate) fn install_cni(
+    netns: &str,
+    bins: &Binaries,
+    config: &Path,
+    args: &[&str],
+) -> Result<String> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(&bins.agent)
+        .arg("--config")
+        .arg(config)
+        .arg("install-cni")
+        .arg("--plugin")
+        .arg(&bins.plugin)
+        .args(args)
+        .output()
+        .context("cannot run weft-agent install-cni")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        bail!("weft-agent install-cni failed ({}): {text}", output.status);
+    }
+    Ok(text)
 }
 
 impl Node {

@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{anyhow, ensure, Context, Result};
+use weft_e2e::cluster::{Cluster, ClusterOptions};
 use weft_e2e::containerd::Containerd;
 use weft_e2e::cri::{CriClient, PodSpec};
 use weft_e2e::node::{CniDirs, Node, NodeOptions, GATEWAY, NODE_IP4};
@@ -129,6 +130,50 @@ fn containerd_pods_reach_pods_gateway_node_and_host_ports_and_leave_nothing() ->
     }
     ensure!(cri.list_sandboxes()?.is_empty(), "sandboxes left");
     node.assert_no_pod_state()
+}
+
+/// Two nodes (encap, Geneve), a containerd on each: pods reach each other across nodes, and a
+/// hostPort is reached from outside the node (the underlay) on the node's IP.
+#[test]
+fn containerd_pods_across_nodes_and_host_port_from_the_underlay() -> Result<()> {
+    let cluster = Cluster::start(ClusterOptions::encap(2, "geneve"))?;
+    let mut runtimes = Vec::new();
+    for node in &cluster.nodes {
+        let dirs = CniDirs::new()?;
+        node.install_cni(
+            &dirs,
+            &["portmap"],
+            &["--chained-plugins-from", "/usr/lib/cni"],
+        )?;
+        let containerd = Containerd::start(node.netns(), &dirs.conf, &dirs.bin)?;
+        runtimes.push((containerd, dirs));
+    }
+    let mut cri1 = runtimes[0].0.cri()?;
+    let mut cri2 = runtimes[1].0.cri()?;
+    let mut a = PodSpec::new("default", "web-1");
+    a.host_ports = vec![(8080, HOST_PORT)];
+    let b = PodSpec::new("default", "web-2");
+    let (sandbox_a, app_a) = run_pod(
+        &mut cri1,
+        &runtimes[0].0,
+        &a,
+        &["nc", "-ll", "-p", "8080", "-e", "hostname"],
+    )?;
+    let (sandbox_b, app_b) = run_pod(&mut cri2, &runtimes[1].0, &b, &["sleep", "1000000"])?;
+    let ip_a = ipv4(&cri1.sandbox_ips(&sandbox_a)?)?;
+    let ip_b = ipv4(&cri2.sandbox_ips(&sandbox_b)?)?;
+    ping_from(&mut cri1, &app_a, ip_b)?;
+    ping_from(&mut cri2, &app_b, ip_a)?;
+    ping_from(&mut cri2, &app_b, cluster.nodes[0].ip)?;
+
+    let host_port = SocketAddr::new(cluster.nodes[0].ip, HOST_PORT);
+    let served = weft_e2e::node::tcp_read(cluster.underlay(), host_port)
+        .with_context(|| cluster.agent_logs())?;
+    ensure!(
+        served.trim() == "web-1",
+        "hostPort {host_port} served {served:?}"
+    );
+    Ok(())
 }
 
 /// Issue 13 part 2, as kubelet does it: the pod's sandbox is recreated (attempt 1) while the
