@@ -106,6 +106,16 @@ fn containerd_pods_reach_pods_gateway_node_and_host_ports_and_leave_nothing() ->
         served.trim() == "web-a",
         "hostPort {host_port} served {served:?}"
     );
+    // ... from another pod (DNAT in the node, back out through the gateway) and from the pod
+    // itself (hairpin: portmap masquerades it).
+    let port = HOST_PORT.to_string();
+    for app in [&app_b, &app_a] {
+        let served = cri.exec_ok(app, &["nc", "-w", "3", NODE_IP4, &port])?;
+        ensure!(
+            served.trim() == "web-a",
+            "hostPort from pod {app}: {served:?}"
+        );
+    }
 
     // containerd restarts (an upgrade): the pods keep their network and their sandboxes.
     let before = containerd.pid();
