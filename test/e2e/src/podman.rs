@@ -6,7 +6,9 @@
 //! `containers.conf` (`CONTAINERS_CONF`, so no system file is read) with
 //! `network_backend = "cni"` (otherwise podman wants netavark and drops its own conflist),
 //! capped `default_ulimits` (nofile, nproc), cgroupfs, a file events logger; its own storage
-//! (`--root`, `--runroot`, the `vfs` driver) and tmp dir under a test directory. Every command
+//! (`--root`, `--runroot`, the `vfs` driver) and tmp dir under a test directory. No
+//! `default_network = "weft"`: when no valid conflist defines the default network, podman makes
+//! up a `bridge` network of that name and would run containers on it. Every command
 //! runs in the node's network namespace (`nsenter --net`) and the host's mount namespace, for the
 //! same reason as containerd ([`crate::containerd`]). The busybox test image is `podman load`ed.
 //!
@@ -60,7 +62,6 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 network_backend = "cni"
 cni_plugin_dirs = ["{bin}"]
 network_config_dir = "{conf}"
-default_network = "{NETWORK}"
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"

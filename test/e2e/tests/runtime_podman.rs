@@ -138,3 +138,49 @@ fn podman_second_interface_of_a_container_keeps_the_first() -> Result<()> {
     podman.run(&["rm", "--force", "--time", "0", "multi", "peer"])?;
     node.assert_no_pod_state()
 }
+
+/// Why the conflist's `cniVersion` defaults to 1.0.0 (issue 13 part 1), through podman 4.3's
+/// libcni 1.1: with `cniVersion: 1.1.0` podman rejects the whole conflist (the chained
+/// `portmap` 1.1.1 stops at 1.0.0), so `--network weft` does not exist, and podman writes no
+/// config of its own into the CNI config dir (only its `cni.lock`).
+#[test]
+fn podman_cannot_use_a_1_1_0_conflist() -> Result<()> {
+    let cni = CniDirs::new()?;
+    let mut options = NodeOptions::new(&[POD_CIDR]);
+    options.extra_config = format!("{}cniVersion: 1.1.0\n", cni.agent_config(&["portmap"]));
+    let node = Node::start(options)?;
+    node.install_cni(&["--chained-plugins-from", "/usr/lib/cni"])?;
+    let podman = Podman::new(node.netns(), &cni.conf, &cni.bin)?;
+    let out = podman.output(&[
+        "run",
+        "--detach",
+        "--network",
+        "weft",
+        "--name",
+        "old",
+        &podman.image.name,
+        "sleep",
+        "1000000",
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "podman ran a container on a 1.1.0 conflist"
+    );
+    ensure!(
+        stderr.contains("plugin portmap does not support config version")
+            && stderr.contains("network not found"),
+        "{stderr}"
+    );
+    let files: Vec<String> = std::fs::read_dir(&cni.conf)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            [".conf", ".conflist", ".json"]
+                .iter()
+                .any(|x| n.ends_with(x))
+        })
+        .collect();
+    ensure!(files == ["10-weft.conflist"], "CNI configs: {files:?}");
+    node.assert_no_pod_state()
+}
