@@ -276,6 +276,33 @@ impl CriClient {
             .ok_or_else(|| anyhow!("sandbox {sandbox_id}: status without status"))
     }
 
+    /// The path of the sandbox's network namespace (containerd: `/var/run/netns/cni-...`), from
+    /// the verbose status (the runtime spec of the sandbox container).
+    pub fn sandbox_netns(&mut self, sandbox_id: &str) -> Result<PathBuf> {
+        let reply = self
+            .runtime
+            .block_on(self.client.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox_id.to_string(),
+                verbose: true,
+            }))
+            .map_err(status_error("PodSandboxStatus"))?
+            .into_inner();
+        let info: serde_json::Value = reply
+            .info
+            .get("info")
+            .map(|text| serde_json::from_str(text))
+            .transpose()?
+            .unwrap_or_default();
+        info["runtimeSpec"]["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|ns| ns["type"] == "network")
+            .and_then(|ns| ns["path"].as_str())
+            .map(PathBuf::from)
+            .ok_or_else(|| anyhow!("sandbox {sandbox_id}: no network namespace in its status"))
+    }
+
     /// The sandbox's pod IPs as the runtime reports them (from the CNI result).
     pub fn sandbox_ips(&mut self, sandbox_id: &str) -> Result<Vec<std::net::IpAddr>> {
         let status = self.sandbox_status(sandbox_id)?;
