@@ -20,9 +20,10 @@
 //! (by the pids in containerd's state dir), unmounts what is mounted under the test directory and
 //! removes it.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -52,8 +53,6 @@ pub struct Containerd {
     pub netns: String,
     /// The test image (also the sandbox image).
     pub image: TestImage,
-    /// Network namespaces under `/run/netns` before it started.
-    netns_before: HashSet<String>,
 }
 
 impl Containerd {
@@ -101,9 +100,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 conf = cni_conf_dir.display(),
             ),
         )?;
+        runtime_started();
         let mut containerd = Containerd {
             child: None,
-            netns_before: netns::list().into_iter().collect(),
             log: dir.join("containerd.log"),
             dir,
             socket,
@@ -243,17 +242,41 @@ impl Drop for Containerd {
         kill_pids_in(&self.dir.join("state"), &["init.pid", "shim.pid"]);
         unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
-        remove_new_netns(&self.netns_before, "cni-");
+        runtime_stopped();
     }
 }
 
-/// Deletes the network namespaces named `prefix*` that are not in `before` and that no process
-/// uses: those a runtime made for this test's pods and left behind (containerd 1.6 leaves the
-/// namespace of a sandbox whose CNI ADD and DEL both failed). A live pod of another runtime
-/// instance always has its sandbox process inside, so it is never touched.
-pub(crate) fn remove_new_netns(before: &HashSet<String>, prefix: &str) {
+/// The runtime instances (containerd, podman) of this process that are alive, and the network
+/// namespaces that existed when the first of them started.
+static RUNTIMES: Mutex<(usize, BTreeSet<String>)> = Mutex::new((0, BTreeSet::new()));
+
+/// Prefixes of the pod namespaces the runtimes create under `/run/netns` (containerd: `cni-`,
+/// podman: `netns-`).
+const RUNTIME_NETNS_PREFIXES: [&str; 2] = ["cni-", "netns-"];
+
+/// Records that a runtime instance starts (before it creates anything).
+pub(crate) fn runtime_started() {
+    let mut runtimes = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+    if runtimes.0 == 0 {
+        runtimes.1 = netns::list().into_iter().collect();
+    }
+    runtimes.0 += 1;
+}
+
+/// Records that a runtime instance is gone; when it was the last one of this process, deletes
+/// the runtime pod namespaces made since the first one started that no process uses: those a
+/// runtime left behind (containerd 1.6 keeps the namespace of a sandbox whose CNI ADD and DEL
+/// both failed). Waiting for the last instance keeps a namespace that another test's runtime
+/// has just made, and not yet put its sandbox in, from being taken.
+pub(crate) fn runtime_stopped() {
+    let mut runtimes = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+    runtimes.0 = runtimes.0.saturating_sub(1);
+    if runtimes.0 > 0 {
+        return;
+    }
     for name in netns::list() {
-        if !name.starts_with(prefix) || before.contains(&name) {
+        let ours = RUNTIME_NETNS_PREFIXES.iter().any(|p| name.starts_with(p));
+        if !ours || runtimes.1.contains(&name) {
             continue;
         }
         let pids = cmd::run("ip", &["netns", "pids", &name]).unwrap_or_default();

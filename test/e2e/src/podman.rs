@@ -16,13 +16,12 @@
 //! conmon and container processes left behind (by the pids in podman's run dir), unmounts what
 //! is mounted under the test directory and removes it.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{bail, Context, Result};
 
-use crate::containerd::{kill_pids_in, remove_new_netns, unmount_under};
+use crate::containerd::{kill_pids_in, runtime_started, runtime_stopped, unmount_under};
 use crate::images::{self, TestImage};
 use crate::netns;
 
@@ -39,8 +38,6 @@ pub struct Podman {
     pub config: PathBuf,
     /// The test image.
     pub image: TestImage,
-    /// Network namespaces under `/run/netns` before it started.
-    netns_before: HashSet<String>,
 }
 
 impl Podman {
@@ -75,8 +72,8 @@ volume_path = "{d}/volumes"
                 d = dir.display(),
             ),
         )?;
+        runtime_started();
         let podman = Podman {
-            netns_before: netns::list().into_iter().collect(),
             dir,
             netns: netns.to_string(),
             config,
@@ -163,6 +160,6 @@ impl Drop for Podman {
         kill_pids_in(&self.dir.join("run"), &["pidfile", "conmon.pid"]);
         unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
-        remove_new_netns(&self.netns_before, "netns-");
+        runtime_stopped();
     }
 }
