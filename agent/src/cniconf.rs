@@ -11,14 +11,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use weft_cni::version::CniVersion;
 
 /// File name of Weft's network configuration. "10-" so it sorts before the usual "99-" and
 /// distribution defaults, after "00-" files that administrators use on purpose.
 pub const CONFLIST_NAME: &str = "10-weft.conflist";
 /// The network name in the conflist.
 pub const NETWORK_NAME: &str = "weft";
-/// The CNI version Weft writes.
-pub const CNI_VERSION: &str = "1.1.0";
 /// Name of the plugin binary.
 pub const PLUGIN_BINARY: &str = "weft";
 /// Chained plugins Weft knows how to configure.
@@ -60,6 +59,9 @@ pub struct ConflistInput {
     pub agent_socket: PathBuf,
     /// Chained plugins, in order (each from [`KNOWN_CHAINED`]).
     pub chained: Vec<String>,
+    /// The conflist's `cniVersion` (config key `cniVersion`): the version runtimes ask results
+    /// in, and the version every chained plugin must support.
+    pub cni_version: CniVersion,
 }
 
 /// Renders the conflist. Pure. There is deliberately no MTU in it: the pod MTU comes from the
@@ -77,7 +79,7 @@ pub fn render_conflist(input: &ConflistInput) -> Result<String, CniConfError> {
         });
     }
     let conflist = json!({
-        "cniVersion": CNI_VERSION,
+        "cniVersion": input.cni_version,
         "name": NETWORK_NAME,
         "plugins": plugins,
     });
@@ -247,6 +249,37 @@ pub fn install(
     })
 }
 
+/// The plugins a CRI runtime runs besides the conflist's: `loopback` for every sandbox's `lo`.
+pub const RUNTIME_PLUGINS: &[&str] = &["loopback"];
+
+/// Installs the chained plugins the conflist references (`input.chained`) and the ones CRI
+/// runtimes need ([`RUNTIME_PLUGINS`]) from `source_dir` into `bin_dir`, each only when
+/// `bin_dir` has none yet (a node's own copy is left alone), exec-safely as [`write_atomic`]
+/// does. Returns the paths installed.
+pub fn install_chained(
+    input: &ConflistInput,
+    source_dir: &Path,
+    bin_dir: &Path,
+) -> Result<Vec<PathBuf>, CniConfError> {
+    let mut installed = Vec::new();
+    let names = input
+        .chained
+        .iter()
+        .map(String::as_str)
+        .chain(RUNTIME_PLUGINS.iter().copied());
+    for name in names {
+        let target = bin_dir.join(name);
+        if target.exists() {
+            continue;
+        }
+        let source = source_dir.join(name);
+        let bytes = std::fs::read(&source).map_err(io("cannot read chained plugin", &source))?;
+        write_atomic(&target, &bytes, 0o755)?;
+        installed.push(target);
+    }
+    Ok(installed)
+}
+
 /// Writes `bytes` to `path` via a temporary file in the same directory, fsync and rename, so
 /// readers see the old or the new content, never a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CniConfError> {
@@ -257,14 +290,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CniConfE
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // A leading dot and no CNI extension: a runtime never reads the temporary file.
-    let tmp = dir.join(format!(".{file_name}.weft-tmp"));
+    // A leading dot and no CNI extension: a runtime never reads the temporary file. The pid
+    // keeps two installers running at once from writing into each other's file.
+    let tmp = dir.join(format!(".{file_name}.{}.weft-tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
         file.write_all(bytes).map_err(io("cannot write", &tmp))?;
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io("cannot set permissions of", &tmp))?;
         file.sync_all().map_err(io("cannot sync", &tmp))?;
+        // Closed before the rename: exec(2) of a file that some process still has open for
+        // writing fails with ETXTBSY ("Text file busy"), and runtimes exec the plugin at any
+        // moment once the new file has its name.
+        drop(file);
         std::fs::rename(&tmp, path).map_err(io("cannot rename into", path))
     })();
     if result.is_err() {
@@ -281,6 +319,7 @@ mod tests {
         ConflistInput {
             agent_socket: "/var/run/weft/cni.sock".into(),
             chained: chained.iter().map(|s| s.to_string()).collect(),
+            cni_version: CniVersion::V1_0_0,
         }
     }
 
@@ -288,7 +327,7 @@ mod tests {
     fn conflist_has_weft_first_and_no_mtu() {
         let text = render_conflist(&input(&["portmap", "bandwidth"])).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["cniVersion"], CNI_VERSION);
+        assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["name"], NETWORK_NAME);
         let types: Vec<_> = v["plugins"]
             .as_array()
@@ -387,5 +426,36 @@ mod tests {
             .filter(|n| n.contains("weft-tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn chained_plugins_are_installed_only_when_missing() {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("src");
+        let bin = root.path().join("bin");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["portmap", "bandwidth", "loopback"] {
+            std::fs::write(src.join(name), format!("#!/bin/sh\n# {name}\n")).unwrap();
+        }
+        std::fs::write(bin.join("portmap"), b"node's own").unwrap();
+        let installed = install_chained(&input(&["portmap", "bandwidth"]), &src, &bin).unwrap();
+        assert_eq!(installed, [bin.join("bandwidth"), bin.join("loopback")]);
+        assert_eq!(std::fs::read(bin.join("portmap")).unwrap(), b"node's own");
+        assert_eq!(
+            std::fs::read_to_string(bin.join("loopback")).unwrap(),
+            "#!/bin/sh\n# loopback\n"
+        );
+        let again = install_chained(&input(&["portmap", "bandwidth"]), &src, &bin).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        let missing = install_chained(
+            &input(&["portmap"]),
+            &root.path().join("nowhere"),
+            &root.path().join("bin2"),
+        );
+        assert!(
+            matches!(&missing, Err(CniConfError::Io { path, .. }) if path.ends_with("portmap")),
+            "{missing:?}"
+        );
     }
 }

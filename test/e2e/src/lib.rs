@@ -13,10 +13,14 @@ pub mod apiserver;
 pub mod churn;
 pub mod cluster;
 pub mod cmd;
+pub mod containerd;
+pub mod cri;
+pub mod images;
 pub mod kubeproxy;
 pub mod netns;
 pub mod node;
 pub mod ovs;
+pub mod podman;
 pub mod services;
 pub mod spoof;
 
