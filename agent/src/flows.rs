@@ -18,7 +18,7 @@ use ovs_flows::flow::{Flow, MacAddr};
 use ovs_flows::ofp::{
     Client, ClientConfig, ClientError, ClientStats, Endpoint, FlowEntry, FlowMod, FlowStatsRequest,
 };
-use ovs_flows::pipeline::noencap::{noencap_peer_flows, NoEncapPeer};
+use ovs_flows::pipeline::noencap::{noencap_peer_flows, uplink_reply_flows, NoEncapPeer};
 use ovs_flows::pipeline::{
     add_all, base_flows, delete_peer, delete_pod, delete_round, peer_flows, peer_gateway_answers,
     pod_flows, tunnel_flows, Cookie, CookieFilter, LocalPod, NodeConfig, PeerNode, PipelineError,
@@ -75,6 +75,10 @@ impl Desired {
             flows.extend(pod_flows(&self.node, pod));
         }
         flows.extend(self.statics.iter().cloned());
+        if let Some(local) = self.infra.uplink_mac {
+            // noEncap: replies of uplink-origin connections go back to the MAC they came from.
+            flows.extend(uplink_reply_flows(&self.node, local));
+        }
         for peer in self.peers.values() {
             flows.extend(self.peer_flows(peer));
         }

@@ -16,10 +16,12 @@ pub mod cmd;
 pub mod containerd;
 pub mod cri;
 pub mod images;
+pub mod kubeproxy;
 pub mod netns;
 pub mod node;
 pub mod ovs;
 pub mod podman;
+pub mod services;
 pub mod spoof;
 
 pub use apiserver::ApiServer;
