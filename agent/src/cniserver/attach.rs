@@ -330,6 +330,9 @@ impl Target {
     }
 }
 
+/// The interface name of a pod's primary attachment, the only one with default routes.
+pub const PRIMARY_IFNAME: &str = "eth0";
+
 /// When the parts of an ADD or DEL were done, in microseconds since its start (logged with the
 /// outcome).
 #[derive(Debug, Default, Clone, Copy)]
@@ -595,14 +598,7 @@ impl PodNetwork {
             self.plan().pod,
         );
         veth.addresses = ips.clone();
-        veth.routes = self
-            .config
-            .gateway
-            .ips()
-            .into_iter()
-            .filter(|gw| ips.iter().any(|ip| ip.addr().is_ipv4() == gw.is_ipv4()))
-            .map(PodRoute::default_via)
-            .collect();
+        veth.routes = self.routes_for(&target.ifname, &ips);
         veth.disable_tx_checksum = self.config.datapath == DatapathType::Netdev;
         let iface_err = |source| AttachError::Iface {
             pod: pod.clone(),
@@ -1112,16 +1108,24 @@ impl PodNetwork {
     }
 
     fn routes(&self, record: &PodRecord) -> Vec<PodRoute> {
+        self.routes_for(&record.ifname, &record.ips)
+    }
+
+    /// The routes of an attachment: a default route per family of its addresses via the
+    /// gateway, on the pod's primary interface ([`PRIMARY_IFNAME`], what kubelet's runtimes
+    /// name the cluster network's interface) only. A further interface of the same network
+    /// (Multus `net1`, podman's `eth1`) gets its address and on-link subnet but no default route,
+    /// which the primary keeps: two default routes of one family collide (EEXIST) or, with
+    /// other metrics, would still send every reply out of the primary.
+    fn routes_for(&self, ifname: &str, ips: &[IpNet]) -> Vec<PodRoute> {
+        if ifname != PRIMARY_IFNAME {
+            return Vec::new();
+        }
         self.config
             .gateway
             .ips()
             .into_iter()
-            .filter(|gw| {
-                record
-                    .ips
-                    .iter()
-                    .any(|ip| ip.addr().is_ipv4() == gw.is_ipv4())
-            })
+            .filter(|gw| ips.iter().any(|ip| ip.addr().is_ipv4() == gw.is_ipv4()))
             .map(PodRoute::default_via)
             .collect()
     }

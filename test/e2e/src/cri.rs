@@ -179,16 +179,19 @@ impl CriClient {
         let request = CreateContainerRequest {
             pod_sandbox_id: sandbox_id.to_string(),
             config: Some(ContainerConfig {
+                // containerd reserves "container_pod_namespace_uid_attempt": kubelet's
+                // container attempt grows with the pod's restarts, so a recreated sandbox's
+                // container does not reuse the old one's name.
                 metadata: Some(ContainerMetadata {
                     name: name.to_string(),
-                    attempt: 0,
+                    attempt: pod.attempt,
                 }),
                 image: Some(ImageSpec {
                     image: image.to_string(),
                     ..Default::default()
                 }),
                 command: command.iter().map(|s| s.to_string()).collect(),
-                log_path: format!("{name}/0.log"),
+                log_path: format!("{name}/{}.log", pod.attempt),
                 ..Default::default()
             }),
             sandbox_config: Some(pod.sandbox_config(&self.log_dir)),

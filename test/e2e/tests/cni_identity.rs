@@ -1,7 +1,7 @@
 //! The CNI spec's rules for an attachment's identity, (container ID, ifname), and for DEL and
-//! CHECK, through the real `weft` plugin and agent (issue 13 part 2, "Proof"). Tests marked
-//! `#[ignore]` fail on today's code, which keys attachments on the pod (namespace/name); they
-//! become plain tests with the identity fix. The same scenarios through real runtimes:
+//! CHECK, through the real `weft` plugin and agent (issue 13 part 2, "Proof"). The second
+//! interface, late DEL and other-netns cases failed while attachments were keyed on the pod
+//! (namespace/name). The same scenarios through real runtimes:
 //! `runtime_containerd` and `runtime_podman`.
 //!
 //! Needs `cargo build --workspace --bins` first (build/test does it).
@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
+use weft_e2e::netns;
 use weft_e2e::node::{ping, Node, NodeOptions, Pod};
 
 const POD_CIDR: &str = "10.244.0.0/24";
@@ -63,11 +64,10 @@ fn check_passes_for_an_added_attachment_and_fails_for_an_unknown_one() -> Result
 /// (`net2`, as Multus adds one) is its own attachment: both work, and DEL of `net2` leaves
 /// `eth0` alone.
 #[test]
-#[ignore = "issue 13 part 2: fails until attachments are keyed by (container ID, ifname)"]
 fn a_second_ifname_of_a_container_is_its_own_attachment() -> Result<()> {
     let node = Node::start(NodeOptions::new(&[POD_CIDR]))?;
     let peer = Pod::create(&node, "peer")?;
-    node.add(&peer)?;
+    let peer_ip = ipv4(&node.add(&peer)?)?;
     let pod = Pod::create(&node, "multi")?;
     let eth0 = ipv4(&node.add(&pod)?)?;
     let mut net2 = pod.call();
@@ -77,7 +77,29 @@ fn a_second_ifname_of_a_container_is_its_own_attachment() -> Result<()> {
     let net2_ip = ipv4(&out.json()?)?;
     ensure!(net2_ip != eth0, "net2 got eth0's address {eth0}");
     ping(&peer.netns, eth0).context("eth0 after net2 was added")?;
-    ping(&peer.netns, net2_ip).context("net2")?;
+    // net2 has its address and subnet but no default route (eth0 keeps it): traffic bound
+    // to net2 leaves by net2, from net2's address, and its replies come back to it.
+    netns::exec(
+        &pod.netns,
+        &[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-I",
+            "net2",
+            &peer_ip.to_string(),
+        ],
+    )
+    .context("ping bound to net2")?;
+    let routes = netns::exec(&pod.netns, &["ip", "-4", "route", "show", "default"])?;
+    ensure!(
+        routes.lines().count() == 1 && routes.contains("dev eth0"),
+        "one default route, on eth0: {routes}"
+    );
     let out = node.plugin("DEL", &net2)?;
     ensure!(out.success, "DEL net2: {}", out.stdout);
     ping(&peer.netns, eth0).context("eth0 after net2 was deleted")?;
@@ -89,7 +111,6 @@ fn a_second_ifname_of_a_container_is_its_own_attachment() -> Result<()> {
 /// Kubelet recreates a pod's sandbox (new container ID, same pod) and only later deletes the
 /// old one: the new sandbox is wired, and the old sandbox's DEL touches only its own attachment.
 #[test]
-#[ignore = "issue 13 part 2: fails until attachments are keyed by (container ID, ifname)"]
 fn a_late_del_of_an_old_sandbox_keeps_the_new_sandbox_networked() -> Result<()> {
     let node = Node::start(NodeOptions::new(&[POD_CIDR]))?;
     let peer = Pod::create(&node, "peer")?;
@@ -109,7 +130,6 @@ fn a_late_del_of_an_old_sandbox_keeps_the_new_sandbox_networked() -> Result<()> 
 /// ADD for a known (container ID, ifname) with another network namespace is an error or a clean
 /// replacement, never the old result with no interface in the new namespace.
 #[test]
-#[ignore = "issue 13 part 2: fails until attachments are keyed by (container ID, ifname)"]
 fn add_of_a_known_attachment_in_another_netns_is_not_a_stale_success() -> Result<()> {
     let node = Node::start(NodeOptions::new(&[POD_CIDR]))?;
     let first = Pod::create(&node, "web")?;

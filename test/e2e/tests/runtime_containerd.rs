@@ -190,7 +190,6 @@ fn containerd_pods_across_nodes_and_host_port_from_the_underlay() -> Result<()> 
 /// old one still exists, then the old sandbox is stopped and removed (its late CNI DEL). The new
 /// sandbox must be wired and keep its network through the old one's DEL.
 #[test]
-#[ignore = "issue 13 part 2: fails until attachments are keyed by (container ID, ifname)"]
 fn containerd_sandbox_recreation_then_late_del_of_the_old_sandbox_keeps_the_pod_networked(
 ) -> Result<()> {
     let (_cni, node, containerd) = node_with_containerd()?;

@@ -103,7 +103,6 @@ fn podman_containers_reach_pods_gateway_node_and_host_ports_and_leave_nothing() 
 /// weft,weft2`: CNI_IFNAME eth0 then eth1, one container ID), as Multus adds one. Both work and
 /// the second never disturbs the first; removing the container leaves nothing.
 #[test]
-#[ignore = "issue 13 part 2: fails until attachments are keyed by (container ID, ifname)"]
 fn podman_second_interface_of_a_container_keeps_the_first() -> Result<()> {
     let (cni, node, podman) = node_with_podman()?;
     // A second network on the same plugin and agent.
