@@ -11,14 +11,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use weft_cni::version::CniVersion;
 
 /// File name of Weft's network configuration. "10-" so it sorts before the usual "99-" and
 /// distribution defaults, after "00-" files that administrators use on purpose.
 pub const CONFLIST_NAME: &str = "10-weft.conflist";
 /// The network name in the conflist.
 pub const NETWORK_NAME: &str = "weft";
-/// The CNI version Weft writes.
-pub const CNI_VERSION: &str = "1.1.0";
 /// Name of the plugin binary.
 pub const PLUGIN_BINARY: &str = "weft";
 /// Chained plugins Weft knows how to configure.
@@ -60,6 +59,9 @@ pub struct ConflistInput {
     pub agent_socket: PathBuf,
     /// Chained plugins, in order (each from [`KNOWN_CHAINED`]).
     pub chained: Vec<String>,
+    /// The conflist's `cniVersion` (config key `cniVersion`): the version runtimes ask results
+    /// in, and the version every chained plugin must support.
+    pub cni_version: CniVersion,
 }
 
 /// Renders the conflist. Pure. There is deliberately no MTU in it: the pod MTU comes from the
@@ -77,7 +79,7 @@ pub fn render_conflist(input: &ConflistInput) -> Result<String, CniConfError> {
         });
     }
     let conflist = json!({
-        "cniVersion": CNI_VERSION,
+        "cniVersion": input.cni_version,
         "name": NETWORK_NAME,
         "plugins": plugins,
     });
@@ -281,6 +283,7 @@ mod tests {
         ConflistInput {
             agent_socket: "/var/run/weft/cni.sock".into(),
             chained: chained.iter().map(|s| s.to_string()).collect(),
+            cni_version: CniVersion::V1_0_0,
         }
     }
 
@@ -288,7 +291,7 @@ mod tests {
     fn conflist_has_weft_first_and_no_mtu() {
         let text = render_conflist(&input(&["portmap", "bandwidth"])).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["cniVersion"], CNI_VERSION);
+        assert_eq!(v["cniVersion"], "1.0.0");
         assert_eq!(v["name"], NETWORK_NAME);
         let types: Vec<_> = v["plugins"]
             .as_array()

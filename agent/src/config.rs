@@ -102,6 +102,11 @@ pub struct AgentConfig {
     pub cni_bin_dir: PathBuf,
     /// Plugins chained after Weft in the conflist, in order: `portmap`, `bandwidth`.
     pub cni_chained_plugins: Vec<String>,
+    /// The `cniVersion` of the conflist `install-cni` writes: `0.3.1`, `0.4.0`, `1.0.0` or
+    /// `1.1.0`. Default `1.0.0`, the newest that every maintained runtime reads (libcni 1.1.x in
+    /// containerd 1.6/1.7 and podman 4 cannot parse 1.1.0 results; the reference `portmap` 1.1.1
+    /// stops at 1.0.0). The plugin answers whatever version a runtime asks in.
+    pub cni_version: String,
     /// DNS settings returned in every CNI ADD result (empty: none; kubelet normally writes
     /// the pod's resolv.conf itself).
     pub cni_dns: CniDns,
@@ -180,6 +185,7 @@ impl Default for AgentConfig {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_chained_plugins: Vec::new(),
+            cni_version: DEFAULT_CNI_VERSION.into(),
             cni_dns: CniDns::default(),
             metrics_bind_address: String::new(),
             log_file: String::new(),
@@ -196,7 +202,21 @@ impl Default for AgentConfig {
     }
 }
 
+/// The `cniVersion` values the conflist may carry.
+pub const CONFLIST_CNI_VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The default `cniVersion`: the newest every maintained runtime reads.
+pub const DEFAULT_CNI_VERSION: &str = "1.0.0";
+
 impl AgentConfig {
+    /// The `cniVersion` key as a version, `None` when it is not one of
+    /// [`CONFLIST_CNI_VERSIONS`].
+    pub fn conflist_cni_version(&self) -> Option<weft_cni::version::CniVersion> {
+        if !CONFLIST_CNI_VERSIONS.contains(&self.cni_version.as_str()) {
+            return None;
+        }
+        self.cni_version.parse().ok()
+    }
+
     /// Reads, parses, fills defaults and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -295,6 +315,16 @@ impl AgentConfig {
                     "unknown chained plugin (known: portmap, bandwidth)",
                 );
             }
+        }
+        if self.conflist_cni_version().is_none() {
+            problem(
+                "cniVersion",
+                &self.cni_version,
+                &format!(
+                    "must be one of {} (default {DEFAULT_CNI_VERSION})",
+                    CONFLIST_CNI_VERSIONS.join(", ")
+                ),
+            );
         }
         for server in &self.cni_dns.nameservers {
             if server.parse::<std::net::IpAddr>().is_err() {
@@ -606,6 +636,30 @@ mod tests {
             .to_string();
         assert!(err.contains("cniDns.nameservers: \"dns.example\""), "{err}");
         assert!(parse("cniDns:\n  nameserver: [1.1.1.1]\n").is_err());
+    }
+
+    #[test]
+    fn cni_version_defaults_to_one_every_runtime_reads() {
+        use weft_cni::version::CniVersion;
+        let config = parse("{}").unwrap();
+        assert_eq!(config.cni_version, "1.0.0");
+        assert_eq!(config.conflist_cni_version(), Some(CniVersion::V1_0_0));
+        for (text, version) in [
+            ("0.3.1", CniVersion::V0_3_1),
+            ("0.4.0", CniVersion::V0_4_0),
+            ("1.1.0", CniVersion::V1_1_0),
+        ] {
+            let config = parse(&format!("cniVersion: \"{text}\"\n")).unwrap();
+            assert_eq!(config.conflist_cni_version(), Some(version));
+        }
+        // 0.3.0 is answered by the plugin but not written: no maintained runtime needs it.
+        for bad in ["0.3.0", "1.2.0", "1", "v1.0.0"] {
+            let err = parse(&format!("cniVersion: \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("cniVersion: \"{bad}\"")), "{err}");
+            assert!(err.contains("0.3.1, 0.4.0, 1.0.0, 1.1.0"), "{err}");
+        }
     }
 
     #[test]

@@ -148,5 +148,8 @@ fn install_cni_init_container_works_with_the_configmap() {
     let conflist = std::fs::read_to_string(conf_dir.join("10-weft.conflist")).unwrap();
     assert!(conflist.contains("/var/run/weft/cni.sock"), "{conflist}");
     assert!(conflist.contains("portmap"), "{conflist}");
+    // The version libcni 1.1.x (containerd 1.6/1.7, podman 4) and the chained portmap 1.1.x read.
+    let parsed: serde_json::Value = serde_json::from_str(&conflist).unwrap();
+    assert_eq!(parsed["cniVersion"], "1.0.0", "{conflist}");
     assert!(bin_dir.join("weft").exists());
 }

@@ -201,12 +201,37 @@ impl CniResult {
         Ok(())
     }
 
+    /// A copy holding only the fields CNI 1.0.0 defines (no interface `mtu`/`socketPath`/`pciID`,
+    /// no route `mtu`/`advmss`/`priority`/`table`/`scope`).
+    pub fn without_1_1_fields(&self) -> CniResult {
+        let mut result = self.clone();
+        for interface in &mut result.interfaces {
+            interface.mtu = None;
+            interface.socket_path = None;
+            interface.pci_id = None;
+        }
+        for route in &mut result.routes {
+            route.mtu = None;
+            route.advmss = None;
+            route.priority = None;
+            route.table = None;
+            route.scope = None;
+        }
+        result
+    }
+
     /// The result as JSON in `version`'s shape, `cniVersion` included.
     pub fn encode(&self, version: CniVersion) -> serde_json::Value {
         let encoded = match version.result_format() {
-            ResultFormat::V1 => serde_json::to_value(Envelope {
+            ResultFormat::V1_1 => serde_json::to_value(Envelope {
                 cni_version: version,
                 result: self,
+            }),
+            // libcni 1.1.x and the reference plugins 1.1.x decode 1.0.0 results strictly
+            // enough that 1.1-only keys do not belong there: send only the 1.0.0 fields.
+            ResultFormat::V1_0 => serde_json::to_value(Envelope {
+                cni_version: version,
+                result: &self.without_1_1_fields(),
             }),
             ResultFormat::V0_4 => serde_json::to_value(Envelope {
                 cni_version: version,
@@ -388,10 +413,28 @@ mod tests {
                 "dns": {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]}
             })
         );
-        assert_eq!(sample().encode(CniVersion::V1_0_0)["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn encodes_1_0_0_without_1_1_fields() {
         assert_eq!(
-            sample().encode(CniVersion::V1_0_0)["ips"],
-            sample().encode(CniVersion::V1_1_0)["ips"]
+            sample().encode(CniVersion::V1_0_0),
+            json!({
+                "cniVersion": "1.0.0",
+                "interfaces": [
+                    {"name": "weft-abc", "mac": "02:00:00:00:00:01"},
+                    {"name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/var/run/netns/p"}
+                ],
+                "ips": [
+                    {"address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 1},
+                    {"address": "fd00:10:244:1::5/64", "gateway": "fd00:10:244:1::1", "interface": 1}
+                ],
+                "routes": [
+                    {"dst": "0.0.0.0/0", "gw": "10.244.1.1"},
+                    {"dst": "::/0"}
+                ],
+                "dns": {"nameservers": ["10.96.0.10"], "search": ["default.svc.cluster.local"]}
+            })
         );
     }
 
@@ -433,8 +476,10 @@ mod tests {
     fn round_trips_through_every_version() {
         for version in CniVersion::ALL {
             let decoded = CniResult::decode(&sample().encode(version)).unwrap();
-            if version.result_format() == ResultFormat::V1 {
+            if version.result_format() == ResultFormat::V1_1 {
                 assert_eq!(decoded, sample());
+            } else if version.result_format() == ResultFormat::V1_0 {
+                assert_eq!(decoded, sample().without_1_1_fields());
             } else {
                 assert_eq!(decoded.ips, sample().ips);
                 assert_eq!(

@@ -30,8 +30,10 @@ pub enum CniVersion {
 pub enum ResultFormat {
     /// 0.3.0, 0.3.1 and 0.4.0: `ips[].version` required, interfaces and routes without 1.1 extras.
     V0_4,
-    /// 1.0.0 and 1.1.0: no `ips[].version`.
-    V1,
+    /// 1.0.0: no `ips[].version`; interfaces and routes without the 1.1 extras.
+    V1_0,
+    /// 1.1.0: interface `mtu`/`socketPath`/`pciID`, route `mtu`/`advmss`/`priority`/`table`/`scope`.
+    V1_1,
 }
 
 /// Errors about versions.
@@ -113,10 +115,10 @@ impl CniVersion {
 
     /// The result shape this version uses.
     pub fn result_format(self) -> ResultFormat {
-        if self >= CniVersion::V1_0_0 {
-            ResultFormat::V1
-        } else {
-            ResultFormat::V0_4
+        match self {
+            CniVersion::V0_3_0 | CniVersion::V0_3_1 | CniVersion::V0_4_0 => ResultFormat::V0_4,
+            CniVersion::V1_0_0 => ResultFormat::V1_0,
+            CniVersion::V1_1_0 => ResultFormat::V1_1,
         }
     }
 
@@ -240,8 +242,8 @@ mod tests {
     fn result_formats() {
         assert_eq!(CniVersion::V0_3_0.result_format(), ResultFormat::V0_4);
         assert_eq!(CniVersion::V0_4_0.result_format(), ResultFormat::V0_4);
-        assert_eq!(CniVersion::V1_0_0.result_format(), ResultFormat::V1);
-        assert_eq!(CniVersion::V1_1_0.result_format(), ResultFormat::V1);
+        assert_eq!(CniVersion::V1_0_0.result_format(), ResultFormat::V1_0);
+        assert_eq!(CniVersion::V1_1_0.result_format(), ResultFormat::V1_1);
     }
 
     #[test]

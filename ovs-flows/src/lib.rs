@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod datapath;
 pub mod flow;
 pub mod ofp;
 pub mod pipeline;

@@ -51,6 +51,18 @@ async fn pods_gateway_and_node_reach_each_other_through_the_virtual_mac() -> Res
         );
     }
 
+    // The advertisements carried the Solicited flag (the entry went straight to REACHABLE; an
+    // unsolicited-looking answer leaves it STALE and re-probed) and a target link-layer address
+    // option (the entry has the virtual MAC at all): the flags and option type the pipeline
+    // writes by `move`, the construction the kernel datapath accepts too.
+    for (ns, addr) in [(p2, GW6.to_string()), (p1, pod_ip6(2))] {
+        let state = ip(&["-n", ns, "neigh", "show", &addr])?;
+        assert!(
+            state.contains(" REACHABLE"),
+            "{ns} neighbor {addr}: {state}"
+        );
+    }
+
     // IPv6 neighbor discovery never left the bridge: the pipeline answered every solicitation
     // (the gateway's responder among them), and no solicitation reached the host's gateway
     // interface or any pod, while the pods and the host did solicit and get advertisements.

@@ -119,6 +119,9 @@ pub enum BootstrapError {
     /// Rebuilding the pod store failed.
     #[error("rebuilding pods from ovs: {0}")]
     Rebuild(String),
+    /// The datapath lacks a feature the pipeline needs.
+    #[error(transparent)]
+    Datapath(#[from] super::dpfeatures::MissingFeature),
 }
 
 /// The transport side of the plan.
@@ -508,6 +511,9 @@ pub async fn bootstrap(
         pod_cidrs: node.pod_cidrs.clone(),
         node_ips: node.internal_ips.clone(),
     };
+    // Pod flows are built by the same constructions as the base pipeline's (the gateway's
+    // responders are the pods' too): the base flows carry every feature the pipeline needs.
+    super::dpfeatures::check(config, &ovs_flows::pipeline::base_flows(&node_config)).await?;
     let flows = FlowSet::connect(
         config.bridge_mgmt_socket(),
         node_config.clone(),

@@ -12,6 +12,7 @@
 //! (ovs-vswitchd restarts) are handled by the flow set's replay hook ([`flows`]).
 
 pub mod bootstrap;
+pub mod dpfeatures;
 pub mod flows;
 pub mod gateway;
 pub mod peers;

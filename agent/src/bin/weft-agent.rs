@@ -115,6 +115,9 @@ fn install_cni(config: &AgentConfig, plugin: Option<PathBuf>) -> anyhow::Result<
     let input = weft_agent::cniconf::ConflistInput {
         agent_socket: config.cni_socket.clone(),
         chained: config.cni_chained_plugins.clone(),
+        cni_version: config
+            .conflist_cni_version()
+            .context("cniVersion was validated at load")?,
     };
     let report = weft_agent::cniconf::install(
         &input,

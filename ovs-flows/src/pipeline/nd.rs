@@ -7,6 +7,10 @@
 //!    becoming the solicited address), retypes the message (`icmpv6_type=136`, S and O flags
 //!    in `nd_reserved`) and its source link-layer address option as a target link-layer
 //!    address option (`nd_options_type=2`), marks it [`ND_REPLY`] and resubmits it;
+//!    the flags and the option type are `move`d from [`ND_SCRATCH`], never `set_field`:
+//!    OVS refuses a `set_field` on them where the datapath cannot match them (the kernel
+//!    datapath has no "IPv6 ND Extension"), while ovs-vswitchd executes the rewrite itself on
+//!    every datapath (all ND rewrites are slow-path actions on the kernel datapath anyway);
 //! 2. the marked advertisement gets the virtual MAC as target link-layer address and goes
 //!    back out the ingress port, hop limit still 255.
 //!
@@ -17,7 +21,7 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
-use super::regs::ND_REPLY;
+use super::regs::{ND_REPLY, ND_SCRATCH};
 use super::spoofguard::ND_NS;
 use super::tables::NEIGHBOR_DISCOVERY;
 use super::{pod_ipv6, priority, set_mac, Category, Ctx, LocalPod, VIRTUAL_MAC};
@@ -100,8 +104,13 @@ pub(super) fn responder(ctx: &Ctx<'_>, cookie: u64, ip: Ipv6Addr) -> Flow {
         ),
         Action::set_field(Field::Ipv6Src, u128::from(ip)),
         Action::set_field(Field::Icmpv6Type, u128::from(ND_NA)),
-        Action::set_field(Field::NdReserved, u128::from(NA_FLAGS_SOLICITED_OVERRIDE)),
-        Action::set_field(Field::NdOptionsType, u128::from(OPTION_TARGET_LLA)),
+        ND_SCRATCH.load(NA_FLAGS_SOLICITED_OVERRIDE),
+        Action::move_bits(ND_SCRATCH.subfield(), SubField::full(Field::NdReserved)),
+        ND_SCRATCH.load(u32::from(OPTION_TARGET_LLA)),
+        Action::move_bits(
+            SubField::bits(Field::Reg(ND_SCRATCH.reg), 0, 7),
+            SubField::full(Field::NdOptionsType),
+        ),
         ND_REPLY.load(1),
         Action::resubmit_table(ctx.reg.number(&NEIGHBOR_DISCOVERY)),
     ];

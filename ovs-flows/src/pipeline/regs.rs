@@ -7,6 +7,7 @@
 //! | `reg0[8]`       | [`ND_REPLY`]     | NeighborDiscovery  | the packet is an advertisement the pipeline built |
 //! | `reg0[9..15]`   | reserved         | (later waves)      | single-bit marks (e.g. packet too big) |
 //! | `reg1`          | [`TARGET_OFPORT`]| L2ForwardingCalc   | the OpenFlow port the packet leaves by |
+//! | `reg1`          | [`ND_SCRATCH`]   | NeighborDiscovery  | an advertisement's flags and option type, copied into the packet (it leaves by `IN_PORT`, never reaching L2ForwardingCalc) |
 //! | `reg2`..`reg5`  | reserved         | (later waves)      | conntrack zone, service/endpoint, policy conjunction ids |
 //!
 //! Later waves add their fields here, never elsewhere, so two features can never reuse the
@@ -66,6 +67,18 @@ pub const ND_REPLY: RegField = RegField {
 
 /// `reg1`: the OpenFlow port the packet leaves by, set by L2ForwardingCalc and read by Output.
 pub const TARGET_OFPORT: RegField = RegField {
+    reg: 1,
+    start: 0,
+    end: 31,
+};
+
+/// `reg1`, in NeighborDiscovery only: the value `move`d into `nd_reserved` and
+/// `nd_options_type` of an advertisement built from a solicitation. A `set_field` on those two
+/// fields is refused where the datapath cannot match them (OVS's kernel module: "IPv6 ND
+/// Extension: No"), while a `move` is executed by ovs-vswitchd itself, as every ND rewrite on
+/// that datapath is. Free there: the advertisement leaves by `IN_PORT` from NeighborDiscovery
+/// and never reaches L2ForwardingCalc, the owner of [`TARGET_OFPORT`].
+pub const ND_SCRATCH: RegField = RegField {
     reg: 1,
     start: 0,
     end: 31,

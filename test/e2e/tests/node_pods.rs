@@ -33,6 +33,12 @@ fn gateways(result: &Value) -> Vec<IpAddr> {
 
 fn connectivity(cidrs: &[&str]) -> Result<()> {
     let node = Node::start(NodeOptions::new(cidrs))?;
+    // The agent asked ovs-vswitchd for the datapath's features and found all the pipeline needs.
+    let log = node.agent_log();
+    ensure!(
+        log.contains("datapath has every feature the pipeline needs"),
+        "no datapath check in the agent log:\n{log}"
+    );
     let a = Pod::create(&node, "web-a")?;
     let b = Pod::create(&node, "web-b")?;
     let ra = node.add(&a)?;
