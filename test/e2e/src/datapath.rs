@@ -28,9 +28,8 @@ impl Datapath {
         static CURRENT: OnceLock<Datapath> = OnceLock::new();
         *CURRENT.get_or_init(|| match std::env::var(ENV) {
             Err(std::env::VarError::NotPresent) => Datapath::Netdev,
-            Ok(value) => Datapath::parse(&value).unwrap_or_else(|| {
-                panic!("{ENV}={value:?}: expected \"netdev\" or \"system\"")
-            }),
+            Ok(value) => Datapath::parse(&value)
+                .unwrap_or_else(|| panic!("{ENV}={value:?}: expected \"netdev\" or \"system\"")),
             Err(err) => panic!("{ENV}: {err}"),
         })
     }
