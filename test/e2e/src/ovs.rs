@@ -151,7 +151,15 @@ impl OvsInstance {
     /// Creates a bridge with the test datapath ([`Datapath::current`]), OpenFlow 1.5 only and
     /// secure fail mode, and waits until its management socket accepts connections.
     pub fn add_bridge(&self, bridge: &str) -> Result<()> {
-        let datapath = format!("datapath_type={}", Datapath::current());
+        let current = Datapath::current();
+        if current == Datapath::System && !Path::new("/sys/module/openvswitch").exists() {
+            bail!(
+                "bridge {bridge}: {}=system needs OVS's kernel module, and openvswitch is not \
+                 loaded: run the tests inside build/uml (build/test-system)",
+                crate::datapath::ENV
+            );
+        }
+        let datapath = format!("datapath_type={current}");
         self.vsctl(&[
             "add-br",
             bridge,
