@@ -14,10 +14,14 @@ pub mod apiserver;
 pub mod churn;
 pub mod cluster;
 pub mod cmd;
+pub mod containerd;
+pub mod cri;
 pub mod datapath;
+pub mod images;
 pub mod netns;
 pub mod node;
 pub mod ovs;
+pub mod podman;
 pub mod spoof;
 
 pub use apiserver::ApiServer;

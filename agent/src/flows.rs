@@ -122,18 +122,7 @@ pub struct Infrastructure {
     pub uplink_mac: Option<MacAddr>,
 }
 
-/// A peer as the flow set receives it (the id is allocated here).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerRoute {
-    /// Node name.
-    pub name: String,
-    /// Its pod CIDRs.
-    pub pod_cidrs: Vec<ipnet::IpNet>,
-    /// Its transport address.
-    pub transport_ip: std::net::IpAddr,
-    /// Its uplink MAC (noEncap, same L2 segment), from `weft.dev/uplink-mac`.
-    pub uplink_mac: Option<MacAddr>,
-}
+pub use weft_plan::peers::PeerRoute;
 
 /// Observes every flow operation (one bundle each), e.g. for metrics.
 pub trait FlowObserver: Send + Sync + std::fmt::Debug {
