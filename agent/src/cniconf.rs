@@ -249,6 +249,37 @@ pub fn install(
     })
 }
 
+/// The plugins a CRI runtime runs besides the conflist's: `loopback` for every sandbox's `lo`.
+pub const RUNTIME_PLUGINS: &[&str] = &["loopback"];
+
+/// Installs the chained plugins the conflist references (`input.chained`) and the ones CRI
+/// runtimes need ([`RUNTIME_PLUGINS`]) from `source_dir` into `bin_dir`, each only when
+/// `bin_dir` has none yet (a node's own copy is left alone), exec-safely as [`write_atomic`]
+/// does. Returns the paths installed.
+pub fn install_chained(
+    input: &ConflistInput,
+    source_dir: &Path,
+    bin_dir: &Path,
+) -> Result<Vec<PathBuf>, CniConfError> {
+    let mut installed = Vec::new();
+    let names = input
+        .chained
+        .iter()
+        .map(String::as_str)
+        .chain(RUNTIME_PLUGINS.iter().copied());
+    for name in names {
+        let target = bin_dir.join(name);
+        if target.exists() {
+            continue;
+        }
+        let source = source_dir.join(name);
+        let bytes = std::fs::read(&source).map_err(io("cannot read chained plugin", &source))?;
+        write_atomic(&target, &bytes, 0o755)?;
+        installed.push(target);
+    }
+    Ok(installed)
+}
+
 /// Writes `bytes` to `path` via a temporary file in the same directory, fsync and rename, so
 /// readers see the old or the new content, never a partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CniConfError> {
@@ -259,14 +290,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CniConfE
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // A leading dot and no CNI extension: a runtime never reads the temporary file.
-    let tmp = dir.join(format!(".{file_name}.weft-tmp"));
+    // A leading dot and no CNI extension: a runtime never reads the temporary file. The pid
+    // keeps two installers running at once from writing into each other's file.
+    let tmp = dir.join(format!(".{file_name}.{}.weft-tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp).map_err(io("cannot create", &tmp))?;
         file.write_all(bytes).map_err(io("cannot write", &tmp))?;
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io("cannot set permissions of", &tmp))?;
         file.sync_all().map_err(io("cannot sync", &tmp))?;
+        // Closed before the rename: exec(2) of a file that some process still has open for
+        // writing fails with ETXTBSY ("Text file busy"), and runtimes exec the plugin at any
+        // moment once the new file has its name.
+        drop(file);
         std::fs::rename(&tmp, path).map_err(io("cannot rename into", path))
     })();
     if result.is_err() {
@@ -390,5 +426,36 @@ mod tests {
             .filter(|n| n.contains("weft-tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn chained_plugins_are_installed_only_when_missing() {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("src");
+        let bin = root.path().join("bin");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["portmap", "bandwidth", "loopback"] {
+            std::fs::write(src.join(name), format!("#!/bin/sh\n# {name}\n")).unwrap();
+        }
+        std::fs::write(bin.join("portmap"), b"node's own").unwrap();
+        let installed = install_chained(&input(&["portmap", "bandwidth"]), &src, &bin).unwrap();
+        assert_eq!(installed, [bin.join("bandwidth"), bin.join("loopback")]);
+        assert_eq!(std::fs::read(bin.join("portmap")).unwrap(), b"node's own");
+        assert_eq!(
+            std::fs::read_to_string(bin.join("loopback")).unwrap(),
+            "#!/bin/sh\n# loopback\n"
+        );
+        let again = install_chained(&input(&["portmap", "bandwidth"]), &src, &bin).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        let missing = install_chained(
+            &input(&["portmap"]),
+            &root.path().join("nowhere"),
+            &root.path().join("bin2"),
+        );
+        assert!(
+            matches!(&missing, Err(CniConfError::Io { path, .. }) if path.ends_with("portmap")),
+            "{missing:?}"
+        );
     }
 }

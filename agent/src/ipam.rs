@@ -60,24 +60,7 @@ pub enum IpamError {
     },
 }
 
-/// Who holds an address.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Owner {
-    /// Container id from the runtime.
-    pub container_id: String,
-    /// Interface name inside the pod.
-    pub ifname: String,
-    /// "namespace/name" of the pod, for humans; not part of identity.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub pod: String,
-}
-
-impl Owner {
-    fn same_attachment(&self, other: &Owner) -> bool {
-        self.container_id == other.container_id && self.ifname == other.ifname
-    }
-}
+pub use weft_plan::record::Owner;
 
 /// Persisted form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

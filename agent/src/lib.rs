@@ -5,12 +5,12 @@
 
 #![deny(unsafe_code)] // `forbid` in every other crate root; the one exception lives in netns.rs
 
-pub mod agent;
 pub mod api;
 pub mod cniconf;
 pub mod cniserver;
 pub mod config;
 pub mod ctl;
+pub mod flows;
 pub mod hoststate;
 pub mod iface;
 pub mod ipam;
@@ -18,6 +18,9 @@ pub mod k8s;
 pub mod metrics;
 pub mod mtu;
 pub mod netns;
+pub mod node;
 pub mod ovsdb;
+pub mod ports;
+pub mod repairs;
 pub mod socket;
 pub mod uplink;

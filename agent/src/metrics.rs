@@ -15,7 +15,7 @@
 //! | `weft_flow_ops_total` | counter | `op`, `result` (ok, error) |
 //! | `weft_ovsdb_reconnects_total` | counter | |
 //! | `weft_openflow_reconnects_total` | counter | |
-//! | `weft_host_repairs_total` | counter | `kind` (the repairs log, [`crate::api::repairs`]) |
+//! | `weft_host_repairs_total` | counter | `kind` (the repairs log, [`crate::repairs`]) |
 //! | `weft_host_stale_removed_total`, `weft_host_conflicts_total`, `weft_host_errors_total` | counter | `kind` |
 //! | `weft_host_reconcile_passes_total`, `weft_host_resyncs_total`, `weft_host_netlink_overruns_total` | counter | |
 //! | `weft_host_missing_pod_veths`, `weft_host_unrouted_peer_cidrs` | gauge | |
@@ -379,7 +379,7 @@ impl crate::cniserver::CniObserver for Metrics {
     }
 }
 
-impl crate::agent::flows::FlowObserver for Metrics {
+impl crate::flows::FlowObserver for Metrics {
     fn observe(&self, op: &'static str, elapsed: Duration, ok: bool) {
         self.observe_flow_op(op, elapsed, ok);
     }
@@ -664,7 +664,7 @@ mod tests {
         metrics.observe_flow_op("add_pod", Duration::from_millis(2), true);
         metrics.observe_flow_op("add_pod", Duration::from_millis(2), false);
         metrics.observe_replan("applied");
-        let repairs = Arc::new(crate::api::repairs::RepairLog::new());
+        let repairs = Arc::new(crate::repairs::RepairLog::new());
         repairs.record("rule", "from 10.244.1.0/24 lookup 22342", "re-added", None);
         metrics.register(repairs);
         let gauges = Gauges {

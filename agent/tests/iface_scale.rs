@@ -34,7 +34,6 @@ fn fifty_veths_created_concurrently() {
             let pod_ns = Netns::open(pod.path()).unwrap();
             let mut spec = PodVethSpec::new(
                 &format!("container-{i}"),
-                "scale",
                 &format!("web-{i}"),
                 "eth0",
                 POD_MTU,
@@ -142,8 +141,7 @@ fn one_veth_create_time() {
         let mut durations = Vec::new();
         for (i, pod) in pods.iter().enumerate() {
             let pod_ns = Netns::open(pod.path()).unwrap();
-            let mut spec =
-                PodVethSpec::new(&format!("c{i}"), "seq", &format!("p{i}"), "eth0", POD_MTU);
+            let mut spec = PodVethSpec::new(&format!("c{i}"), &format!("p{i}"), "eth0", POD_MTU);
             spec.addresses = vec![format!("10.97.{i}.2/24").parse().unwrap()];
             spec.routes = vec![PodRoute::default_via(
                 format!("10.97.{i}.1").parse().unwrap(),

@@ -36,13 +36,7 @@ async fn setup(tag: &str) -> Setup {
 }
 
 fn spec(pod_name: &str, addresses: &[&str], gateways: &[&str]) -> PodVethSpec {
-    let mut spec = PodVethSpec::new(
-        &format!("container-{pod_name}"),
-        "default",
-        pod_name,
-        "eth0",
-        POD_MTU,
-    );
+    let mut spec = PodVethSpec::new(&format!("container-{pod_name}"), pod_name, "eth0", POD_MTU);
     spec.addresses = addresses.iter().map(|a| a.parse().unwrap()).collect();
     spec.routes = gateways
         .iter()

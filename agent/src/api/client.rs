@@ -1,14 +1,14 @@
-//! The API client `weftctl` uses: jsonrpsee over the agent's unix socket, newline-framed like
-//! the server (`weft_cni::rpc::framing`). One connection per call.
+//! The API client `weftctl` uses: the plugin's RPC client ([`weft_cni::rpc::client::call_method`]:
+//! jsonrpsee over the agent's unix socket, newline-framed like the server, one connection per
+//! call), with weftctl's errors. One client for both.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jsonrpsee::core::client::{ClientT, Error as RpcClientError};
-use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::core::client::Error as RpcClientError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::UnixStream;
+use weft_cni::rpc::client::{call_method, CallFailure};
 
 /// Errors calling the agent.
 #[derive(Debug, thiserror::Error)]
@@ -75,54 +75,35 @@ impl ApiClient {
         }
     }
 
-    /// Calls `method` with `params` and decodes the answer.
+    /// Calls `method` with `params` and decodes the answer (through the workspace's one RPC
+    /// client, [`weft_cni::rpc::client::call_method`]).
     pub async fn call<P: Serialize, R: DeserializeOwned>(
         &self,
         method: &'static str,
         params: &P,
     ) -> Result<R, ClientError> {
-        match tokio::time::timeout(self.timeout, self.exchange(method, params)).await {
-            Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout {
-                socket: self.socket.clone(),
-                method,
-                timeout: self.timeout,
-            }),
-        }
-    }
-
-    async fn exchange<P: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &'static str,
-        params: &P,
-    ) -> Result<R, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| connect_error(&self.socket, source))?;
-        let client = weft_cni::rpc::client::unix_client(stream, self.timeout);
         let protocol = |reason: String| ClientError::Protocol {
             socket: self.socket.clone(),
             method,
             reason,
         };
-        let mut array = ArrayParams::new();
-        array
-            .insert(params)
-            .map_err(|e| protocol(format!("parameters not serialisable: {e}")))?;
-        client
-            .request::<R, _>(method, array)
+        call_method(&self.socket, self.timeout, method, params)
             .await
-            .map_err(|err| match err {
-                RpcClientError::Call(obj) => ClientError::Agent {
+            .map_err(|failure| match failure {
+                CallFailure::Connect(source) => connect_error(&self.socket, source),
+                CallFailure::Params(e) => protocol(format!("parameters not serialisable: {e}")),
+                CallFailure::Timeout | CallFailure::Rpc(RpcClientError::RequestTimeout) => {
+                    ClientError::Timeout {
+                        socket: self.socket.clone(),
+                        method,
+                        timeout: self.timeout,
+                    }
+                }
+                CallFailure::Rpc(RpcClientError::Call(obj)) => ClientError::Agent {
                     code: obj.code(),
                     message: obj.message().to_string(),
                 },
-                RpcClientError::RequestTimeout => ClientError::Timeout {
-                    socket: self.socket.clone(),
-                    method,
-                    timeout: self.timeout,
-                },
-                other => protocol(other.to_string()),
+                CallFailure::Rpc(other) => protocol(other.to_string()),
             })
     }
 }

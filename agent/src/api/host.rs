@@ -1,6 +1,6 @@
 //! Host state as the API shows it: the routes read back from the kernel over netlink, their
 //! comparison with the host planner's desired routes ([`compare_routes`], pure; the desired set
-//! comes from [`crate::hoststate::desired`] through [`super::HostPlan`]), and a text dump of
+//! comes from [`weft_plan::host::desired`] through [`super::HostPlan`]), and a text dump of
 //! every route, rule and neighbour for support bundles.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,7 +169,7 @@ fn parse_route(message: &RouteMessage, names: &BTreeMap<u32, String>) -> Parsed 
 }
 
 /// The kernel's routes that concern Weft: unicast routes of the main table and Weft's table
-/// ([`crate::hoststate::WEFT_TABLE`]) on one of `devices` or toward one of `cidrs` (the pod
+/// ([`weft_plan::names::WEFT_TABLE`]) on one of `devices` or toward one of `cidrs` (the pod
 /// CIDRs and the destinations Weft wants; link-local and multicast left out).
 pub async fn actual_routes(
     handle: &rtnetlink::Handle,
@@ -182,7 +182,7 @@ pub async fn actual_routes(
         .iter()
         .map(|m| parse_route(m, &names))
         .filter(|p| {
-            (p.route.table == MAIN_TABLE || p.route.table == crate::hoststate::WEFT_TABLE)
+            (p.route.table == MAIN_TABLE || p.route.table == weft_plan::names::WEFT_TABLE)
                 && p.kind == RouteType::Unicast
         })
         .filter(|p| !p.dst.is_some_and(is_link_local_or_multicast))

@@ -16,7 +16,6 @@ pub mod client;
 pub mod host;
 pub mod mtu;
 pub mod redact;
-pub mod repairs;
 pub mod trace;
 pub mod types;
 pub mod unixctl;
@@ -37,17 +36,16 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
-use crate::agent::bootstrap::Bootstrapped;
-use crate::cniserver::pods::PodRecord;
-use crate::cniserver::{CniService, PodNetwork};
 use crate::config::AgentConfig;
+use crate::flows::FlowSet;
 use crate::metrics::{self, Gauges, Metrics, MetricsError};
 use crate::netns::Netns;
 use crate::ovsdb::Ovs;
+use crate::repairs::RepairLog;
 use mtu::MtuSource;
-use repairs::RepairLog;
 use trace::TracePacket;
 use types::*;
+use weft_plan::record::PodRecord;
 
 /// How often the MTU of every managed interface is re-read for the mismatch gauge.
 const MTU_CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -108,18 +106,28 @@ pub trait StatusSection: Send + Sync {
     fn value(&self) -> serde_json::Value;
 }
 
-/// The host-state reconciler as the API sees it ([`crate::hoststate::AgentHostState`]).
+/// The host-state reconciler as the API sees it (the agent's `AgentHostState`).
 pub trait HostPlan: Send + Sync {
     /// The routes its planner currently wants (main table and Weft's table), as the API shows
     /// routes.
     fn desired_routes(&self) -> Vec<HostRoute>;
 }
 
-/// The bootstrapped node as the API sees it.
+/// The CNI server's attachments as the API sees them (the composition root implements it for the
+/// pod network).
+pub trait PodRecords: Send + Sync + std::fmt::Debug {
+    /// Every attachment now, in a stable order.
+    fn records(&self) -> Vec<PodRecord>;
+}
+
+/// The bootstrapped node as the API sees it (the composition root builds it from bootstrap's
+/// result).
 #[derive(Debug, Clone)]
 pub struct NodeState {
-    /// The pod network (attachments, flows).
-    pub network: Arc<PodNetwork>,
+    /// The pod attachments.
+    pub pods: Arc<dyn PodRecords>,
+    /// The node's flow set.
+    pub flows: FlowSet,
     /// The applied mode, rendered.
     pub mode: String,
     /// The MTU plan.
@@ -132,21 +140,6 @@ pub struct NodeState {
     pub gateway: String,
     /// The node's pod CIDRs.
     pub pod_cidrs: Vec<IpNet>,
-}
-
-impl NodeState {
-    /// From bootstrap's result.
-    pub fn from_bootstrap(booted: &Bootstrapped, pod_cidrs: &[IpNet]) -> Self {
-        NodeState {
-            network: Arc::clone(&booted.network),
-            mode: booted.transport.mode.to_string(),
-            plan: booted.transport.plan.into(),
-            transport: booted.transport.transport.clone(),
-            round: booted.round,
-            gateway: booted.gateway.name.clone(),
-            pod_cidrs: pod_cidrs.to_vec(),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -265,9 +258,7 @@ impl ApiState {
     /// Bootstrap is done: the node is served. Starts counting flow operations and the periodic
     /// MTU check.
     pub fn set_node(self: &Arc<Self>, node: NodeState) {
-        node.network
-            .flows()
-            .set_observer(Arc::clone(&self.metrics) as _);
+        node.flows.set_observer(Arc::clone(&self.metrics) as _);
         {
             let mut live = write(&self.live);
             live.node = Some(node);
@@ -319,13 +310,10 @@ impl ApiState {
     /// The values the metrics read at scrape time.
     pub fn gauges(&self) -> Gauges {
         let live = read(&self.live);
-        let openflow_reconnects = live.node.as_ref().map_or(0, |n| {
-            n.network
-                .flows()
-                .openflow_stats()
-                .connects
-                .saturating_sub(1)
-        });
+        let openflow_reconnects = live
+            .node
+            .as_ref()
+            .map_or(0, |n| n.flows.openflow_stats().connects.saturating_sub(1));
         Gauges {
             version: env!("CARGO_PKG_VERSION").to_string(),
             node: self.config.node_name.clone(),
@@ -335,7 +323,7 @@ impl ApiState {
             pods: live
                 .node
                 .as_ref()
-                .map_or(0, |n| n.network.records().len() as u64),
+                .map_or(0, |n| n.pods.records().len() as u64),
             ovsdb_reconnects: live
                 .ovs
                 .as_ref()
@@ -393,7 +381,7 @@ impl ApiState {
     ) -> Result<Vec<PodInterface>, ApiError> {
         let node = self.node("pod interfaces")?;
         let pods: Vec<PodInterface> = node
-            .network
+            .pods
             .records()
             .into_iter()
             .filter(|r| req.namespace.as_ref().is_none_or(|ns| *ns == r.namespace))
@@ -425,7 +413,7 @@ impl ApiState {
             None => (namespace, text),
         };
         let mut found: Vec<PodRecord> = node
-            .network
+            .pods
             .records()
             .into_iter()
             .filter(|r| r.name == name && ns.is_none_or(|n| n == r.namespace))
@@ -471,8 +459,7 @@ impl ApiState {
             request.cookie_mask = filter.mask;
         }
         let entries = node
-            .network
-            .flows()
+            .flows
             .dump(&request)
             .await
             .map_err(|e| ApiError::Failed(e.to_string()))?;
@@ -536,7 +523,7 @@ impl ApiState {
             &handle,
             &node.plan,
             &node.gateway,
-            &node.network.records(),
+            &node.pods.records(),
             ovs.as_ref().map(Ovs::client),
         )
         .await;
@@ -802,11 +789,10 @@ impl Drop for Ops {
     }
 }
 
-/// Serves the API on `apiSocket`, the metrics on `metricsBindAddress` (if set), and counts the
-/// CNI server's requests.
-pub async fn start(config: &AgentConfig, cni: &Arc<CniService>) -> Result<Ops, ApiError> {
+/// Serves the API on `apiSocket` and the metrics on `metricsBindAddress` (if set). The caller
+/// connects the CNI server's requests to [`ApiState::metrics`].
+pub async fn start(config: &AgentConfig) -> Result<Ops, ApiError> {
     let metrics = Metrics::new();
-    cni.set_observer(Arc::clone(&metrics) as _);
     let state = ApiState::new(config, metrics);
     let listener = bind(&config.api_socket)?;
     let server = tokio::spawn(weft_cni::rpc::server::serve(listener, rpc_module(&state)));

@@ -10,9 +10,9 @@ use netlink_packet_route::link::LinkAttribute;
 use ovs_flows::pipeline::ports;
 
 use super::types::{MtuEntry, MtuKind, MtuPlanInfo, MtuReport};
-use crate::cniserver::pods::PodRecord;
 use crate::netns::Netns;
 use crate::ovsdb::Client;
+use weft_plan::record::PodRecord;
 
 /// How many pod namespaces are read at once.
 const POD_CONCURRENCY: usize = 8;

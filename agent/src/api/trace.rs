@@ -207,6 +207,12 @@ fn parse_step_header(line: &str) -> Option<TraceStep> {
     })
 }
 
+/// Appended to a verdict whose packet leaves by the gateway: the host takes over (its routes,
+/// and its Service NAT: kube-proxy's DNAT/SNAT for a ClusterIP, NodePort or LoadBalancer IP;
+/// its replies come back through the gateway, see docs/services.md).
+pub const HOST_HANDLES: &str =
+    "; leaves for the host: its routes and its Service handling (kube-proxy DNAT/SNAT) take over";
+
 fn verdict(
     steps: &[TraceStep],
     datapath_actions: &str,
@@ -223,8 +229,14 @@ fn verdict(
         None => port.to_string(),
     };
     if !outputs.is_empty() && datapath_actions != "drop" {
-        let ports: Vec<String> = outputs.into_iter().map(describe).collect();
-        return format!("output to port {}", ports.join(", "));
+        let to_host = outputs.contains(&ports::GATEWAY);
+        let names: Vec<String> = outputs.into_iter().map(describe).collect();
+        let mut verdict = format!("output to port {}", names.join(", "));
+        if to_host {
+            // Issue 14: a ClusterIP / NodePort is not the pipeline's business (yet).
+            verdict.push_str(HOST_HANDLES);
+        }
+        return verdict;
     }
     if let Some(last) = steps.last() {
         let name = last
@@ -310,6 +322,16 @@ Datapath actions: drop
         );
         assert_eq!(trace.datapath_actions, "3");
         assert_eq!(trace.verdict, "output to port 2 (wfweb-abc)");
+    }
+
+    #[test]
+    fn output_to_the_gateway_says_the_host_takes_over() {
+        let raw = OUTPUT.replace("output port is 2", "output port is 32769");
+        let trace = parse_trace("br0", "in_port=1", &raw, &|_| Some("weft-gw0".into()));
+        assert_eq!(
+            trace.verdict,
+            format!("output to port 32769 (weft-gw0){HOST_HANDLES}")
+        );
     }
 
     #[test]

@@ -370,24 +370,7 @@ pub struct MtuReport {
     pub pods_to_fix: Vec<String>,
 }
 
-/// One host repair the agent made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RepairEntry {
-    /// When (milliseconds since the Unix epoch).
-    pub time_ms: u64,
-    /// What kind of state: `route`, `rule`, `neighbour`, `address`, `sysctl`, `link_mac`,
-    /// `link_mtu`, `link_state`.
-    pub kind: String,
-    /// The object repaired (e.g. `10.244.2.0/24 via 192.168.1.12`).
-    pub object: String,
-    /// What was found and done.
-    pub detail: String,
-    /// How long the object was missing or wrong, when a netlink event showed it going (a
-    /// repair found by the periodic resync has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub missing_for_ms: Option<u64>,
-}
+pub use crate::repairs::RepairEntry;
 
 /// `trace_packet` parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

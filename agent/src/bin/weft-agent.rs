@@ -33,6 +33,11 @@ enum Command {
         /// The plugin binary to copy (default: `weft` next to this executable).
         #[arg(long)]
         plugin: Option<PathBuf>,
+        /// Also install the chained plugins the conflist references (portmap, bandwidth) and
+        /// `loopback` (which CRI runtimes run) from this directory, each only if cniBinDir
+        /// has none yet (e.g. `/usr/lib/cni`, or the image's copy).
+        #[arg(long)]
+        chained_plugins_from: Option<PathBuf>,
     },
     /// Install the systemd-networkd and udev drop-ins that keep networkd and udev away from
     /// Weft's routes, rules and interfaces (opt-in, idempotent; never touches foreign files).
@@ -61,15 +66,18 @@ fn main() -> anyhow::Result<()> {
     };
     init_logs(args.log_format, log_file)?;
     match args.command {
-        Some(Command::InstallCni { plugin }) => return install_cni(&config, plugin),
+        Some(Command::InstallCni {
+            plugin,
+            chained_plugins_from,
+        }) => return install_cni(&config, plugin, chained_plugins_from),
         Some(Command::InstallHostConfig { root }) => return install_host_config(&config, &root),
         None => {}
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let options = weft_agent::agent::RunOptions {
+    let options = weft_agent::node::RunOptions {
         restore_uplink: args.restore_uplink,
     };
-    runtime.block_on(weft_agent::agent::run_with(
+    runtime.block_on(weft_agent::node::run_with(
         config,
         shutdown_signal(),
         options,
@@ -107,7 +115,11 @@ fn init_logs(format: LogFormat, log_file: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn install_cni(config: &AgentConfig, plugin: Option<PathBuf>) -> anyhow::Result<()> {
+fn install_cni(
+    config: &AgentConfig,
+    plugin: Option<PathBuf>,
+    chained_plugins_from: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let plugin = match plugin {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name(weft_agent::cniconf::PLUGIN_BINARY),
@@ -138,6 +150,11 @@ fn install_cni(config: &AgentConfig, plugin: Option<PathBuf>) -> anyhow::Result<
             "unchanged"
         }
     );
+    if let Some(source) = chained_plugins_from {
+        for path in weft_agent::cniconf::install_chained(&input, &source, &config.cni_bin_dir)? {
+            println!("installed {}", path.display());
+        }
+    }
     if !report.order.weft_wins() {
         println!(
             "warning: a runtime would load {} before Weft's file; {}",

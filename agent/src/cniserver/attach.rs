@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use ovs_flows::flow::MacAddr as FlowMac;
 use ovs_flows::pipeline::LocalPod;
 use weft_cni::error::code as spec;
 use weft_cni::result::{CniResult, Dns, Interface, IpConfig, Route};
@@ -32,12 +31,10 @@ use weft_cni::CniError;
 use super::code;
 use super::locks::KeyedLocks;
 use super::ofports::OfportAllocator;
-use super::pods::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
-use crate::agent::flows::{FlowError, FlowSet};
-use crate::agent::gateway::GatewaySpec;
+use crate::flows::{FlowError, FlowSet};
 use crate::iface::{
-    host_mac, host_veth_name, validate_ifname, DeleteOutcome, IfaceError, PodRoute, PodVethSpec,
-    VethManager,
+    host_mac, host_veth_name, legacy_host_veth_name, validate_ifname, DeleteOutcome, IfaceError,
+    PodRoute, PodVethSpec, VethManager,
 };
 use crate::ipam::{IpamError, Owner, SharedIpam};
 use crate::mtu::MtuPlan;
@@ -45,6 +42,8 @@ use crate::netns::{Netns, NetnsError};
 use crate::ovsdb::{
     DatapathType, Ovs, OvsBridgeClient, OvsdbError, PortBatcher, PortKind, PortSpec,
 };
+use weft_plan::gateway::GatewaySpec;
+use weft_plan::record::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
 
 /// How long OVS may take to give a pod port its OpenFlow port.
 const OFPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -331,6 +330,9 @@ impl Target {
     }
 }
 
+/// The interface name of a pod's primary attachment, the only one with default routes.
+pub const PRIMARY_IFNAME: &str = "eth0";
+
 /// When the parts of an ADD or DEL were done, in microseconds since its start (logged with the
 /// outcome).
 #[derive(Debug, Default, Clone, Copy)]
@@ -497,9 +499,25 @@ impl PodNetwork {
         let target = Target::from_request(req, true).map_err(|e| e.to_cni("add"))?;
         let _guard = self.locks.lock(&target.container_id).await;
         let _plan = self.plan_gate.read().await;
-        if let Some(existing) = lock(&self.pods).get(&target.key()).cloned() {
-            tracing::info!(pod = %existing.key(), container = %existing.container_id, "add of an existing attachment: returning its result");
-            return Ok(self.result(&existing));
+        let known = lock(&self.pods).get(&target.key()).cloned();
+        if let Some(existing) = known {
+            if target.netns.as_deref() == Some(existing.netns.as_str()) {
+                tracing::info!(pod = %existing.key(), container = %existing.container_id, "add of an existing attachment: returning its result");
+                return Ok(self.result(&existing));
+            }
+            // The same (container ID, ifname) in another netns: the runtime made a new
+            // sandbox under the old ID without a DEL in between. The old attachment's result
+            // would describe an interface the new netns does not have: replace it.
+            tracing::warn!(
+                pod = %existing.key(), container = %existing.container_id, ifname = %existing.ifname,
+                old_netns = %existing.netns, new_netns = ?target.netns,
+                "add of a known attachment in another netns: replacing the old one"
+            );
+            let mut steps = StepTimes::default();
+            self.teardown(&existing, &mut steps)
+                .await
+                .map_err(|e| e.to_cni("add"))?;
+            lock(&self.pods).remove(&target.key());
         }
         let started = Instant::now();
         let mut undo = Vec::new();
@@ -575,20 +593,12 @@ impl PodNetwork {
 
         let mut veth = PodVethSpec::new(
             &target.container_id,
-            &target.namespace,
             &target.name,
             &target.ifname,
             self.plan().pod,
         );
         veth.addresses = ips.clone();
-        veth.routes = self
-            .config
-            .gateway
-            .ips()
-            .into_iter()
-            .filter(|gw| ips.iter().any(|ip| ip.addr().is_ipv4() == gw.is_ipv4()))
-            .map(PodRoute::default_via)
-            .collect();
+        veth.routes = self.routes_for(&target.ifname, &ips);
         veth.disable_tx_checksum = self.config.datapath == DatapathType::Netdev;
         let iface_err = |source| AttachError::Iface {
             pod: pod.clone(),
@@ -860,13 +870,23 @@ impl PodNetwork {
                     source,
                 })?;
         }
-        let host = host_veth_name(&target.namespace, &target.name);
+        // Its veth by name; after an upgrade also by the pod-keyed name of earlier releases
+        // (removed only if its alias names this container ID, so never another sandbox's).
+        let host = host_veth_name(&target.name, &target.container_id, &target.ifname);
+        let legacy = legacy_host_veth_name(&target.namespace, &target.name);
         let owner = target.owner();
-        let (veth, ips) = tokio::join!(
+        let (veth, legacy_veth, ips) = tokio::join!(
             self.delete_veth(&pod, &host, &target.container_id),
+            async {
+                if legacy == host {
+                    return Ok(());
+                }
+                self.delete_veth(&pod, &legacy, &target.container_id).await
+            },
             self.ipam.release(&owner)
         );
         veth?;
+        legacy_veth?;
         ipam_result(&pod, ips)?;
         Ok(())
     }
@@ -1075,7 +1095,6 @@ impl PodNetwork {
     fn veth_spec(&self, record: &PodRecord) -> PodVethSpec {
         let mut spec = PodVethSpec::new(
             &record.container_id,
-            &record.namespace,
             &record.name,
             &record.ifname,
             self.plan().pod,
@@ -1089,16 +1108,24 @@ impl PodNetwork {
     }
 
     fn routes(&self, record: &PodRecord) -> Vec<PodRoute> {
+        self.routes_for(&record.ifname, &record.ips)
+    }
+
+    /// The routes of an attachment: a default route per family of its addresses via the
+    /// gateway, on the pod's primary interface ([`PRIMARY_IFNAME`], what kubelet's runtimes
+    /// name the cluster network's interface) only. A further interface of the same network
+    /// (Multus `net1`, podman's `eth1`) gets its address and on-link subnet but no default route,
+    /// which the primary keeps: two default routes of one family collide (EEXIST) or, with
+    /// other metrics, would still send every reply out of the primary.
+    fn routes_for(&self, ifname: &str, ips: &[IpNet]) -> Vec<PodRoute> {
+        if ifname != PRIMARY_IFNAME {
+            return Vec::new();
+        }
         self.config
             .gateway
             .ips()
             .into_iter()
-            .filter(|gw| {
-                record
-                    .ips
-                    .iter()
-                    .any(|ip| ip.addr().is_ipv4() == gw.is_ipv4())
-            })
+            .filter(|gw| ips.iter().any(|ip| ip.addr().is_ipv4() == gw.is_ipv4()))
             .map(PodRoute::default_via)
             .collect()
     }
@@ -1171,7 +1198,7 @@ fn local_pod(record: &PodRecord) -> Option<LocalPod> {
         namespace: record.namespace.clone(),
         name: record.name.clone(),
         ofport: record.ofport?,
-        mac: FlowMac(record.mac.0),
+        mac: record.mac,
         ips: record.addrs(),
     })
 }

@@ -36,7 +36,7 @@
 mod attach;
 pub mod locks;
 pub mod ofports;
-pub mod pods;
+pub use weft_plan::record as pods;
 pub mod validate;
 
 use std::path::Path;
@@ -51,9 +51,9 @@ use weft_cni::CniError;
 
 pub use attach::{AttachError, PodNetwork, PodNetworkConfig, RebuildReport};
 
-use crate::agent::gateway::GatewaySpec;
 use crate::config::AgentConfig;
 use crate::mtu::MtuPlan;
+use weft_plan::gateway::GatewaySpec;
 
 /// The pod network's configuration from the agent config, the MTU plan and the gateway.
 pub fn attach_config(

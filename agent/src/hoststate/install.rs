@@ -23,7 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::AgentConfig;
-use crate::iface::plan::HOST_VETH_PREFIX;
+use weft_plan::pod::HOST_VETH_PREFIX;
 
 /// First line of every file Weft writes.
 pub const MARKER: &str =

@@ -2,14 +2,12 @@
 //! port and the tunnel), what each should look like, and the pure drift check.
 //!
 //! Who knows the managed links is behind [`ManagedLinks`]: the agent passes
-//! [`PodNetworkLinks`] (the gateway spec + the CNI server's pod store); tests pass a fixed list.
+//! the composition root's `PodNetworkLinks` (the gateway spec + the CNI server's pod store);
+//! tests pass a fixed list.
 
 use std::fmt;
-use std::sync::Arc;
 
-use crate::agent::gateway::GatewaySpec;
-use crate::cniserver::PodNetwork;
-use crate::iface::{host_mac, InterfaceInfo, MacAddr};
+use crate::iface::{InterfaceInfo, MacAddr};
 
 /// What a managed link is, for reports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,7 +124,7 @@ pub fn uplink_links(
             underlay_mtu,
         },
         LinkSpec {
-            name: crate::uplink::plan::renamed_nic(nic),
+            name: weft_plan::uplink::steps::renamed_nic(nic),
             role: LinkRole::UplinkNic,
             mac: None,
             mtu: Some(mtu),
@@ -147,63 +145,6 @@ pub fn transport_link(name: &str, mtu: u32, follow_underlay: bool) -> Option<Lin
         up: false,
         underlay_mtu: Some(mtu),
     })
-}
-
-/// The agent's managed links: the gateway, the uplink's links when it is attached (else the
-/// transport interface, watched only), and the host end of every attached pod (MAC from
-/// [`host_mac`], MTU its port's `mtu_request`). The other MTUs come from the plan in force
-/// ([`PodNetwork::plan`], which a live re-plan changes), read with the pod store on each call.
-pub struct PodNetworkLinks {
-    /// The gateway (its MTU is the plan's).
-    pub gateway: GatewaySpec,
-    /// The attached uplink: the NIC's name and its recorded MAC.
-    pub uplink: Option<(String, Option<MacAddr>)>,
-    /// The transport interface when it is not attached.
-    pub transport: Option<String>,
-    /// `transportMTU` is not configured: the plan follows the underlay's MTU down.
-    pub follow_underlay: bool,
-    /// The CNI server's pod network.
-    pub network: Arc<PodNetwork>,
-}
-
-impl ManagedLinks for PodNetworkLinks {
-    fn managed_links(&self) -> Vec<LinkSpec> {
-        let plan = self.network.plan();
-        let mut links = vec![LinkSpec {
-            name: self.gateway.name.clone(),
-            role: LinkRole::Gateway,
-            mac: Some(self.gateway.mac),
-            mtu: Some(plan.gateway),
-            up: true,
-            underlay_mtu: None,
-        }];
-        match (&self.uplink, &self.transport) {
-            (Some((nic, mac)), _) => {
-                links.extend(uplink_links(nic, plan.uplink, *mac, self.follow_underlay))
-            }
-            (None, Some(transport)) => {
-                links.extend(transport_link(transport, plan.uplink, self.follow_underlay))
-            }
-            (None, None) => {}
-        }
-        // A pod keeps the MTU it was attached (or last fixed) with, its port's `mtu_request`:
-        // a pod off the plan is reported and fixed as a whole (`reconcilePodMTU`), never by
-        // one end.
-        links.extend(
-            self.network
-                .records_with_port_mtu()
-                .into_iter()
-                .map(|(record, mtu)| LinkSpec {
-                    mac: Some(host_mac(&record.container_id, &record.ifname)),
-                    role: LinkRole::PodVeth { pod: record.key() },
-                    mtu: Some(mtu.unwrap_or(plan.pod)),
-                    name: record.host_ifname,
-                    up: true,
-                    underlay_mtu: None,
-                }),
-        );
-        links
-    }
 }
 
 /// One way a link differs from its spec.

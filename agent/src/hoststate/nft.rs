@@ -25,10 +25,7 @@ use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, Socket, TokioSocket};
 
 use super::desired::{IpFamily, SnatSpec};
 
-/// Name of the table Weft owns in each family (`ip weft`, `ip6 weft`).
-pub const TABLE: &str = "weft";
-/// Name of its nat chain.
-pub const CHAIN: &str = "postrouting";
+pub use weft_plan::names::{NFT_CHAIN as CHAIN, NFT_TABLE as TABLE};
 /// `NFNLGRP_NFTABLES`: the multicast group of nf_tables changes.
 pub const NFNLGRP_NFTABLES: u32 = 7;
 
@@ -138,10 +135,7 @@ pub enum NftError {
 
 /// nft's name of a family (`ip`, `ip6`).
 pub fn family_name(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
+    family.nft_family()
 }
 
 fn nfproto(family: IpFamily) -> u8 {

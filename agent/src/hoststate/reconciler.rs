@@ -35,9 +35,9 @@ use super::netconf::{touches_sysctls, NetconfEvents};
 use super::nft::{self, NftError, NftEvent, NftEvents, NftSocket, RawMessage};
 use super::report::{HostReport, HostStatus};
 use super::HostStateError;
-use crate::iface::plan::HOST_VETH_PREFIX;
 use crate::iface::InterfaceInfo;
 use crate::netns::Netns;
+use weft_plan::pod::HOST_VETH_PREFIX;
 
 /// Tuning of the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,9 +13,8 @@ use serde::Serialize;
 
 use super::desired::RouteSpec;
 use super::diff::ResolvedRoutes;
-use crate::api::repairs::RepairLog;
-use crate::api::types::RepairEntry;
 use crate::metrics::{Counter, CounterVec, Gauge, MetricFamilies};
+use crate::repairs::{RepairEntry, RepairLog};
 
 /// How many recent repairs the status keeps.
 const RECENT: usize = 32;

@@ -1,13 +1,13 @@
 //! The interface manager: the kernel side of CNI ADD, DEL and CHECK for a pod.
 //!
 //! A pod is wired with a veth pair created in one netlink request: the host end in the node's
-//! namespace under a deterministic name ([`plan::host_veth_name`]) and the pod end directly in
+//! namespace under a deterministic name ([`weft_plan::pod::host_veth_name`]) and the pod end directly in
 //! the pod's namespace under the name the runtime asked for (`IFLA_NET_NS_FD` on the peer), so
 //! the pod-side name never meets the host's interfaces. Both ends get explicit MACs and the MTU
 //! the caller passes (the MTU plan's pod MTU); the pod end gets its addresses, default routes and,
 //! for the OVS netdev datapath, TX checksum offload turned off.
 //!
-//! Split: [`plan`] holds the pure decisions (names, MACs, validation), [`link`] reads interfaces
+//! Split: [`weft_plan::pod`] holds the pure decisions (names, MACs, validation), [`link`] reads interfaces
 //! back, [`veth`] creates, deletes and checks pod veths. All netlink work goes through
 //! [`crate::netns::Netns::rtnetlink`] handles; nothing here calls `setns` or runs `ip`.
 
@@ -19,15 +19,27 @@ use ipnet::IpNet;
 use crate::netns::NetnsError;
 
 pub mod link;
-pub mod plan;
 pub mod reaper;
 pub mod veth;
 
 pub use link::{InterfaceInfo, OperState};
-pub use plan::{host_mac, host_veth_name, pod_mac, stable_mac, validate_ifname, MacAddr};
 pub use veth::{
     DeleteOutcome, Mismatch, PodInterfaces, PodRoute, PodVeth, PodVethSpec, VethManager,
 };
+pub use weft_plan::pod::{
+    host_mac, host_veth_name, legacy_host_veth_name, pod_mac, stable_mac, validate_ifname,
+    InvalidIfname, HOST_VETH_PREFIX, MAX_IFNAME_LEN,
+};
+pub use weft_plan::MacAddr;
+
+impl From<InvalidIfname> for IfaceError {
+    fn from(e: InvalidIfname) -> Self {
+        IfaceError::InvalidName {
+            name: e.name,
+            reason: e.reason,
+        }
+    }
+}
 
 /// Errors of the interface manager. Each names the interface, the namespace and the value
 /// involved.

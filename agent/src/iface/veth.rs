@@ -22,10 +22,11 @@ use nix::errno::Errno;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::link::{get_by_name, InterfaceInfo};
-use super::plan::{host_mac, host_veth_name, pod_mac, validate_ifname, MacAddr};
 use super::reaper::Reaper;
 use super::{netlink_io, IfaceError};
 use crate::netns::{self, Netns};
+use weft_plan::pod::{host_mac, host_veth_name, pod_mac, validate_ifname};
+use weft_plan::MacAddr;
 
 /// Smallest MTU of an interface carrying IPv4 (RFC 791).
 const MIN_MTU_IPV4: u32 = 68;
@@ -95,17 +96,11 @@ pub struct PodVethSpec {
 impl PodVethSpec {
     /// A spec with the deterministic host name and MACs for this pod, no addresses, no routes and
     /// checksum offload left on; the caller fills in the rest.
-    pub fn new(
-        container_id: &str,
-        pod_namespace: &str,
-        pod_name: &str,
-        pod_ifname: &str,
-        mtu: u32,
-    ) -> Self {
+    pub fn new(container_id: &str, pod_name: &str, pod_ifname: &str, mtu: u32) -> Self {
         PodVethSpec {
             container_id: container_id.to_string(),
             pod_ifname: pod_ifname.to_string(),
-            host_ifname: host_veth_name(pod_namespace, pod_name),
+            host_ifname: host_veth_name(pod_name, container_id, pod_ifname),
             pod_mac: pod_mac(container_id, pod_ifname),
             host_mac: host_mac(container_id, pod_ifname),
             mtu,
@@ -1029,7 +1024,7 @@ mod tests {
     use super::*;
 
     fn spec() -> PodVethSpec {
-        let mut spec = PodVethSpec::new("c0ffee", "default", "web-0", "eth0", 1450);
+        let mut spec = PodVethSpec::new("c0ffee", "web-0", "eth0", 1450);
         spec.addresses = vec![
             "10.244.1.5/24".parse().unwrap(),
             "fd00:1::5/64".parse().unwrap(),
@@ -1043,8 +1038,8 @@ mod tests {
 
     #[test]
     fn new_spec_uses_the_plan() {
-        let spec = PodVethSpec::new("c0ffee", "default", "web-0", "eth0", 1450);
-        assert_eq!(spec.host_ifname, host_veth_name("default", "web-0"));
+        let spec = PodVethSpec::new("c0ffee", "web-0", "eth0", 1450);
+        assert_eq!(spec.host_ifname, host_veth_name("web-0", "c0ffee", "eth0"));
         assert_eq!(spec.pod_mac, pod_mac("c0ffee", "eth0"));
         assert_eq!(spec.host_mac, host_mac("c0ffee", "eth0"));
         assert!(!spec.disable_tx_checksum);

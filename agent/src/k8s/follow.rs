@@ -11,7 +11,8 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::{Api, Client};
 
 use super::backoff::WatchBackoff;
-use super::node::{node_info, NodeInfo};
+use super::convert::node_info;
+use weft_plan::view::NodeInfo;
 
 /// Follows the Nodes `config` selects and calls `publish` with all of them by name after each
 /// complete (re)list and after every change. Nodes that do not convert are logged and left out.

@@ -5,6 +5,7 @@
 //! (or the in-cluster configuration); tests point that kubeconfig at the test API server.
 
 mod backoff;
+pub mod convert;
 mod follow;
 pub mod node;
 pub mod peers;
@@ -17,11 +18,10 @@ use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-pub use node::{node_info, LocalNode, NodeInfo, NodeInfoError, NodeView};
+pub use convert::{node_info, NodeInfoError};
+pub use node::{LocalNode, NodeInfo, NodeView};
 pub use peers::{PeerNodes, PeersView};
-
-/// Field manager the agent writes with.
-pub const FIELD_MANAGER: &str = "weft-agent";
+pub use weft_plan::names::FIELD_MANAGER;
 
 /// Errors of the Kubernetes side of the agent.
 #[derive(Debug, thiserror::Error)]

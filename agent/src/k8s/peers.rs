@@ -1,6 +1,5 @@
 //! The view of every other Node in the cluster: the peers the datapath connects to.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::runtime::watcher;
@@ -8,10 +7,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::node::NodeInfo;
-
-/// The peers by Node name.
-pub type PeerNodes = Arc<BTreeMap<String, NodeInfo>>;
+pub use weft_plan::view::{NodeInfo, PeerNodes};
 
 /// A live view of all Nodes except the agent's own, kept by a background watch.
 ///

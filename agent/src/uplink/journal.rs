@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{AttachStep, DetachStep, NicSnapshot};
+use weft_plan::uplink::steps::{AttachStep, DetachStep, NicSnapshot};
 
 /// The journal's file name inside `dataDir`.
 pub const FILE_NAME: &str = "uplink-journal.json";
@@ -179,7 +179,7 @@ pub fn boot_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::uplink::plan::SavedRoute;
+    use weft_plan::uplink::steps::SavedRoute;
 
     fn journal() -> Journal {
         Journal {

@@ -1,7 +1,7 @@
 //! The node's uplink on the OVS bridge, crash-safe.
 //!
 //! Attaching puts the node's NIC (e.g. `eth0`) into the bridge on the fixed OpenFlow port
-//! [`ports::UPLINK`] under the name [`plan::renamed_nic`] (`eth0~`), and gives its name, MAC,
+//! [`ports::UPLINK`] under the name [`steps::renamed_nic`] (`eth0~`), and gives its name, MAC,
 //! addresses and routes to an OVS internal port on [`ports::HOST_INTERNAL`], so the host keeps
 //! `eth0` while its traffic crosses the bridge (flows: `ovs_flows::pipeline::uplink`). Both get
 //! an explicit `mtu_request` from the MTU plan (the transport MTU, never a minimum over the
@@ -10,7 +10,7 @@
 //! Crash safety: the NIC is snapshotted into a journal under `dataDir` ([`journal`]) before
 //! anything changes, and every step ([`AttachStep`], [`DetachStep`]) is idempotent and
 //! journaled once done. A start reads the journal and converges on the target it wants
-//! ([`plan::plan_steps`]): a half-done attach is finished (or undone if the uplink is no longer
+//! ([`steps::plan_steps`]): a half-done attach is finished (or undone if the uplink is no longer
 //! wanted), a half-done detach is finished (or turned back into an attach). Every step re-runs
 //! safely whether the crash came before or after its journal entry; tests prove it by stopping
 //! at every step ([`CrashPoint`]) and then converging.
@@ -18,10 +18,13 @@
 //! Side effects go through [`Ovs`] (OVSDB), [`UplinkFlows`] (OpenFlow) and [`system::Kernel`]
 //! (rtnetlink in a namespace handle), so tests drive the same code inside network namespaces.
 
+pub mod effects;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 pub mod journal;
-pub mod modeswitch;
-pub mod plan;
 pub mod podmtu;
+#[cfg(test)]
+mod run_tests;
 pub mod system;
 
 use std::future::Future;
@@ -31,20 +34,21 @@ use std::time::Duration;
 use ovs_flows::flow::Flow;
 use ovs_flows::pipeline::ports;
 
+pub use effects::{UplinkKernel, UplinkOvs};
 pub use journal::{Journal, JournalError, Operation};
-pub use plan::{renamed_nic, AttachStep, DetachStep, NicSnapshot, StepPlan, Target};
 pub use system::Kernel;
-
-use crate::agent::{OWNER_KEY, OWNER_VALUE};
-use crate::cniserver::pods::parse_mac;
-use crate::netns::NetnsError;
-use crate::ovsdb::{
-    Condition, Operation as DbOp, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row,
+pub use weft_plan::uplink::steps::{
+    renamed_nic, AttachStep, DetachStep, NicSnapshot, StepPlan, Target,
 };
-use plan::Found;
+pub use weft_plan::uplink::{modeswitch, steps};
 
-/// external_ids key on the uplink and internal ports: the NIC's original name.
-pub const UPLINK_OF_KEY: &str = "weft-uplink-of";
+use crate::netns::NetnsError;
+use crate::ovsdb::{Ovs, OvsdbError, PortKind, PortSpec};
+use steps::Found;
+pub use weft_plan::names::UPLINK_OF_KEY;
+use weft_plan::names::{MODE_KEY, MTU_PLAN_KEY, OWNER_KEY, OWNER_VALUE, TUNNEL_PORT};
+use weft_plan::MacAddr;
+
 /// How long OVS may take to give a port its ofport and kernel device, or remove it.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -137,7 +141,7 @@ pub enum UplinkError {
     },
     /// The tunnel port of the previous mode could not be removed.
     #[error(transparent)]
-    Tunnel(#[from] crate::agent::tunnel::TunnelError),
+    Tunnel(#[from] crate::ports::tunnel::TunnelError),
     /// The uplink flows could not be installed.
     #[error("cannot install the uplink flows: {0}")]
     Flows(String),
@@ -166,7 +170,7 @@ impl UplinkFlows for ovs_flows::ofp::Client {
     }
 }
 
-impl UplinkFlows for crate::agent::flows::FlowSet {
+impl UplinkFlows for crate::flows::FlowSet {
     async fn install(&self, flows: Vec<Flow>) -> Result<(), String> {
         self.install_static(flows).await.map_err(|e| e.to_string())
     }
@@ -221,9 +225,9 @@ pub struct Outcome {
 /// entry point at agent start (`Target::Attached` when the mode wants the uplink) and at
 /// `--restore-uplink` shutdown (`Target::Detached`).
 pub async fn converge(
-    ovs: &Ovs,
+    ovs: &impl UplinkOvs,
     flows: &impl UplinkFlows,
-    kernel: &Kernel,
+    kernel: &impl UplinkKernel,
     spec: &UplinkSpec,
     target: Target,
 ) -> Result<Outcome, UplinkError> {
@@ -232,9 +236,9 @@ pub async fn converge(
 
 /// [`converge`], stopping at `crash` as if the process had been killed there.
 pub async fn converge_until(
-    ovs: &Ovs,
+    ovs: &impl UplinkOvs,
     flows: &impl UplinkFlows,
-    kernel: &Kernel,
+    kernel: &impl UplinkKernel,
     spec: &UplinkSpec,
     target: Target,
     crash: Option<CrashPoint>,
@@ -251,7 +255,7 @@ pub async fn converge_until(
             }
         }
     };
-    let step_plan = plan::plan_steps(found, target);
+    let step_plan = steps::plan_steps(found, target);
     let mut run = Run {
         ovs,
         flows,
@@ -388,16 +392,16 @@ fn parse_crash_point(text: &str) -> Option<CrashPoint> {
 /// Signals that the run stopped at its crash point.
 struct Stopped;
 
-struct Run<'a, F> {
-    ovs: &'a Ovs,
+struct Run<'a, O, F, K> {
+    ovs: &'a O,
     flows: &'a F,
-    kernel: &'a Kernel,
+    kernel: &'a K,
     spec: &'a UplinkSpec,
     crash: Option<CrashPoint>,
     outcome: Outcome,
 }
 
-impl<F: UplinkFlows> Run<'_, F> {
+impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
     fn ovs_err(port: &str) -> impl FnOnce(OvsdbError) -> UplinkError + '_ {
         move |source| UplinkError::Ovsdb {
             port: port.to_string(),
@@ -481,7 +485,7 @@ impl<F: UplinkFlows> Run<'_, F> {
         let nic = j.nic.clone();
         let uplink = j.uplink.clone();
         let mtu = self.spec.mtu;
-        let mac = parse_mac(&nic.mac).ok_or_else(|| UplinkError::BadMac {
+        let mac = MacAddr::parse(&nic.mac).ok_or_else(|| UplinkError::BadMac {
             name: nic.name.clone(),
             mac: nic.mac.clone(),
         })?;
@@ -509,7 +513,7 @@ impl<F: UplinkFlows> Run<'_, F> {
             if let Some(other) = self.kernel.link_by_name(&uplink).await? {
                 return Err(UplinkError::NameTaken {
                     name: uplink,
-                    index: other.header.index,
+                    index: other.index,
                 });
             }
             self.kernel.rename(nic.index, &link.name, &uplink).await?;
@@ -550,32 +554,12 @@ impl<F: UplinkFlows> Run<'_, F> {
             .with_external_id(UPLINK_OF_KEY, &nic.name);
         self.ensure_port(&port, ports::HOST_INTERNAL).await?;
         self.ovs
-            .client()
-            .transact(vec![DbOp::update(
-                "Interface",
-                vec![Condition::eq("name", nic.name.as_str())],
-                Row::new().with("mac", nic.mac.as_str()),
-            )])
+            .set_interface_mac(&nic.name, &nic.mac)
             .await
             .map_err(Self::ovs_err(&nic.name))?;
         let internal = self.wait_internal(&nic).await?;
         if internal.mac != Some(mac) {
-            self.kernel
-                .nl
-                .link()
-                .set(
-                    rtnetlink::LinkUnspec::new_with_index(internal.index)
-                        .address(mac.octets().to_vec())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| UplinkError::Kernel {
-                    action: format!("set mac {mac} on"),
-                    ifname: nic.name.clone(),
-                    netns: self.kernel.ns.path().to_path_buf(),
-                    source: crate::iface::netlink_io(e),
-                })?;
+            self.kernel.set_mac(internal.index, &nic.name, mac).await?;
         }
         self.kernel
             .configure(internal.index, &nic.name, nic.arp, mtu)
@@ -642,15 +626,15 @@ impl<F: UplinkFlows> Run<'_, F> {
         let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
         loop {
             if let Some(link) = self.kernel.link_by_name(&nic.name).await? {
-                if link.header.index != nic.index {
-                    return Ok(crate::iface::InterfaceInfo::from_message(&link));
+                if link.index != nic.index {
+                    return Ok(link);
                 }
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(UplinkError::Timeout {
                     ifname: nic.name.clone(),
                     what: "appear",
-                    netns: self.kernel.ns.path().to_path_buf(),
+                    netns: self.kernel.netns_path(),
                     timeout: APPEAR_TIMEOUT,
                 });
             }
@@ -661,11 +645,7 @@ impl<F: UplinkFlows> Run<'_, F> {
     /// Deletes the internal port (only when OVS has it as an internal interface: never a port
     /// someone else made under the NIC's name) and waits for its device to go.
     async fn remove_internal(&self, nic: &NicSnapshot) -> Result<(), UplinkError> {
-        let ours = self.ovs.client().read_cache(|cache| {
-            cache
-                .by_name("Interface", &nic.name)
-                .is_some_and(|(_, row)| row.get_str("type") == Some("internal"))
-        });
+        let ours = self.ovs.interface_type(&nic.name).as_deref() == Some("internal");
         if ours {
             self.ovs
                 .delete_port(&nic.name)
@@ -675,14 +655,14 @@ impl<F: UplinkFlows> Run<'_, F> {
         let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
         loop {
             match self.kernel.link_by_name(&nic.name).await? {
-                Some(link) if link.header.index != nic.index => {}
+                Some(link) if link.index != nic.index => {}
                 _ => return Ok(()),
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(UplinkError::Timeout {
                     ifname: nic.name.clone(),
                     what: "disappear",
-                    netns: self.kernel.ns.path().to_path_buf(),
+                    netns: self.kernel.netns_path(),
                     timeout: APPEAR_TIMEOUT,
                 });
             }
@@ -733,7 +713,7 @@ impl<F: UplinkFlows> Run<'_, F> {
             if let Some(other) = self.kernel.link_by_name(&nic.name).await? {
                 return Err(UplinkError::NameTaken {
                     name: nic.name.clone(),
-                    index: other.header.index,
+                    index: other.index,
                 });
             }
             self.kernel.rename(nic.index, &link.name, &nic.name).await?;
@@ -790,11 +770,7 @@ impl<F: UplinkFlows> Run<'_, F> {
     /// After a reboot: only OVSDB remembers the attach. Removes both ports.
     async fn forget(&mut self, j: &Journal) -> Result<(), UplinkError> {
         self.outcome.ran.push("forget".into());
-        let ours = self.ovs.client().read_cache(|cache| {
-            cache
-                .by_name("Interface", &j.nic.name)
-                .is_some_and(|(_, row)| row.get_str("type") == Some("internal"))
-        });
+        let ours = self.ovs.interface_type(&j.nic.name).as_deref() == Some("internal");
         if ours {
             self.ovs
                 .delete_port(&j.nic.name)
@@ -905,7 +881,7 @@ pub struct StartInput<'a> {
 
 /// The bootstrap's uplink and mode-switch part, run after the flow set is connected and before
 /// the pipeline is installed: plans the switch from what the bridge recorded, removes the
-/// tunnel port when the mode has none ([`crate::agent::tunnel::remove`]), converges the uplink
+/// tunnel port when the mode has none ([`crate::ports::tunnel::remove`]), converges the uplink
 /// on attached or detached (the journal finishes or undoes whatever a killed run left).
 pub async fn at_start(
     input: &StartInput<'_>,
@@ -919,11 +895,7 @@ pub async fn at_start(
         input.config.ovs_datapath_type,
         input.transport.is_some(),
     );
-    let applied = modeswitch::Applied::from_external_ids(
-        input.applied,
-        crate::agent::bootstrap::MODE_KEY,
-        crate::agent::bootstrap::MTU_PLAN_KEY,
-    );
+    let applied = modeswitch::Applied::from_external_ids(input.applied, MODE_KEY, MTU_PLAN_KEY);
     let switch = modeswitch::plan_switch(
         &applied,
         &modeswitch::Wanted {
@@ -938,8 +910,8 @@ pub async fn at_start(
             "traffic mode or mtu plan changed since the last start: re-applying the plan to every managed interface"
         );
     }
-    if switch.remove_tunnel_port && crate::agent::tunnel::remove(ovs).await? {
-        tracing::info!(port = crate::agent::tunnel::TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
+    if switch.remove_tunnel_port && crate::ports::tunnel::remove(ovs).await? {
+        tracing::info!(port = TUNNEL_PORT, mode = %input.mode, "tunnel port removed: the mode has none");
     }
     let journal_path = journal::path_in(&input.config.data_dir);
     let kernel = Kernel::open(host.clone()).await?;
@@ -978,10 +950,9 @@ pub async fn at_start(
 /// The NIC's MAC (recorded in the journal) when the start left the uplink attached: published
 /// for the peers whatever the mode (noEncap peers send to it, IPv6 tunnel peers set it as
 /// their tunnel neighbour).
-pub fn attached_nic_mac(report: &StartReport) -> Option<ovs_flows::flow::MacAddr> {
+pub fn attached_nic_mac(report: &StartReport) -> Option<MacAddr> {
     let spec = report.uplink.as_ref()?;
-    let mac = parse_mac(&recorded_nic(&spec.journal)?.mac)?;
-    Some(ovs_flows::flow::MacAddr(mac.0))
+    MacAddr::parse(&recorded_nic(&spec.journal)?.mac)
 }
 
 /// Lists every pod whose MTU differs from `planned` (one warning per pod) and, with
@@ -989,7 +960,7 @@ pub fn attached_nic_mac(report: &StartReport) -> Option<ovs_flows::flow::MacAddr
 pub async fn check_pods(
     ovs: &Ovs,
     host: &crate::netns::Netns,
-    pods: &[crate::cniserver::pods::PodRecord],
+    pods: &[weft_plan::record::PodRecord],
     planned: u32,
     reconcile: bool,
 ) -> (Vec<podmtu::PodMtu>, Vec<String>) {

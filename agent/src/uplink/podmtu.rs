@@ -5,10 +5,10 @@
 //! (config `reconcilePodMTU: true`). Only whole pairs are changed: a host end above its pod end
 //! would just move the drop from one side to the other.
 
-use crate::cniserver::pods::PodRecord;
 use crate::iface::link::get_by_name;
 use crate::netns::{Netns, NetnsError};
 use crate::ovsdb::{Condition, Operation, Ovs, OvsdbError, Row};
+use weft_plan::record::PodRecord;
 
 /// Errors of the pod MTU survey and repair.
 #[derive(Debug, thiserror::Error)]

@@ -17,10 +17,10 @@ use netlink_packet_route::route::{
 use nix::errno::Errno;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
-use super::plan::{NicSnapshot, SavedRoute};
 use super::UplinkError;
 use crate::iface::{netlink_io, InterfaceInfo};
 use crate::netns::Netns;
+use weft_plan::uplink::steps::{NicSnapshot, SavedRoute};
 
 /// The local routing table, never recorded (the kernel maintains it).
 const TABLE_LOCAL: u32 = 255;
@@ -247,6 +247,23 @@ impl Kernel {
                 .up()
                 .build(),
             &format!("set arp {arp}, mtu {mtu} and up on"),
+            ifname,
+        )
+        .await
+    }
+
+    /// Sets the link's MAC.
+    pub async fn set_mac(
+        &self,
+        index: u32,
+        ifname: &str,
+        mac: weft_plan::MacAddr,
+    ) -> Result<(), UplinkError> {
+        self.set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.octets().to_vec())
+                .build(),
+            &format!("set mac {mac} on"),
             ifname,
         )
         .await

@@ -8,6 +8,8 @@ use jsonrpsee::core::client::{
     TransportSenderT,
 };
 use jsonrpsee::core::params::ArrayParams;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -100,6 +102,49 @@ impl ClientError {
     }
 }
 
+/// How one [`call_method`] failed, before its caller maps it to its own error type.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// Connecting to the socket failed.
+    Connect(std::io::Error),
+    /// The parameters did not serialise (the serde error, rendered).
+    Params(String),
+    /// No answer within the timeout, connection included.
+    Timeout,
+    /// jsonrpsee's error: the agent's error object, a transport or protocol failure.
+    Rpc(RpcClientError),
+}
+
+/// Calls `method` with `params` on the agent at `socket` over one connection of its own, waiting
+/// at most `timeout` for the answer (connection included), and decodes the answer. The one RPC
+/// client of the workspace: the plugin ([`call`]) and weftctl (the agent's `ApiClient`) both go
+/// through it and map [`CallFailure`] to their own errors.
+pub async fn call_method<P: Serialize, R: DeserializeOwned>(
+    socket: &Path,
+    timeout: Duration,
+    method: &str,
+    params: &P,
+) -> Result<R, CallFailure> {
+    let exchange = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(CallFailure::Connect)?;
+        let client = unix_client(stream, timeout);
+        let mut array = ArrayParams::new();
+        array
+            .insert(params)
+            .map_err(|e| CallFailure::Params(e.to_string()))?;
+        client
+            .request::<R, _>(method, array)
+            .await
+            .map_err(CallFailure::Rpc)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(answer) => answer,
+        Err(_) => Err(CallFailure::Timeout),
+    }
+}
+
 /// Sends `request` to the agent at `socket` and waits at most `timeout` for the answer,
 /// connection included. One connection per call.
 pub async fn call(
@@ -108,34 +153,25 @@ pub async fn call(
     request: &CniRequest,
 ) -> Result<CniResponse, ClientError> {
     let method = method_for(request.command).ok_or(ClientError::NoMethod(request.command))?;
-    let exchange = async {
-        let stream =
-            UnixStream::connect(socket)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    socket: socket.to_owned(),
-                    source,
-                })?;
-        let client = unix_client(stream, timeout);
-        let mut params = ArrayParams::new();
-        params.insert(request).map_err(|e| ClientError::Protocol {
-            socket: socket.to_owned(),
-            method,
-            reason: format!("request not serialisable: {e}"),
-        })?;
-        client
-            .request::<CniResponse, _>(method, params)
-            .await
-            .map_err(|err| classify(err, socket, method, timeout))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(answer) => answer,
-        Err(_) => Err(ClientError::Timeout {
-            socket: socket.to_owned(),
-            method,
-            timeout,
-        }),
-    }
+    call_method(socket, timeout, method, request)
+        .await
+        .map_err(|failure| match failure {
+            CallFailure::Connect(source) => ClientError::Unreachable {
+                socket: socket.to_owned(),
+                source,
+            },
+            CallFailure::Params(e) => ClientError::Protocol {
+                socket: socket.to_owned(),
+                method,
+                reason: format!("request not serialisable: {e}"),
+            },
+            CallFailure::Timeout => ClientError::Timeout {
+                socket: socket.to_owned(),
+                method,
+                timeout,
+            },
+            CallFailure::Rpc(err) => classify(err, socket, method, timeout),
+        })
 }
 
 fn classify(

@@ -460,44 +460,30 @@ pub(crate) fn ones(n: u16) -> u128 {
     }
 }
 
-/// An Ethernet MAC address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
+/// An Ethernet MAC address: the workspace's one MAC type, from the pure planners' crate, so the
+/// agent's planned MACs go into matches and actions without conversion.
+pub use weft_plan::MacAddr;
 
-impl MacAddr {
-    /// Builds from six octets.
-    pub const fn new(a: u8, b: u8, c: u8, d: u8, e: u8, f: u8) -> Self {
-        MacAddr([a, b, c, d, e, f])
-    }
+/// A MAC address as the 48-bit field value the codec carries.
+pub(crate) trait MacBits {
+    /// The address as the low 48 bits.
+    fn to_u128(self) -> u128;
+    /// The address from the low 48 bits.
+    fn from_u128(v: u128) -> Self;
+}
 
-    pub(crate) fn to_u128(self) -> u128 {
+impl MacBits for MacAddr {
+    fn to_u128(self) -> u128 {
         self.0
             .iter()
             .fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
     }
 
-    pub(crate) fn from_u128(v: u128) -> Self {
+    fn from_u128(v: u128) -> Self {
         let b = v.to_be_bytes();
         let mut out = [0u8; 6];
         out.copy_from_slice(&b[10..16]);
         MacAddr(out)
-    }
-}
-
-impl From<[u8; 6]> for MacAddr {
-    fn from(b: [u8; 6]) -> Self {
-        MacAddr(b)
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
     }
 }
 

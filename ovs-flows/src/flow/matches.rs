@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::field::{Field, MacAddr};
+use super::field::{Field, MacAddr, MacBits};
 use super::text::{c_hex, ct_state_masked, ipv4_masked, ipv6_masked, mac_masked, port_name};
 
 /// Connection tracking state bits, for [`Match::ct_state`].

@@ -12,6 +12,7 @@
 
 mod arp;
 mod classify;
+mod conntrack;
 mod cookie;
 mod forwarding;
 mod nd;
@@ -303,6 +304,7 @@ pub fn base_flows(cfg: &NodeConfig) -> Vec<Flow> {
     flows.extend(arp::base(&ctx));
     flows.extend(nd::base(&ctx));
     flows.extend(forwarding::base(&ctx));
+    flows.extend(conntrack::base(&ctx));
     flows
 }
 

@@ -12,10 +12,45 @@
 
 use ipnet::IpNet;
 
-use super::regs::TARGET_OFPORT;
+use super::regs::{SourceKind, CT_ORIGIN_MAC, TARGET_OFPORT};
 use super::tables::{L2_FORWARDING_CALC, L3_DEC_TTL, L3_FORWARDING};
 use super::{ports, priority, set_mac, Category, Cookie, Ctx, NodeConfig};
-use crate::flow::{Field, Flow, MacAddr, Match};
+use crate::flow::{ct_state, Action, Field, Flow, MacAddr, Match, SubField};
+
+/// Replies of connections that entered by the uplink go back out of the uplink to the MAC the
+/// connection came from (conntrack label [`CT_ORIGIN_MAC`]), whatever their destination:
+/// L3Forwarding at [`priority::EXCEPTION`], `ct_state=+rpl+trk,ct_mark=4/0xf` -> source MAC =
+/// this node's uplink MAC, destination MAC = the origin MAC, target port [`ports::UPLINK`],
+/// L3DecTTL (L2ForwardingCalc keeps the target when no flow matches the MAC). Symmetric even
+/// when the other end is not a peer's pods: a peer's host (host -> remote pod, NodePort with a
+/// remote backend), a router. Cookie category [`Category::Uplink`]; noEncap only.
+pub fn uplink_reply_flows(cfg: &NodeConfig, local_uplink_mac: MacAddr) -> Vec<Flow> {
+    let ctx = Ctx::new(cfg);
+    let cookie = cfg.cookie(Category::Uplink);
+    let mut fams = Vec::new();
+    if cfg.has_ipv4() {
+        fams.push(Match::new().ip());
+    }
+    if cfg.has_ipv6() {
+        fams.push(Match::new().ipv6());
+    }
+    fams.into_iter()
+        .map(|fam| {
+            ctx.flow(
+                &L3_FORWARDING,
+                priority::EXCEPTION,
+                cookie,
+                SourceKind::Uplink.matching_origin(fam.ct_state(ct_state::RPL | ct_state::TRK, 0)),
+                vec![
+                    set_mac(Field::EthSrc, local_uplink_mac),
+                    Action::move_bits(CT_ORIGIN_MAC, SubField::full(Field::EthDst)),
+                    TARGET_OFPORT.load(ports::UPLINK),
+                    ctx.goto(&L3_DEC_TTL),
+                ],
+            )
+        })
+        .collect()
+}
 
 /// A peer node as noEncap forwarding sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +155,7 @@ mod tests {
             [
                 "cookie=0x1040000000007, table=70, priority=200,ip,nw_dst=10.244.2.0/24 actions=set_field:52:54:00:00:00:10->eth_src,set_field:52:54:00:00:00:20->eth_dst,goto_table:71",
                 "cookie=0x1040000000007, table=70, priority=200,ipv6,ipv6_dst=fd00:10:244:2::/64 actions=set_field:52:54:00:00:00:10->eth_src,set_field:52:54:00:00:00:20->eth_dst,goto_table:71",
-                "cookie=0x1040000000007, table=80, priority=200,dl_dst=52:54:00:00:00:20 actions=set_field:0x8002->reg1,goto_table:120",
+                "cookie=0x1040000000007, table=80, priority=200,dl_dst=52:54:00:00:00:20 actions=set_field:0x8002->reg1,goto_table:100",
             ]
         );
     }

@@ -8,7 +8,18 @@
 //! | `reg0[9..15]`   | reserved         | (later waves)      | single-bit marks (e.g. packet too big) |
 //! | `reg1`          | [`TARGET_OFPORT`]| L2ForwardingCalc   | the OpenFlow port the packet leaves by |
 //! | `reg1`          | [`ND_SCRATCH`]   | NeighborDiscovery  | an advertisement's flags and option type, copied into the packet (it leaves by `IN_PORT`, never reaching L2ForwardingCalc) |
-//! | `reg2`..`reg5`  | reserved         | (later waves)      | conntrack zone, service/endpoint, policy conjunction ids |
+//! | `reg2`..`reg5`  | reserved         | (later waves)      | service/endpoint, policy conjunction ids |
+//! | `xreg3[0..47]`  | [`ORIGIN_MAC`]   | Classifier (uplink)| the source MAC a packet entered by the uplink with |
+//!
+//! Conntrack (one zone, [`CT_ZONE`], for all pod traffic):
+//!
+//! | bits               | name                  | set by          | meaning                          |
+//! |--------------------|-----------------------|-----------------|----------------------------------|
+//! | `ct_mark[0..3]`    | [`CONNECTION_ORIGIN`] | ConntrackCommit | where the connection's first packet entered, a [`SourceKind`] value |
+//! | `ct_mark[4]`       | reserved              | (Service LB)    | the connection is load-balanced by the pipeline (kube-proxy replacement) |
+//! | `ct_mark[5]`       | reserved              | (NetworkPolicy) | the connection is allowed by policy |
+//! | `ct_label[0..63]`  | reserved              | (NetworkPolicy) | ingress / egress rule ids          |
+//! | `ct_label[64..111]`| [`CT_ORIGIN_MAC`]     | ConntrackCommit | the uplink-origin connection's peer MAC (replies go back to it) |
 //!
 //! Later waves add their fields here, never elsewhere, so two features can never reuse the
 //! same bits by accident.
@@ -72,6 +83,36 @@ pub const TARGET_OFPORT: RegField = RegField {
     end: 31,
 };
 
+/// `xreg3[0..47]` (`OXM_OF_PKT_REG3`): the source MAC of a packet that entered by the uplink,
+/// saved by the uplink's Classifier flow before L3 forwarding rewrites the Ethernet source, and
+/// committed into [`CT_ORIGIN_MAC`].
+pub const ORIGIN_MAC: SubField = SubField {
+    field: Field::Xreg(3),
+    ofs: 0,
+    n_bits: 48,
+};
+
+/// The conntrack zone of all pod traffic (65520, `0xfff0`: far from the zones a host or other
+/// software numbers from 0, and from OVS's default zone 0).
+pub const CT_ZONE: u16 = 0xfff0;
+
+/// `ct_mark[0..3]`: where the connection's first packet entered the bridge (a [`SourceKind`]
+/// value), committed by ConntrackCommit. Replies to a gateway-origin connection go back to the
+/// gateway (so the host's NAT, e.g. kube-proxy's, sees both directions); replies to an
+/// uplink-origin connection go back out of the uplink to [`CT_ORIGIN_MAC`].
+pub const CONNECTION_ORIGIN: SubField = SubField {
+    field: Field::CtMark,
+    ofs: 0,
+    n_bits: 4,
+};
+
+/// `ct_label[64..111]`: the MAC an uplink-origin connection's first packet came from.
+pub const CT_ORIGIN_MAC: SubField = SubField {
+    field: Field::CtLabel,
+    ofs: 64,
+    n_bits: 48,
+};
+
 /// `reg1`, in NeighborDiscovery only: the value `move`d into `nd_reserved` and
 /// `nd_options_type` of an advertisement built from a solicitation. A `set_field` on those two
 /// fields is refused where the datapath cannot match them (OVS's kernel module: "IPv6 ND
@@ -112,6 +153,17 @@ impl SourceKind {
     pub fn load(self) -> Action {
         SOURCE_KIND.load(self.value())
     }
+
+    /// Adds "the packet's connection started at a port of this kind" to a match (after a
+    /// `ct(table=...)` lookup).
+    pub fn matching_origin(self, m: Match) -> Match {
+        m.ct_mark_masked(self.value(), CONNECTION_ORIGIN.mask() as u32)
+    }
+
+    /// Sets the connection's origin to this kind (inside `ct(commit,exec(...))`).
+    pub fn load_origin(self) -> Action {
+        Action::load(CONNECTION_ORIGIN, u128::from(self.value()))
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +191,21 @@ mod tests {
             ND_REPLY.matching(Match::new(), 1).to_string(),
             "reg0=0x100/0x100"
         );
+    }
+
+    #[test]
+    fn conntrack_fields_print_as_ovs_does() {
+        assert_eq!(
+            SourceKind::Gateway.load_origin().to_string(),
+            "set_field:0x2/0xf->ct_mark"
+        );
+        assert_eq!(
+            SourceKind::Uplink.matching_origin(Match::new()).to_string(),
+            "ct_mark=0x4/0xf"
+        );
+        assert_eq!(CT_ORIGIN_MAC.to_string(), "NXM_NX_CT_LABEL[64..111]");
+        assert_eq!(ORIGIN_MAC.to_string(), "OXM_OF_PKT_REG3[0..47]");
+        assert_eq!(CONNECTION_ORIGIN.mask(), 0xf);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub enum Stage {
     Classifier,
     /// SpoofGuard and IPv6 neighbor discovery.
     Validation,
-    /// Reserved: conntrack zone and state.
+    /// Conntrack zone and state: every IP packet is tracked, invalid ones dropped.
     Conntrack,
     /// Reserved: Service load balancing (kube-proxy replacement).
     ServiceLb,
@@ -33,7 +33,7 @@ pub enum Stage {
     Switching,
     /// Reserved: NetworkPolicy ingress rules.
     IngressSecurity,
-    /// Reserved: conntrack commit.
+    /// Conntrack commit: new connections are committed with their origin.
     ConntrackCommit,
     /// Reserved: packet-too-big (`check_pkt_larger`, ICMP frag-needed / PTB).
     PacketTooBig,
@@ -149,6 +149,10 @@ pub mod tables {
     /// virtual MAC, every other ND message dropped.
     pub const NEIGHBOR_DISCOVERY: TableDecl =
         decl("NeighborDiscovery", Stage::Validation, Miss::Next);
+    /// Sends every IP packet through conntrack (`ct(table=ConntrackState,zone=CT_ZONE)`).
+    pub const CONNTRACK_ZONE: TableDecl = decl("ConntrackZone", Stage::Conntrack, Miss::Next);
+    /// Drops `+inv`; established and related packets skip the later pre-routing stages.
+    pub const CONNTRACK_STATE: TableDecl = decl("ConntrackState", Stage::Conntrack, Miss::Next);
     /// Routing by destination IP: local pods, the gateway, peers (issue 4).
     pub const L3_FORWARDING: TableDecl = decl("L3Forwarding", Stage::Routing, Miss::Drop);
     /// Decrements the TTL / hop limit of routed packets.
@@ -156,20 +160,27 @@ pub mod tables {
     /// Target OpenFlow port by destination MAC into `reg1`.
     pub const L2_FORWARDING_CALC: TableDecl =
         decl("L2ForwardingCalc", Stage::Switching, Miss::Next);
+    /// Commits new connections with their origin in `ct_mark` (and an uplink peer's MAC in
+    /// `ct_label`).
+    pub const CONNTRACK_COMMIT: TableDecl =
+        decl("ConntrackCommit", Stage::ConntrackCommit, Miss::Next);
     /// Outputs to the port in `reg1`.
     pub const OUTPUT: TableDecl = decl("Output", Stage::Output, Miss::Drop);
 
-    /// Every wave-1 table.
-    pub const WAVE1: [TableDecl; 10] = [
+    /// Every table declared today (wave 1 and the conntrack stages of issue 14).
+    pub const WAVE1: [TableDecl; 13] = [
         ROOT,
         ARP_SPOOF_GUARD,
         ARP_RESPONDER,
         CLASSIFIER,
         SPOOF_GUARD,
         NEIGHBOR_DISCOVERY,
+        CONNTRACK_ZONE,
+        CONNTRACK_STATE,
         L3_FORWARDING,
         L3_DEC_TTL,
         L2_FORWARDING_CALC,
+        CONNTRACK_COMMIT,
         OUTPUT,
     ];
 }
@@ -264,13 +275,18 @@ mod tests {
                 ("Classifier", 20),
                 ("SpoofGuard", 30),
                 ("NeighborDiscovery", 31),
+                ("ConntrackZone", 40),
+                ("ConntrackState", 41),
                 ("L3Forwarding", 70),
                 ("L3DecTTL", 71),
                 ("L2ForwardingCalc", 80),
+                ("ConntrackCommit", 100),
                 ("Output", 120),
             ]
         );
-        assert_eq!(reg.next(&NEIGHBOR_DISCOVERY), Some(70));
+        assert_eq!(reg.next(&NEIGHBOR_DISCOVERY), Some(40));
+        assert_eq!(reg.next(&CONNTRACK_STATE), Some(70));
+        assert_eq!(reg.next(&L2_FORWARDING_CALC), Some(100));
         assert_eq!(reg.next(&OUTPUT), None);
         assert_eq!(&reg, Registry::wave1());
     }
@@ -278,16 +294,6 @@ mod tests {
     #[test]
     fn filling_reserved_stages_renumbers_nothing() {
         let later = [
-            TableDecl {
-                name: "ConntrackZone",
-                stage: Stage::Conntrack,
-                miss: Miss::Next,
-            },
-            TableDecl {
-                name: "ConntrackState",
-                stage: Stage::Conntrack,
-                miss: Miss::Next,
-            },
             TableDecl {
                 name: "ServiceLB",
                 stage: Stage::ServiceLb,
@@ -301,11 +307,6 @@ mod tests {
             TableDecl {
                 name: "IngressRule",
                 stage: Stage::IngressSecurity,
-                miss: Miss::Next,
-            },
-            TableDecl {
-                name: "ConntrackCommit",
-                stage: Stage::ConntrackCommit,
                 miss: Miss::Next,
             },
             TableDecl {
@@ -332,16 +333,14 @@ mod tests {
                 t.name
             );
         }
-        assert_eq!(full.number(&later[0]), 40);
-        assert_eq!(full.number(&later[1]), 41);
-        assert_eq!(full.number(&later[2]), 50);
-        assert_eq!(full.number(&later[3]), 60);
-        assert_eq!(full.number(&later[4]), 90);
-        assert_eq!(full.number(&later[5]), 100);
-        assert_eq!(full.number(&later[6]), 110);
+        assert_eq!(full.number(&later[0]), 50);
+        assert_eq!(full.number(&later[1]), 60);
+        assert_eq!(full.number(&later[2]), 90);
+        assert_eq!(full.number(&later[3]), 110);
         // Only the goto of the table before a filled stage changes.
-        assert_eq!(full.next(&NEIGHBOR_DISCOVERY), Some(40));
+        assert_eq!(full.next(&CONNTRACK_STATE), Some(50));
         assert_eq!(full.next(&L2_FORWARDING_CALC), Some(90));
+        assert_eq!(full.next(&CONNTRACK_COMMIT), Some(110));
         let numbers: Vec<u8> = full.tables().iter().map(|t| t.number).collect();
         assert!(
             numbers.windows(2).all(|w| w[0] < w[1]),

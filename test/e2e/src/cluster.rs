@@ -730,6 +730,21 @@ impl ClusterNode {
         self.ovs.rundir().join("agent").join("data")
     }
 
+    /// Points the node's `cniConfDir`/`cniBinDir` at `dirs` (with `chained` plugins) and runs
+    /// the real `weft-agent install-cni` there with `args` (the running agent is not restarted:
+    /// only `install-cni` reads these keys).
+    pub fn install_cni(
+        &self,
+        dirs: &crate::node::CniDirs,
+        chained: &[&str],
+        args: &[&str],
+    ) -> Result<String> {
+        self.set_config("cniConfDir", &dirs.conf.display().to_string())?;
+        self.set_config("cniBinDir", &dirs.bin.display().to_string())?;
+        self.set_config("cniChainedPlugins", &format!("[{}]", chained.join(", ")))?;
+        crate::node::install_cni(self.netns(), &self.bins, &self.config, args)
+    }
+
     /// Replaces the config line `key: ...` (or appends it) in the agent config; takes effect
     /// on the next agent start.
     pub fn set_config(&self, key: &str, value: &str) -> Result<()> {

@@ -755,6 +755,119 @@ fn stop_child(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// CNI config and bin dirs of a node whose pods come from a real container runtime: a test
+/// directory (removed on drop) that the agent's `install-cni` fills and the runtime reads.
+#[derive(Debug)]
+pub struct CniDirs {
+    dir: tempfile::TempDir,
+    /// `cniConfDir`: where `install-cni` writes the conflist.
+    pub conf: PathBuf,
+    /// `cniBinDir`: where `install-cni` installs `weft` (and the chained plugins).
+    pub bin: PathBuf,
+}
+
+impl CniDirs {
+    /// Creates the (empty) dirs.
+    pub fn new() -> Result<CniDirs> {
+        let dir = tempfile::Builder::new().prefix("weft-cni-").tempdir()?;
+        let conf = dir.path().join("net.d");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&conf)?;
+        std::fs::create_dir_all(&bin)?;
+        Ok(CniDirs { dir, conf, bin })
+    }
+
+    /// The test directory holding both.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Agent config lines pointing `cniConfDir`/`cniBinDir` here, with `chained` plugins
+    /// after Weft in the conflist.
+    pub fn agent_config(&self, chained: &[&str]) -> String {
+        format!(
+            "cniConfDir: {}\ncniBinDir: {}\ncniChainedPlugins: [{}]\n",
+            self.conf.display(),
+            self.bin.display(),
+            chained.join(", ")
+        )
+    }
+}
+
+/// Reads what a TCP server prints to a new connection from `client_ns` (until it closes).
+pub fn tcp_read(client_ns: &str, addr: SocketAddr) -> Result<String> {
+    let mut stream = netns::tcp_connect_in(client_ns, addr)
+        .with_context(|| format!("tcp connect from netns {client_ns} to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text)?;
+    Ok(text)
+}
+
+impl Node {
+    /// Fails unless nothing of any pod is left on the node: no host veth (`wf*`), no pod OVS
+    /// port, no pod flow, no IPAM allocation, no hostPort DNAT chain of the chained `portmap`.
+    pub fn assert_no_pod_state(&self) -> Result<()> {
+        let links = self.links_with_prefix("wf")?;
+        if !links.is_empty() {
+            bail!("host veths left: {links:?}");
+        }
+        let ports = self.pod_ports()?;
+        if !ports.is_empty() {
+            bail!("pod ports left: {ports:?}");
+        }
+        let flows = self.pod_flows()?;
+        if !flows.is_empty() {
+            bail!("pod flows left: {flows:?}");
+        }
+        let ips = self.ipam_allocations()?;
+        if !ips.is_empty() {
+            bail!("IPs left: {ips:?}");
+        }
+        let nat = netns::exec(self.netns(), &["iptables-save", "-t", "nat"])?;
+        if nat.lines().any(|l| l.starts_with("-A CNI-DN-")) {
+            bail!("hostPort DNAT rules left:\n{nat}");
+        }
+        Ok(())
+    }
+
+    /// Runs the real `weft-agent install-cni` with the node's config inside its namespace
+    /// (installing this build's plugin), plus `args`; returns what it printed (stdout+stderr).
+    pub fn install_cni(&self, args: &[&str]) -> Result<String> {
+        install_cni(self.netns(), &self.bins, &self.config, args)
+    }
+}
+
+/// Runs the real `weft-agent --config CONFIG install-cni --plugin PLUGIN ARGS...` inside
+/// `netns`; returns what it printed (stdout+stderr).
+pub(crate) fn install_cni(
+    netns: &str,
+    bins: &Binaries,
+    config: &Path,
+    args: &[&str],
+) -> Result<String> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(&bins.agent)
+        .arg("--config")
+        .arg(config)
+        .arg("install-cni")
+        .arg("--plugin")
+        .arg(&bins.plugin)
+        .args(args)
+        .output()
+        .context("cannot run weft-agent install-cni")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        bail!("weft-agent install-cni failed ({}): {text}", output.status);
+    }
+    Ok(text)
+}
+
 impl Node {
     /// The pid of the running agent process, if it was started and not stopped (`ip netns exec`
     /// execs the agent in place, so this is the agent itself).

@@ -5,11 +5,10 @@
 //! pings lost bounded by the outage windows. The attached uplink's internal port and renamed NIC
 //! are watched links: MTU and state drift on them is restored within 1 s and reported.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Context, Result};
-use weft_e2e::cluster::{Cluster, ClusterNode, ClusterOptions, UPLINK};
+use anyhow::{ensure, Context, Result};
+use weft_e2e::cluster::{Cluster, ClusterNode, ClusterOptions, LivePing, UPLINK};
 use weft_e2e::cmd;
 use weft_e2e::node::ping;
 
@@ -45,52 +44,33 @@ fn weft_state(node: &ClusterNode) -> (usize, usize) {
     (routes, rules)
 }
 
-/// `ping -i 0.01` (100 pps) from `netns` to `dst` until stopped; returns (sent, received).
-struct Pinger(Option<Child>);
-
-impl Pinger {
-    fn start(netns: &str, dst: &str) -> Result<Self> {
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", netns, "ping", "-q", "-i", "0.01", "-W", "1", dst,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start ping")?;
-        Ok(Pinger(Some(child)))
+/// Deletes every Weft route and rule of `family` in `ns`, as a networkd restart does, and
+/// checks each deletion did something (a flush of nothing exits 0): a family with no Weft route
+/// is left alone, so a break that removed nothing never counts as a repair.
+fn break_family(ns: &str, family: &str) -> Result<()> {
+    let routes = cmd::run(
+        "ip",
+        &[
+            "-n", ns, family, "route", "show", "table", "all", "proto", "87",
+        ],
+    )?;
+    if !routes.trim().is_empty() {
+        let out = cmd::run(
+            "ip",
+            &[
+                "-n", ns, "-s", family, "route", "flush", "table", "all", "proto", "87",
+            ],
+        )?;
+        ensure!(
+            out.contains("deleting"),
+            "{family} route flush removed nothing: {out}"
+        );
     }
-
-    fn stop(mut self) -> Result<(u64, u64)> {
-        let child = self.0.take().context("ping already stopped")?;
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
-        let out = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .ok_or_else(|| anyhow!("no ping summary: {text}"))?;
-        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-        let before = |word: &str| -> u64 {
-            words
-                .iter()
-                .position(|w| *w == word)
-                .and_then(|i| words.get(i.checked_sub(1)?))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok((before("packets"), before("received")))
+    let rules = cmd::run("ip", &["-n", ns, family, "rule", "show", "pref", "30700"])?;
+    if !rules.trim().is_empty() {
+        cmd::run("ip", &["-n", ns, family, "rule", "del", "pref", "30700"])?;
     }
-}
-
-impl Drop for Pinger {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    Ok(())
 }
 
 #[test]
@@ -112,20 +92,19 @@ fn peer_routes_and_rules_come_back_under_cross_node_traffic() -> Result<()> {
         "no peer route on node 1:\n{peer_routes}"
     );
 
-    let pinger = Pinger::start(&a.netns, &b_ip.to_string())?;
+    let pinger = LivePing::start(&a.netns, b_ip)?;
     std::thread::sleep(Duration::from_millis(300));
     let ns = n1.netns();
     let mut times = Vec::new();
     for _ in 0..TRIALS {
         let start = Instant::now();
+        // The IPv4 routes and rule are always there (converged): breaking them must work.
+        ensure!(
+            cmd::run("ip", &["-n", ns, "-4", "rule", "show", "pref", "30700"])?.contains("30700"),
+            "no IPv4 rule to break"
+        );
         for family in ["-4", "-6"] {
-            let _ = cmd::run(
-                "ip",
-                &[
-                    "-n", ns, family, "route", "flush", "table", "all", "proto", "87",
-                ],
-            );
-            let _ = cmd::run("ip", &["-n", ns, family, "rule", "del", "pref", "30700"]);
+            break_family(ns, family)?;
         }
         while weft_state(n1) != converged {
             ensure!(
@@ -140,7 +119,8 @@ fn peer_routes_and_rules_come_back_under_cross_node_traffic() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (sent, received) = pinger.stop()?;
+    let loss = pinger.stop()?;
+    let (sent, received) = (loss.sent, loss.received);
     times.sort();
     let p99 = times[((0.99 * TRIALS as f64).ceil() as usize).clamp(1, TRIALS) - 1];
     let lost = sent.saturating_sub(received);

@@ -198,3 +198,75 @@ fn lab_switch_mode_restarts_agents_keeping_pods() -> Result<()> {
     }
     Ok(())
 }
+
+/// `build/lab up --runtime containerd`: the lab's pods are real containers made by a containerd
+/// through CRI; `build/lab exec` runs commands in them through the runtime (`ctr tasks exec`),
+/// and `build/lab down` removes everything.
+#[test]
+fn lab_with_containerd_pods_execs_through_the_runtime() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state.json");
+    let bins = Binaries::locate()?;
+    let lab_bin = bins
+        .agent
+        .parent()
+        .context("binaries directory")?
+        .join("weft-lab");
+    let log = std::fs::File::create(dir.path().join("weft-lab.log"))?;
+    let mut command = Command::new(&lab_bin);
+    command
+        .args(["up", "--state"])
+        .arg(&state)
+        .args(["--runtime", "containerd", "--pods-per-node", "2"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let lab = Lab::spawn(command)?;
+    std::fs::write(dir.path().join("weft-lab.pid"), lab.pid.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !state.exists() {
+        if Instant::now() > deadline || lab.exited() {
+            bail!(
+                "the lab did not come up:\n{}",
+                std::fs::read_to_string(dir.path().join("weft-lab.log"))?
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let up: Value = serde_json::from_slice(&std::fs::read(&state)?)?;
+    ensure!(up["runtime"] == "containerd", "{up}");
+    let printed = std::fs::read_to_string(dir.path().join("weft-lab.log"))?;
+    let rows: Vec<&str> = printed.lines().filter(|l| l.starts_with("pod-")).collect();
+    ensure!(
+        rows.len() == 4
+            && rows[2..]
+                .iter()
+                .all(|r| !r.contains("FAIL") && !r.contains("/3")),
+        "ping matrix:\n{printed}"
+    );
+
+    let out = lab_script(dir.path(), &["exec", "pod-2", "--", "hostname"])?;
+    ensure!(text(&out).trim() == "pod-2", "exec: {}", text(&out));
+    let out = lab_script(
+        dir.path(),
+        &["exec", "pod-1", "--", "cat", "/proc/1/cmdline"],
+    )?;
+    ensure!(
+        text(&out).starts_with("sleep"),
+        "exec ran outside the container: {}",
+        text(&out)
+    );
+    let netns = up["pods"][0]["netns"]
+        .as_str()
+        .context("pod netns")?
+        .to_string();
+
+    let out = lab_script(dir.path(), &["down"])?;
+    ensure!(out.status.success(), "down: {}", text(&out));
+    ensure!(lab.exited(), "weft-lab still runs after down");
+    ensure!(
+        !weft_e2e::netns::list().contains(&netns),
+        "pod namespace {netns} left"
+    );
+    Ok(())
+}

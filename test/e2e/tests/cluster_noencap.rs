@@ -4,27 +4,19 @@
 //! pod<->pod ping and TCP, node -> remote pod, and DF pings at exactly 1472 bytes (pod MTU 1500
 //! on a 1500 underlay: nothing is subtracted without a tunnel).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use weft_e2e::cluster::{ping_df, Cluster, ClusterNode, ClusterOptions, TUNNEL, UPLINK};
+use weft_e2e::cluster::{
+    eventually, ping_df, Cluster, ClusterNode, ClusterOptions, TUNNEL, UPLINK,
+};
 use weft_e2e::node::{ping, tcp_roundtrip};
 
 /// Peer flows have cookie category 4.
 const PEER: u64 = 4;
 
-fn eventually(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How long a convergence may take.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// The MAC of `ifname` in namespace `ns`.
 fn link_mac(ns: &str, ifname: &str) -> Result<String> {
@@ -53,13 +45,17 @@ fn noencap_cross_node() -> Result<()> {
         .map(|n| link_mac(n.netns(), UPLINK))
         .collect::<Result<_>>()?;
     for (node, mac) in [n1, n2].iter().zip(&macs) {
-        eventually(&format!("{} to publish its uplink mac", node.name), || {
-            let object = cluster
-                .api
-                .get_node(&node.name)
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            Ok(object["metadata"]["annotations"]["weft.dev/uplink-mac"].as_str() == Some(mac))
-        })
+        eventually(
+            &format!("{} to publish its uplink mac", node.name),
+            WAIT,
+            || {
+                let object = cluster
+                    .api
+                    .get_node(&node.name)
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                Ok(object["metadata"]["annotations"]["weft.dev/uplink-mac"].as_str() == Some(mac))
+            },
+        )
         .with_context(logs)?;
         let ports = node.ovs.vsctl(&["list-ports", "br-int"])?;
         ensure!(
@@ -70,7 +66,7 @@ fn noencap_cross_node() -> Result<()> {
     // Each node routes the other's pod CIDR to the peer's uplink MAC, out of the uplink.
     for (node, peer_mac, peer_cidr) in [(n1, &macs[1], &n2.pod_cidr), (n2, &macs[0], &n1.pod_cidr)]
     {
-        eventually(&format!("{} to route its peer", node.name), || {
+        eventually(&format!("{} to route its peer", node.name), WAIT, || {
             let flows = node.flows_of_category(PEER)?;
             Ok(flows.iter().any(|f| {
                 f.contains(&format!("nw_dst={peer_cidr}"))

@@ -2,27 +2,17 @@
 //! on every other node, a node added later becomes reachable, and each agent publishes its
 //! transport address on its Node.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
-use weft_e2e::cluster::{Cluster, ClusterNode, ClusterOptions};
+use anyhow::{ensure, Context, Result};
+use weft_e2e::cluster::{eventually, Cluster, ClusterNode, ClusterOptions};
 use weft_e2e::node::ping;
 
 /// Peer flows have cookie category 4.
 const PEER: u64 = 4;
 
-fn eventually(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if check()? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How long a convergence may take.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn peer_state(node: &ClusterNode) -> Result<(Vec<String>, Vec<String>)> {
     Ok((node.flows_of_category(PEER)?, node.gateway_routes()?))
@@ -36,6 +26,7 @@ fn peers_follow_node_objects() -> Result<()> {
     for node in &cluster.nodes {
         eventually(
             &format!("{} to publish its transport address", node.name),
+            WAIT,
             || {
                 let object = cluster
                     .api
@@ -50,7 +41,7 @@ fn peers_follow_node_objects() -> Result<()> {
 
     // Node 1 routes both peers: one L3 flow and one ARP answer each, one route each.
     let n1 = cluster.node(1)?;
-    eventually("node-1 to route two peers", || {
+    eventually("node-1 to route two peers", WAIT, || {
         let (flows, routes) = peer_state(n1)?;
         Ok(flows.len() == 4 && routes.len() == 2)
     })?;
@@ -75,7 +66,7 @@ fn peers_follow_node_objects() -> Result<()> {
     cluster.remove_node(3)?;
     for index in [1, 2] {
         let node = cluster.node(index)?;
-        eventually(&format!("{} to forget node-3", node.name), || {
+        eventually(&format!("{} to forget node-3", node.name), WAIT, || {
             let (flows, routes) = peer_state(node)?;
             Ok(flows.len() == 2
                 && routes.len() == 1
@@ -89,7 +80,7 @@ fn peers_follow_node_objects() -> Result<()> {
     ensure!(n4.index == 4);
     let (d, d_ip) = n4.add_pod("d")?;
     let n1 = cluster.node(1)?;
-    eventually("node-1 to route node-4", || {
+    eventually("node-1 to route node-4", WAIT, || {
         Ok(n1
             .gateway_routes()?
             .iter()

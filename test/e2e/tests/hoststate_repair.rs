@@ -9,11 +9,11 @@
 //! Needs `cargo build --workspace --bins` first (build/test does it).
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::json;
+use weft_e2e::cluster::LivePing;
 use weft_e2e::cmd;
 use weft_e2e::node::{ping, Node, NodeOptions, Pod, GATEWAY, UPLINK};
 
@@ -24,6 +24,21 @@ fn ip(node: &Node, args: &[&str]) -> String {
     let mut full = vec!["-n", node.netns()];
     full.extend_from_slice(args);
     cmd::run("ip", &full).unwrap_or_default()
+}
+
+/// Breaks host state with `ip -n NS -s ARGS` (a flush) and checks that it removed something:
+/// a flush of nothing exits 0, and a break that did nothing would "converge" at once.
+fn flush(ns: &str, args: &[&str]) -> Result<()> {
+    let mut full = vec!["-n", ns, "-s"];
+    full.extend_from_slice(args);
+    let out = cmd::run("ip", &full)?;
+    ensure!(
+        out.contains("deleting"),
+        "ip {}: removed nothing ({})",
+        args.join(" "),
+        out.trim()
+    );
+    Ok(())
 }
 
 /// Weft's IPv4 routes (all tables), rules and permanent neighbours, as text.
@@ -72,57 +87,12 @@ fn wait_converged_since(node: &Node, start: Instant, timeout: Duration) -> Resul
     }
 }
 
-/// A `ping -i 0.01` (100 pps) from the pod to the gateway, until stopped.
-struct Pinger(Option<Child>);
-
-impl Pinger {
-    fn start(pod: &Pod, dst: &str) -> Result<Self> {
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", &pod.netns, "ping", "-q", "-i", "0.01", "-W", "1", dst,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start ping")?;
-        Ok(Pinger(Some(child)))
-    }
-
-    /// Stops it (SIGINT, so it prints its summary) and returns (transmitted, received), not
-    /// counting as transmitted the one echo that may still be in flight when the signal lands
-    /// (ping does not wait for it; at 100 pps at most one is outstanding).
-    fn stop(mut self) -> Result<(u64, u64)> {
-        let child = self.0.take().context("ping already stopped")?;
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        // `ip netns exec` execs ping, so the child is ping itself.
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
-        let out = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .ok_or_else(|| anyhow!("no ping summary: {text}"))?;
-        let number = |word: &str| -> Option<u64> {
-            let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-            let i = words.iter().position(|w| *w == word)?;
-            words.get(i.checked_sub(1)?)?.parse().ok()
-        };
-        let (sent, received) = (
-            number("packets").unwrap_or(0),
-            number("received").unwrap_or(0),
-        );
-        let in_flight = u64::from(sent > received);
-        Ok((sent - in_flight, received))
-    }
-}
-
-impl Drop for Pinger {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Stops the ping; returns (transmitted, received), not counting as transmitted the one echo
+/// that may still be in flight when ping is stopped (at 100 pps at most one is outstanding).
+fn answered(ping: LivePing) -> Result<(u64, u64)> {
+    let loss = ping.stop()?;
+    let in_flight = u64::from(loss.sent > loss.received);
+    Ok((loss.sent - in_flight, loss.received))
 }
 
 #[derive(Debug)]
@@ -156,18 +126,23 @@ impl Trials {
 }
 
 /// Runs `TRIALS` times: break (ip commands), measure time to restore; under the ping.
-fn trials(node: &Node, pod: &Pod, name: &'static str, break_it: &dyn Fn()) -> Result<Trials> {
-    let pinger = Pinger::start(pod, GW_IP)?;
+fn trials(
+    node: &Node,
+    pod: &Pod,
+    name: &'static str,
+    break_it: &dyn Fn() -> Result<()>,
+) -> Result<Trials> {
+    let pinger = LivePing::start(&pod.netns, GW_IP.parse()?)?;
     std::thread::sleep(Duration::from_millis(300));
     let mut times = Vec::new();
     for _ in 0..TRIALS {
         let start = Instant::now();
-        break_it();
+        break_it().with_context(|| format!("{name}: breaking the host state"))?;
         times.push(wait_converged_since(node, start, Duration::from_secs(2))?);
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (sent, received) = pinger.stop()?;
+    let (sent, received) = answered(pinger)?;
     let t = Trials {
         name,
         times,
@@ -222,15 +197,15 @@ fn link_drift(
     node: &Node,
     pod: &Pod,
     name: &'static str,
-    change: &dyn Fn(u8),
+    change: &dyn Fn(u8) -> Result<()>,
     restored: &dyn Fn() -> bool,
 ) -> Result<Trials> {
-    let pinger = Pinger::start(pod, GW_IP)?;
+    let pinger = LivePing::start(&pod.netns, GW_IP.parse()?)?;
     std::thread::sleep(Duration::from_millis(300));
     let mut times = Vec::new();
     for i in 0..5u8 {
         let start = Instant::now();
-        change(i);
+        change(i).with_context(|| format!("{name}: changing the link"))?;
         while !restored() {
             ensure!(
                 start.elapsed() < Duration::from_secs(2),
@@ -243,7 +218,7 @@ fn link_drift(
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (sent, received) = pinger.stop()?;
+    let (sent, received) = answered(pinger)?;
     let t = Trials {
         name,
         times,
@@ -294,43 +269,26 @@ fn host_state_is_repaired_within_a_second_under_traffic() -> Result<()> {
     let mut results = Vec::new();
     // 1. What `systemctl restart systemd-networkd` does: every foreign route and rule gone.
     results.push(trials(&node, &pod, "networkd-style delete all", &|| {
-        let _ = cmd::run(
-            "ip",
-            &[
-                "-n", n, "-4", "route", "flush", "table", "all", "proto", "87",
-            ],
-        );
-        let _ = cmd::run("ip", &["-n", n, "-4", "rule", "del", "pref", "30700"]);
+        flush(n, &["-4", "route", "flush", "table", "all", "proto", "87"])?;
+        cmd::run("ip", &["-n", n, "-4", "rule", "del", "pref", "30700"])?;
+        Ok(())
     })?);
     // 2. `ip route flush table main proto 87`.
     results.push(trials(&node, &pod, "route flush main proto 87", &|| {
-        let _ = cmd::run(
-            "ip",
-            &[
-                "-n", n, "-4", "route", "flush", "table", "main", "proto", "87",
-            ],
-        );
+        flush(n, &["-4", "route", "flush", "table", "main", "proto", "87"])?;
+        Ok(())
     })?);
     // 3. Neighbours deleted.
     results.push(trials(&node, &pod, "neighbour flush", &|| {
-        let _ = cmd::run(
-            "ip",
-            &[
-                "-n",
-                n,
-                "-4",
-                "neigh",
-                "flush",
-                "dev",
-                GATEWAY,
-                "nud",
-                "permanent",
-            ],
-        );
+        flush(
+            n,
+            &["-4", "neigh", "flush", "dev", GATEWAY, "nud", "permanent"],
+        )?;
+        Ok(())
     })?);
     // 4. The gateway's address removed.
     results.push(trials(&node, &pod, "gateway address removed", &|| {
-        let _ = cmd::run(
+        cmd::run(
             "ip",
             &[
                 "-n",
@@ -341,7 +299,8 @@ fn host_state_is_repaired_within_a_second_under_traffic() -> Result<()> {
                 "dev",
                 GATEWAY,
             ],
-        );
+        )?;
+        Ok(())
     })?);
 
     // 5. MAC and MTU drift of the gateway and of the pod's host veth: restored and reported.
@@ -364,7 +323,8 @@ fn host_state_is_repaired_within_a_second_under_traffic() -> Result<()> {
         "host veth mac drift",
         &|i| {
             let mac = format!("02:00:00:00:01:{i:02x}");
-            let _ = cmd::run("ip", &["-n", n, "link", "set", &veth, "address", &mac]);
+            cmd::run("ip", &["-n", n, "link", "set", &veth, "address", &mac])?;
+            Ok(())
         },
         &|| mac_of(&ip(&node, &["link", "show", &veth])) == veth_mac,
     )?;
@@ -381,8 +341,9 @@ fn host_state_is_repaired_within_a_second_under_traffic() -> Result<()> {
         "gateway mac+mtu drift",
         &|i| {
             let mac = format!("02:00:00:00:02:{i:02x}");
-            let _ = cmd::run("ip", &["-n", n, "link", "set", GATEWAY, "address", &mac]);
-            let _ = cmd::run("ip", &["-n", n, "link", "set", GATEWAY, "mtu", "1400"]);
+            cmd::run("ip", &["-n", n, "link", "set", GATEWAY, "address", &mac])?;
+            cmd::run("ip", &["-n", n, "link", "set", GATEWAY, "mtu", "1400"])?;
+            Ok(())
         },
         &|| {
             let g = ip(&node, &["link", "show", GATEWAY]);

@@ -18,7 +18,8 @@ use weft_e2e::cluster::{Cluster, ClusterNode, ClusterOptions};
 use weft_e2e::node::{Node, NodeOptions, Pod, BRIDGE, NODE_IP4, NODE_IP6};
 
 const USAGE: &str = "usage: weft-lab up --state FILE [--pods-per-node N] \
-     [--ip-family ipv4|ipv6|dual] [--nodes N] [--mode encap|noEncap] [--tunnel geneve|vxlan|gre]";
+     [--ip-family ipv4|ipv6|dual] [--nodes N] [--mode encap|noEncap] [--tunnel geneve|vxlan|gre] \
+     [--runtime plugin|containerd]";
 
 struct Args {
     state: PathBuf,
@@ -27,6 +28,9 @@ struct Args {
     nodes: usize,
     mode: String,
     tunnel: String,
+    /// `plugin`: pods are namespaces wired by calling the plugin; `containerd`: real
+    /// containers made by a containerd driven through CRI (single-node lab).
+    runtime: String,
 }
 
 fn parse_args() -> Result<Args> {
@@ -41,6 +45,7 @@ fn parse_args() -> Result<Args> {
         nodes: 1,
         mode: "encap".into(),
         tunnel: "geneve".into(),
+        runtime: "plugin".into(),
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| anyhow!("{flag} needs a value"));
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args> {
             }
             "--mode" => parsed.mode = value()?,
             "--tunnel" => parsed.tunnel = value()?,
+            "--runtime" => parsed.runtime = value()?,
             other => bail!("unknown option {other:?}; {USAGE}"),
         }
     }
@@ -84,12 +90,25 @@ fn parse_args() -> Result<Args> {
             parsed.tunnel
         );
     }
+    if !["plugin", "containerd"].contains(&parsed.runtime.as_str()) {
+        bail!(
+            "--runtime {:?}: expected plugin or containerd",
+            parsed.runtime
+        );
+    }
     Ok(parsed)
 }
 
 fn main() -> Result<()> {
     let args = parse_args()?;
-    if args.nodes > 1 || args.mode != "encap" || args.tunnel != "geneve" {
+    let multi = args.nodes > 1 || args.mode != "encap" || args.tunnel != "geneve";
+    if args.runtime == "containerd" {
+        if multi {
+            bail!("--runtime containerd: the multi-node lab runs plugin pods only (for now)");
+        }
+        return containerd_node(&args);
+    }
+    if multi {
         return multi_node(&args);
     }
     let cidrs: &[&str] = match args.family.as_str() {
@@ -237,6 +256,100 @@ fn multi_node(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The single-node lab with real containers: the node's `install-cni` fills a CNI dir, a
+/// containerd in the node's namespace reads it, and every pod is a sandbox plus a `sleep`
+/// container made through CRI (`build/lab exec` runs commands with `ctr tasks exec`).
+fn containerd_node(args: &Args) -> Result<()> {
+    use weft_e2e::containerd::{Containerd, K8S_NAMESPACE};
+    use weft_e2e::cri::PodSpec;
+    use weft_e2e::node::CniDirs;
+    let cidrs: &[&str] = match args.family.as_str() {
+        "ipv4" => &["10.244.1.0/24"],
+        "ipv6" => &["fd00:244:1::/64"],
+        _ => &["10.244.1.0/24", "fd00:244:1::/64"],
+    };
+    let mut signals = Signals::install()?;
+    let cni = CniDirs::new()?;
+    let mut options = NodeOptions::new(cidrs);
+    options.extra_config = cni.agent_config(&["portmap"]);
+    let node = Node::start(options)?;
+    node.install_cni(&["--chained-plugins-from", "/usr/lib/cni"])?;
+    let containerd = Containerd::start(node.netns(), &cni.conf, &cni.bin)?;
+    let mut cri = containerd.cri()?;
+    println!(
+        "== node {} (netns {}), {}",
+        node.name,
+        node.netns(),
+        cri.version()?
+    );
+    println!("MTU plan: {}", mtu_plan(&node.ovs));
+    let mut pods = Vec::new();
+    let mut pod_ips = Vec::new();
+    let mut containers = Vec::new();
+    for i in 1..=args.pods {
+        let spec = PodSpec::new("default", &format!("pod-{i}"));
+        let sandbox = cri
+            .run_pod_sandbox(&spec)
+            .with_context(|| format!("RunPodSandbox {}", spec.name))?;
+        let container = cri.run_container(
+            &sandbox,
+            &spec,
+            "app",
+            &containerd.image.name,
+            &["sleep", "1000000"],
+        )?;
+        let netns = cri.sandbox_netns(&sandbox)?;
+        let netns = netns
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        pod_ips.push(cri.sandbox_ips(&sandbox)?);
+        pods.push((spec.name.clone(), netns));
+        containers.push(container);
+    }
+    println!("== pods (containerd)");
+    for ((name, netns), ips) in pods.iter().zip(&pod_ips) {
+        let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+        println!("{name:<8} netns {netns:<24} {}", ips.join(", "));
+    }
+    print_ping_matrix_of(&pods, &pod_ips, cidrs);
+    let state = json!({
+        "pid": std::process::id(),
+        "node": node.name,
+        "netns": node.netns(),
+        "rundir": node.ovs.rundir(),
+        "agentLog": node.log,
+        "runtime": "containerd",
+        "containerdSocket": containerd.socket,
+        "containerdNamespace": K8S_NAMESPACE,
+        "containerdLog": containerd.log,
+        "pods": pods.iter().zip(&pod_ips).zip(&containers).map(|(((name, netns), ips), c)| json!({
+            "name": name, "netns": netns, "ips": ips, "container": c,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&args.state, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("cannot write {}", args.state.display()))?;
+    println!("lab is up (state: {})", args.state.display());
+    let (_, result) = switch_files(&args.state);
+    while let Event::SwitchMode = signals.next() {
+        write_result(
+            &result,
+            "error\nswitch-mode needs the multi-node lab: build/lab up --nodes N or --mode MODE\n",
+        )?;
+    }
+    println!("== taking the lab down");
+    if let Err(err) = containerd.remove_all_sandboxes() {
+        eprintln!("removing the sandboxes: {err:#}");
+    }
+    drop(cri);
+    drop(containerd);
+    drop(node);
+    drop(cni);
+    let _ = std::fs::remove_file(&args.state);
+    println!("lab is down");
+    Ok(())
+}
+
 /// The addresses of a CNI result.
 fn addresses(result: &Value) -> Vec<IpAddr> {
     result["ips"]
@@ -250,10 +363,19 @@ fn addresses(result: &Value) -> Vec<IpAddr> {
 
 /// Pings every pod, the gateway and the node from every pod; prints a matrix of ok / FAIL.
 fn print_ping_matrix(pods: &[Pod], pod_ips: &[Vec<IpAddr>], cidrs: &[&str]) {
+    let pods: Vec<(String, String)> = pods
+        .iter()
+        .map(|p| (p.name.clone(), p.netns.clone()))
+        .collect();
+    print_ping_matrix_of(&pods, pod_ips, cidrs);
+}
+
+/// [`print_ping_matrix`] for pods given as (name, network namespace name).
+fn print_ping_matrix_of(pods: &[(String, String)], pod_ips: &[Vec<IpAddr>], cidrs: &[&str]) {
     let mut targets: Vec<(String, IpAddr)> = Vec::new();
-    for (pod, ips) in pods.iter().zip(pod_ips) {
+    for ((name, _), ips) in pods.iter().zip(pod_ips) {
         for ip in ips {
-            targets.push((pod.name.clone(), *ip));
+            targets.push((name.clone(), *ip));
         }
     }
     for cidr in cidrs {
@@ -274,10 +396,10 @@ fn print_ping_matrix(pods: &[Pod], pod_ips: &[Vec<IpAddr>], cidrs: &[&str]) {
         print!(" {:>22}", format!("{name} {ip}"));
     }
     println!();
-    for pod in pods {
-        print!("{:<8}", pod.name);
+    for (name, netns) in pods {
+        print!("{name:<8}");
         for (_, ip) in &targets {
-            print!(" {:>22}", probe(pod, *ip));
+            print!(" {:>22}", probe(netns, *ip));
         }
         println!();
     }
@@ -286,10 +408,12 @@ fn print_ping_matrix(pods: &[Pod], pod_ips: &[Vec<IpAddr>], cidrs: &[&str]) {
 /// Three pings; "ok" when all are answered, "FAIL" when none is, else "n/3". The first packet
 /// to a new tunnel endpoint can be lost while OVS resolves the underlay neighbour, so a single
 /// probe would under-report.
-fn probe(pod: &Pod, ip: IpAddr) -> String {
-    let out = pod
-        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", &ip.to_string()])
-        .unwrap_or_else(|err| format!("{err:#}"));
+fn probe(netns: &str, ip: IpAddr) -> String {
+    let out = weft_e2e::netns::exec(
+        netns,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", &ip.to_string()],
+    )
+    .unwrap_or_else(|err| format!("{err:#}"));
     let received = out
         .split(", ")
         .find_map(|part| part.strip_suffix(" received"))
@@ -453,7 +577,7 @@ fn pod_matrix(pods: &[(usize, Pod, IpAddr)]) -> String {
     for (_, from, _) in pods {
         out += &format!("{:<10}", from.name);
         for (_, _, ip) in pods {
-            out += &format!(" {:>10}", probe(from, *ip));
+            out += &format!(" {:>10}", probe(&from.netns, *ip));
         }
         out += "\n";
     }

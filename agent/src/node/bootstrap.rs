@@ -11,8 +11,9 @@
 //! 3. the restart round: the bridge's `weft-round` external id + 1, persisted before any flow
 //!    of the new round is installed; the applied mode, plan and transport are recorded next to
 //!    it;
-//! 4. the gateway port (fixed ofport, `mtu_request`, stable MAC) and its kernel side (MTU, up,
-//!    the first IP of every podCIDR); in encap the tunnel port ([`super::tunnel`]); the mode
+//! 4. the gateway port (fixed ofport, `mtu_request`, stable MAC) and its kernel side (MAC, MTU,
+//!    up; its addresses, the first IP of every podCIDR, are the host-state reconciler's); in
+//!    encap the tunnel port ([`crate::ports::tunnel`]); the mode
 //!    switch and the journaled uplink attach or detach ([`crate::uplink::at_start`]);
 //! 5. the pod store rebuilt from OVS port external_ids, IPAM reconciled against it;
 //! 6. the base pipeline and every existing pod's flows in one bundle (round N), then every
@@ -25,15 +26,13 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressScope};
 use netlink_packet_route::link::LinkAttribute;
-use ovs_flows::flow::MacAddr as FlowMac;
 use ovs_flows::pipeline::NodeConfig;
+use weft_plan::MacAddr;
 
-use super::flows::{FlowError, FlowSet, Infrastructure};
-use super::gateway::{self, GatewayError, GatewaySpec};
 use super::peers::PeerPath;
-use super::tunnel::{self, TunnelError, TunnelSpec};
 use crate::cniserver::{PodNetwork, RebuildReport};
 use crate::config::AgentConfig;
+use crate::flows::{FlowError, FlowSet, Infrastructure};
 use crate::iface::{IfaceError, VethManager};
 use crate::ipam::{FileStore, Ipam, IpamError, SharedIpam};
 use crate::k8s::{K8sError, LocalNode, PeerNodes};
@@ -43,16 +42,9 @@ use crate::mtu::{
 };
 use crate::netns::{Netns, NetnsError};
 use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, Record};
-
-/// Bridge external id holding the restart round of the installed flows.
-pub const ROUND_KEY: &str = "weft-round";
-/// Bridge external id recording the applied traffic mode.
-pub const MODE_KEY: &str = "weft-mode";
-/// Bridge external id recording the applied MTU plan (JSON).
-pub const MTU_PLAN_KEY: &str = "weft-mtu-plan";
-/// Bridge external id recording the transport interface (empty when `mtu` was configured and
-/// none was found).
-pub const TRANSPORT_KEY: &str = "weft-transport";
+use crate::ports::gateway::{self, GatewayError, GatewaySpec};
+use crate::ports::tunnel::{self, TunnelError, TunnelSpec};
+pub use weft_plan::names::{MODE_KEY, MTU_PLAN_KEY, ROUND_KEY, TRANSPORT_KEY};
 
 /// The traffic mode when the config keys are at their defaults.
 pub const DEFAULT_MODE: TrafficMode = TrafficMode::Encap(TunnelType::Geneve);
@@ -430,7 +422,7 @@ pub struct Bootstrapped {
     /// The mode switch, the uplink and the pods' MTUs against the plan.
     pub uplink: crate::uplink::StartReport,
     /// noEncap with the uplink attached: this node's uplink MAC (published for the peers).
-    pub uplink_mac: Option<FlowMac>,
+    pub uplink_mac: Option<MacAddr>,
     /// How peers are reached (`None`: not at all, noEncap without an attached uplink).
     pub peer_path: Option<PeerPath>,
 }
@@ -497,7 +489,7 @@ pub async fn bootstrap(
     gateway::ensure_port(ovs, &bridge, &gateway).await?;
 
     // encap: the tunnel port (noEncap: the mode switch in `uplink::at_start` removes it).
-    if let Some(spec) = TunnelSpec::desired(config, transport.mode, &plan) {
+    if let Some(spec) = TunnelSpec::desired(config.tunnel_port, transport.mode, &plan) {
         tunnel::ensure(ovs, &bridge, &spec).await?;
         tracing::info!(port = tunnel::TUNNEL_PORT, kind = spec.tunnel.as_str(), dst_port = ?config.effective_tunnel_port(), mtu = spec.mtu, "tunnel port converged");
     }
@@ -506,7 +498,7 @@ pub async fn bootstrap(
 
     let node_config = NodeConfig {
         round,
-        gateway_mac: FlowMac(gateway.mac.0),
+        gateway_mac: gateway.mac,
         gateway_ips: gateway.ips(),
         pod_cidrs: node.pod_cidrs.clone(),
         node_ips: node.internal_ips.clone(),
@@ -538,9 +530,9 @@ pub async fn bootstrap(
     .await?;
     // noEncap reaches peers at their uplink MAC, from this node's (the NIC's, recorded).
     let uplink_mac = match (transport.mode, &uplink.uplink) {
-        (TrafficMode::NoEncap, Some(spec)) => crate::uplink::recorded_nic(&spec.journal)
-            .and_then(|nic| crate::cniserver::pods::parse_mac(&nic.mac))
-            .map(|mac| FlowMac(mac.0)),
+        (TrafficMode::NoEncap, Some(spec)) => {
+            crate::uplink::recorded_nic(&spec.journal).and_then(|nic| MacAddr::parse(&nic.mac))
+        }
         _ => None,
     };
     flows.set_infrastructure(Infrastructure {

@@ -18,7 +18,7 @@ use ovs_flows::flow::{Flow, MacAddr};
 use ovs_flows::ofp::{
     Client, ClientConfig, ClientError, ClientStats, Endpoint, FlowEntry, FlowMod, FlowStatsRequest,
 };
-use ovs_flows::pipeline::noencap::{noencap_peer_flows, NoEncapPeer};
+use ovs_flows::pipeline::noencap::{noencap_peer_flows, uplink_reply_flows, NoEncapPeer};
 use ovs_flows::pipeline::{
     add_all, base_flows, delete_peer, delete_pod, delete_round, peer_flows, peer_gateway_answers,
     pod_flows, tunnel_flows, Cookie, CookieFilter, LocalPod, NodeConfig, PeerNode, PipelineError,
@@ -75,6 +75,10 @@ impl Desired {
             flows.extend(pod_flows(&self.node, pod));
         }
         flows.extend(self.statics.iter().cloned());
+        if let Some(local) = self.infra.uplink_mac {
+            // noEncap: replies of uplink-origin connections go back to the MAC they came from.
+            flows.extend(uplink_reply_flows(&self.node, local));
+        }
         for peer in self.peers.values() {
             flows.extend(self.peer_flows(peer));
         }
@@ -122,18 +126,7 @@ pub struct Infrastructure {
     pub uplink_mac: Option<MacAddr>,
 }
 
-/// A peer as the flow set receives it (the id is allocated here).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerRoute {
-    /// Node name.
-    pub name: String,
-    /// Its pod CIDRs.
-    pub pod_cidrs: Vec<ipnet::IpNet>,
-    /// Its transport address.
-    pub transport_ip: std::net::IpAddr,
-    /// Its uplink MAC (noEncap, same L2 segment), from `weft.dev/uplink-mac`.
-    pub uplink_mac: Option<MacAddr>,
-}
+pub use weft_plan::peers::PeerRoute;
 
 /// Observes every flow operation (one bundle each), e.g. for metrics.
 pub trait FlowObserver: Send + Sync + std::fmt::Debug {

@@ -1,5 +1,5 @@
 //! Pod attachments as the CNI server remembers them, and their durable form: the `external_ids`
-//! of the pod's OVS port.
+//! of the pod's OVS port; and [`Owner`], who holds an IPAM address.
 //!
 //! The agent keeps no pod database of its own. Every attachment is written onto its OVS port when
 //! the port is created, so after an agent restart the store is rebuilt from OVSDB
@@ -10,25 +10,33 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
-use crate::agent::{OWNER_KEY, OWNER_VALUE};
-use crate::iface::MacAddr;
-use crate::ipam::Owner;
+use crate::mac::MacAddr;
+pub use crate::names::{
+    KEY_CONTAINER_ID, KEY_IFNAME, KEY_IPS, KEY_MAC, KEY_NAME, KEY_NAMESPACE, KEY_NETNS,
+};
+use crate::names::{OWNER_KEY, OWNER_VALUE};
 
-/// external_ids key: the pod's Kubernetes namespace.
-pub const KEY_NAMESPACE: &str = "weft-pod-namespace";
-/// external_ids key: the pod's Kubernetes name.
-pub const KEY_NAME: &str = "weft-pod-name";
-/// external_ids key: the runtime's container id.
-pub const KEY_CONTAINER_ID: &str = "weft-container-id";
-/// external_ids key: the interface name inside the pod.
-pub const KEY_IFNAME: &str = "weft-ifname";
-/// external_ids key: the pod's addresses with prefix lengths, comma-separated.
-pub const KEY_IPS: &str = "weft-ips";
-/// external_ids key: the MAC of the pod's interface.
-pub const KEY_MAC: &str = "weft-mac";
-/// external_ids key: the pod's network namespace path.
-pub const KEY_NETNS: &str = "weft-netns";
+/// Who holds an IPAM address: one attachment (container id + interface).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// Container id from the runtime.
+    pub container_id: String,
+    /// Interface name inside the pod.
+    pub ifname: String,
+    /// "namespace/name" of the pod, for humans; not part of identity.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+}
+
+impl Owner {
+    /// Whether both name the same attachment (the pod name is not part of identity).
+    pub fn same_attachment(&self, other: &Owner) -> bool {
+        self.container_id == other.container_id && self.ifname == other.ifname
+    }
+}
 
 /// One pod attachment (container id + interface) wired by this agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +160,7 @@ impl PodRecord {
             return Err(invalid(KEY_IPS, &ips_text));
         }
         let mac_text = get(KEY_MAC)?;
-        let mac = parse_mac(&mac_text).ok_or_else(|| invalid(KEY_MAC, &mac_text))?;
+        let mac = MacAddr::parse(&mac_text).ok_or_else(|| invalid(KEY_MAC, &mac_text))?;
         let container_id = get(KEY_CONTAINER_ID)?;
         if container_id.is_empty() {
             return Err(invalid(KEY_CONTAINER_ID, ""));
@@ -171,20 +179,6 @@ impl PodRecord {
                 .and_then(|p| u32::try_from(p).ok()),
         })
     }
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(text: &str) -> Option<MacAddr> {
-    let mut octets = [0u8; 6];
-    let mut parts = text.split(':');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.len() != 2 {
-            return None;
-        }
-        *octet = u8::from_str_radix(part, 16).ok()?;
-    }
-    parts.next().is_none().then_some(MacAddr(octets))
 }
 
 #[cfg(test)]
@@ -244,22 +238,5 @@ mod tests {
         assert!(PodRecord::from_external_ids("p", &ids, None).is_err());
         let foreign = BTreeMap::from([("iface-id".to_string(), "x".to_string())]);
         assert!(!PodRecord::is_pod_port(&foreign));
-    }
-
-    #[test]
-    fn mac_parsing() {
-        assert_eq!(
-            parse_mac("02:aB:00:00:00:ff"),
-            Some(MacAddr([2, 0xab, 0, 0, 0, 0xff]))
-        );
-        for bad in [
-            "",
-            "02:00:00:00:00",
-            "02:00:00:00:00:00:00",
-            "2:0:0:0:0:0",
-            "0g:00:00:00:00:00",
-        ] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
     }
 }

@@ -1,4 +1,6 @@
-//! The agent's main loop: serve the CNI socket at once (not ready), connect to OVS, converge
+//! The composition root: the only module that imports the parts (`cniserver`, `hoststate`,
+//! `uplink`, `api`, `k8s`) and wires them, passing each only what it needs (the e2e crate's
+//! `layering` test keeps it so). The agent's main loop: serve the CNI socket at once (not ready), connect to OVS, converge
 //! the bridge, wait for the own Node's podCIDRs, bootstrap the node ([`bootstrap`]), hand the
 //! pod network to the CNI server, then keep the bridge, the gateway port, the uplink and the
 //! peers' flows converged. Host routes, rules, neighbours, sysctls, gateway addresses and the
@@ -9,15 +11,13 @@
 //! config and node; the loop compares them with what OVSDB and the kernel report on every
 //! OVSDB cache event (the monitor is the trigger, and every reconnect is a full resync) and on
 //! a periodic backstop, and converges with idempotent operations. OpenFlow reconnects
-//! (ovs-vswitchd restarts) are handled by the flow set's replay hook ([`flows`]).
+//! (ovs-vswitchd restarts) are handled by the flow set's replay hook ([`crate::flows`]).
 
 pub mod bootstrap;
 pub mod dpfeatures;
-pub mod flows;
-pub mod gateway;
+pub mod hoststate;
 pub mod peers;
 pub mod replan;
-pub mod tunnel;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,18 +28,15 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::cniserver::{CniService, ServeError};
 use crate::config::AgentConfig;
+use crate::flows;
 use crate::k8s::{self, K8sError, NodeView, PeersView};
 use crate::netns::Netns;
 use crate::ovsdb::{
     BridgeSpec, CacheEvent, Client, ClientConfig, Endpoint, Ovs, OvsBridgeClient, OvsdbError, Row,
 };
+use crate::ports::gateway::{self, GatewaySpec};
 use bootstrap::BootstrapError;
-use gateway::GatewaySpec;
-
-/// external_ids key marking objects Weft owns.
-pub const OWNER_KEY: &str = "weft-owner";
-/// external_ids value of [`OWNER_KEY`].
-pub const OWNER_VALUE: &str = "weft-agent";
+pub use weft_plan::names::{OWNER_KEY, OWNER_VALUE};
 
 /// How often the bridge and gateway are re-checked when no OVSDB event arrives.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
@@ -128,7 +125,8 @@ pub async fn run_with(
     tracing::info!(socket = %config.cni_socket.display(), "cni socket served (not ready yet)");
     let _server = AbortOnDrop(server);
     // The local API (weftctl) and metrics; dropping `ops` stops them and removes the socket.
-    let ops = crate::api::start(&config, &service).await?;
+    let ops = crate::api::start(&config).await?;
+    service.set_observer(Arc::clone(ops.state.metrics()) as _);
 
     let endpoint = Endpoint::Unix(config.ovsdb_socket());
     let ovsdb_error = |source| AgentError::Ovsdb {
@@ -188,7 +186,7 @@ pub async fn run_with(
     // Routes, rules, neighbours, sysctls, gateway addresses and managed links, repaired on
     // netlink events (issue 5): the one owner of Weft's host state, peer routes included. Its
     // first pass (gateway addresses and pod CIDR routes) runs before the first CNI ADD.
-    let mut host_state = crate::hoststate::AgentHostState::start(
+    let mut host_state = hoststate::AgentHostState::start(
         &config,
         &node,
         &booted,
@@ -207,10 +205,7 @@ pub async fn run_with(
         tracing::warn!("host state not converged after {HOST_FIRST_PASS_WAIT:?}; serving anyway");
     }
     service.set_ready(Arc::clone(&booted.network));
-    ops.state.set_node(crate::api::NodeState::from_bootstrap(
-        &booted,
-        &node.pod_cidrs,
-    ));
+    ops.state.set_node(node_state(&booted, &node.pod_cidrs));
     tracing::info!(
         node = %config.node_name, round = booted.round, pods = booted.rebuild.pods,
         pod_mtu = booted.transport.plan.pod, "node ready: serving cni requests"
@@ -341,10 +336,7 @@ pub async fn run_with(
                 ops.state.metrics(),
             )
             .await;
-            ops.state.update_node(crate::api::NodeState::from_bootstrap(
-                &booted,
-                &node.pod_cidrs,
-            ));
+            ops.state.update_node(node_state(&booted, &node.pod_cidrs));
             if !settled {
                 // Retried on the next resync tick.
                 replan_pending = Some(lowered);
@@ -491,4 +483,27 @@ async fn converge_bridge(config: &AgentConfig, ovs: &Ovs) -> Result<(), OvsdbErr
     let uuid = ovs.ensure_bridge(&desired_bridge(config)).await?;
     tracing::info!(bridge = %config.ovs_bridge, %uuid, datapath = config.ovs_datapath_type.as_str(), "bridge ensured");
     Ok(())
+}
+
+/// The bootstrapped node as the API sees it.
+fn node_state(
+    booted: &bootstrap::Bootstrapped,
+    pod_cidrs: &[ipnet::IpNet],
+) -> crate::api::NodeState {
+    crate::api::NodeState {
+        pods: Arc::clone(&booted.network) as Arc<dyn crate::api::PodRecords>,
+        flows: booted.network.flows().clone(),
+        mode: booted.transport.mode.to_string(),
+        plan: booted.transport.plan.into(),
+        transport: booted.transport.transport.clone(),
+        round: booted.round,
+        gateway: booted.gateway.name.clone(),
+        pod_cidrs: pod_cidrs.to_vec(),
+    }
+}
+
+impl crate::api::PodRecords for crate::cniserver::PodNetwork {
+    fn records(&self) -> Vec<weft_plan::record::PodRecord> {
+        crate::cniserver::PodNetwork::records(self)
+    }
 }

@@ -1,7 +1,7 @@
 //! The host gateway: an OVS internal port on the fixed OpenFlow port [`ports::GATEWAY`], with
 //! a stable MAC, an explicit MTU from the plan, and the first address of every pod CIDR.
 //!
-//! Desired state ([`GatewaySpec`]) is a pure function of config and node; [`ensure_port`]
+//! Desired state ([`GatewaySpec`], in [`weft_plan::gateway`]) is a pure function of config and node; [`ensure_port`]
 //! converges OVSDB and [`ensure_link`] converges the kernel interface's MAC, MTU and state
 //! (both idempotent). Its addresses (`noprefixroute`, IPv6 `nodad`) and the pod CIDR routes
 //! through it belong to the host-state reconciler ([`crate::hoststate`]), their one owner. The
@@ -9,19 +9,17 @@
 //! recreates the device (the netdev datapath's tap devices die with ovs-vswitchd), and through
 //! netlink when the kernel still shows another one.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use ovs_flows::pipeline::ports;
 use rtnetlink::LinkUnspec;
 
-use super::{OWNER_KEY, OWNER_VALUE};
-use crate::iface::{stable_mac, MacAddr};
 use crate::ovsdb::{
     Condition, Operation, Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec, Row,
 };
+pub use weft_plan::gateway::{gateway_address, GatewaySpec};
+use weft_plan::names::{OWNER_KEY, OWNER_VALUE};
 
 /// How long OVS may take to give the gateway its OpenFlow port and kernel device.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,43 +65,6 @@ pub enum GatewayError {
         /// The kernel's answer.
         source: std::io::Error,
     },
-}
-
-/// What the gateway should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewaySpec {
-    /// Interface (and port) name: config `hostGateway`.
-    pub name: String,
-    /// Its MAC: stable per node and name.
-    pub mac: MacAddr,
-    /// Its MTU: the plan's gateway MTU.
-    pub mtu: u32,
-    /// The first address of every pod CIDR, with the CIDR's prefix length.
-    pub addresses: Vec<IpNet>,
-}
-
-impl GatewaySpec {
-    /// The gateway of node `node_name` for `pod_cidrs`.
-    pub fn new(node_name: &str, name: &str, mtu: u32, pod_cidrs: &[IpNet]) -> Self {
-        GatewaySpec {
-            name: name.to_string(),
-            mac: stable_mac(&format!("{node_name}/{name}")),
-            mtu,
-            addresses: pod_cidrs.iter().filter_map(gateway_address).collect(),
-        }
-    }
-
-    /// The gateway IPs without prefix lengths.
-    pub fn ips(&self) -> Vec<IpAddr> {
-        self.addresses.iter().map(IpNet::addr).collect()
-    }
-}
-
-/// The first host address of `cidr` with its prefix length (`None` for a /32 or /128).
-pub fn gateway_address(cidr: &IpNet) -> Option<IpNet> {
-    let cidr = cidr.trunc();
-    let first = cidr.hosts().find(|ip| *ip != cidr.network())?;
-    IpNet::new(first, cidr.prefix_len()).ok()
 }
 
 /// Creates or updates the gateway port: internal, ofport 32769, `mtu_request`, MAC; waits for
@@ -194,30 +155,4 @@ pub async fn ensure_link(
     }
 
     Ok(changes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gateway_is_the_first_host_of_each_cidr() {
-        let cidrs: Vec<IpNet> = vec![
-            "10.244.1.0/24".parse().unwrap(),
-            "fd00:10:244:1::/64".parse().unwrap(),
-        ];
-        let spec = GatewaySpec::new("node-a", "weft-gw0", 1450, &cidrs);
-        assert_eq!(
-            spec.addresses,
-            vec![
-                "10.244.1.1/24".parse::<IpNet>().unwrap(),
-                "fd00:10:244:1::1/64".parse().unwrap()
-            ]
-        );
-        assert_eq!(spec.ips()[0].to_string(), "10.244.1.1");
-        assert!(spec.mac.is_local_unicast());
-        assert_eq!(spec.mac, GatewaySpec::new("node-a", "weft-gw0", 1, &[]).mac);
-        assert_ne!(spec.mac, GatewaySpec::new("node-b", "weft-gw0", 1, &[]).mac);
-        assert_eq!(gateway_address(&"10.0.0.0/32".parse().unwrap()), None);
-    }
 }

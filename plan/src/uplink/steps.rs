@@ -211,7 +211,7 @@ mod tests {
         let odd = "ééééééééé";
         assert!(renamed_nic(odd).len() <= 15);
         assert!(renamed_nic(odd).ends_with('~'));
-        assert!(crate::config::check_ifname(&renamed_nic("a-fifteen-bytes")).is_ok());
+        assert!(crate::pod::validate_ifname(&renamed_nic("a-fifteen-bytes")).is_ok());
     }
 
     #[test]

@@ -3,9 +3,7 @@
 //! Everything here is a deterministic function of its inputs, so an agent restart computes the
 //! same names and MACs for the same pod, and it is unit-tested without root.
 
-use std::fmt;
-
-use super::IfaceError;
+use crate::mac::MacAddr;
 
 /// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
@@ -20,38 +18,20 @@ const READABLE_LEN: usize = 6;
 /// Characters of hash in the host veth name (base32: 5 bits each, 30 bits in all).
 const HASH_LEN: usize = 6;
 
-/// An Ethernet MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// The six bytes.
-    pub fn octets(&self) -> [u8; 6] {
-        self.0
-    }
-
-    /// Whether the locally-administered bit is set and the group (multicast) bit is clear.
-    pub fn is_local_unicast(&self) -> bool {
-        self.0[0] & 0x03 == 0x02
-    }
-
-    /// Parses netlink's `IFLA_ADDRESS` bytes; `None` unless exactly six bytes.
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        <[u8; 6]>::try_from(bytes).ok().map(MacAddr)
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
+/// An interface name the kernel would reject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid interface name {name:?}: {reason}")]
+pub struct InvalidIfname {
+    /// The name given.
+    pub name: String,
+    /// Why it is invalid.
+    pub reason: &'static str,
 }
 
 /// Checks an interface name the way the kernel does (`dev_valid_name`): 1 to 15 bytes, not `.`
 /// or `..`, no `/`, `:`, whitespace or NUL.
-pub fn validate_ifname(name: &str) -> Result<(), IfaceError> {
-    let bad = |reason: &'static str| IfaceError::InvalidName {
+pub fn validate_ifname(name: &str) -> Result<(), InvalidIfname> {
+    let bad = |reason: &'static str| InvalidIfname {
         name: name.to_string(),
         reason,
     };
@@ -73,20 +53,34 @@ pub fn validate_ifname(name: &str) -> Result<(), IfaceError> {
     Ok(())
 }
 
-/// The host-side veth name of a pod: `wf` + up to 6 letters/digits of the pod name + `-` + 6
-/// base32 characters of a hash of `namespace/name` (at most 15 bytes, like Antrea's
-/// `GenerateContainerInterfaceName`). The hash keeps pods whose names share a prefix apart; a
-/// collision (30 bits among the pods of one node) makes the create fail with
-/// [`IfaceError::HostNameTaken`] instead of touching the other pod's interface. The result is
-/// stable across releases: changing it would orphan the veths of running pods.
-pub fn host_veth_name(pod_namespace: &str, pod_name: &str) -> String {
+/// The host-side veth name of an attachment, the CNI identity (container ID, ifname): `wf` + up
+/// to 6 letters/digits of the pod name (for people) + `-` + 6 base32 characters of a hash of
+/// `container_id/ifname` (at most 15 bytes, like Antrea's `GenerateContainerInterfaceName`).
+/// Two sandboxes of one pod, or two interfaces of one sandbox, get different names, so neither
+/// can ever take or remove the other's veth. A collision (30 bits among the attachments of one
+/// node) makes the create fail (the agent's `IfaceError::HostNameTaken`) instead of touching the
+/// other attachment's interface. The result is stable across releases: a running attachment's
+/// name is also recorded on its OVS port.
+pub fn host_veth_name(pod_name: &str, container_id: &str, ifname: &str) -> String {
+    // '/' cannot appear in an interface name, so ("a/b", "c") and ("a", "b/c") cannot meet.
+    hashed_name(pod_name, &format!("{container_id}/{ifname}"))
+}
+
+/// The host-side veth name releases before 0.2 gave a pod, from `namespace/name` only (so a
+/// pod's second sandbox or second interface collided with its first). Kept so that a DEL after
+/// an upgrade still finds the veth of an attachment the agent no longer remembers; the veth is
+/// removed only when its alias names the DEL's container ID.
+pub fn legacy_host_veth_name(pod_namespace: &str, pod_name: &str) -> String {
+    hashed_name(pod_name, &format!("{pod_namespace}/{pod_name}"))
+}
+
+fn hashed_name(pod_name: &str, identity: &str) -> String {
     let readable: String = pod_name
         .chars()
         .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         .take(READABLE_LEN)
         .collect();
-    // '/' cannot appear in either name, so "a/bc" and "ab/c" hash differently.
-    let mut hash = stable_hash(format!("{pod_namespace}/{pod_name}").as_bytes());
+    let mut hash = stable_hash(identity.as_bytes());
     const ALPHABET: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
     let mut suffix = String::with_capacity(HASH_LEN);
     for _ in 0..HASH_LEN {
@@ -135,7 +129,7 @@ mod tests {
 
     #[test]
     fn host_name_fits_and_is_readable() {
-        let name = host_veth_name("default", "nginx-deployment-7c5ddbdf54-abcde");
+        let name = host_veth_name("nginx-deployment-7c5ddbdf54-abcde", "0123abcd", "eth0");
         assert!(name.len() <= MAX_IFNAME_LEN, "{name}");
         assert!(name.starts_with("wfnginxd-"), "{name}");
         validate_ifname(&name).unwrap();
@@ -144,9 +138,15 @@ mod tests {
     #[test]
     fn names_and_macs_are_stable_across_releases() {
         // Golden values: if these change, an upgraded agent no longer finds running pods' veths.
-        assert_eq!(host_veth_name("default", "web-0"), "wfweb0-7ogmhj");
+        assert_eq!(host_veth_name("web-0", "0123abcd", "eth0"), "wfweb0-l3dvi9");
         assert_eq!(
-            host_veth_name("kube-system", "coredns-5d78c9869d-x2x4q"),
+            host_veth_name("coredns-5d78c9869d-x2x4q", "0123abcd", "net1"),
+            "wfcoredn-uavb74"
+        );
+        // Names of running pods before the (container ID, ifname) identity.
+        assert_eq!(legacy_host_veth_name("default", "web-0"), "wfweb0-7ogmhj");
+        assert_eq!(
+            legacy_host_veth_name("kube-system", "coredns-5d78c9869d-x2x4q"),
             "wfcoredn-qcds6i"
         );
         assert_eq!(pod_mac("0123abcd", "eth0").to_string(), "d6:b2:53:2f:b4:75");
@@ -157,9 +157,24 @@ mod tests {
     }
 
     #[test]
-    fn host_name_separates_namespace_and_name() {
-        assert_ne!(host_veth_name("a", "bc"), host_veth_name("ab", "c"));
-        assert_ne!(host_veth_name("ns1", "pod"), host_veth_name("ns2", "pod"));
+    fn host_name_is_per_attachment() {
+        // Two sandboxes of one pod, two interfaces of one sandbox: never the same name.
+        assert_ne!(
+            host_veth_name("web", "sandbox1", "eth0"),
+            host_veth_name("web", "sandbox2", "eth0")
+        );
+        assert_ne!(
+            host_veth_name("web", "sandbox1", "eth0"),
+            host_veth_name("web", "sandbox1", "net2")
+        );
+        assert_ne!(
+            legacy_host_veth_name("a", "bc"),
+            legacy_host_veth_name("ab", "c")
+        );
+        assert_ne!(
+            legacy_host_veth_name("ns1", "pod"),
+            legacy_host_veth_name("ns2", "pod")
+        );
     }
 
     #[test]
@@ -171,7 +186,7 @@ mod tests {
             ("default", "UPPER"),
             ("x", &"z".repeat(253)),
         ] {
-            let name = host_veth_name(ns, pod);
+            let name = host_veth_name(pod, ns, "eth0");
             assert!(name.len() <= MAX_IFNAME_LEN, "{name}");
             validate_ifname(&name).unwrap_or_else(|e| panic!("{ns}/{pod}: {e}"));
             assert!(name
@@ -185,7 +200,7 @@ mod tests {
         // 10 000 replicas of one deployment share the readable part; only the hash differs.
         let mut seen = HashSet::new();
         for i in 0..10_000 {
-            let name = host_veth_name("default", &format!("web-5d8f9c7b6-{i:05}"));
+            let name = host_veth_name("web-5d8f9c7b6", &format!("{i:064x}"), "eth0");
             assert!(seen.insert(name.clone()), "collision at {i}: {name}");
         }
     }
@@ -204,14 +219,6 @@ mod tests {
             assert!(mac.is_local_unicast(), "{mac}");
             assert!(seen.insert(mac), "duplicate {mac}");
         }
-    }
-
-    #[test]
-    fn mac_display_and_parse() {
-        let mac = MacAddr([0x02, 0xab, 0, 1, 0x10, 0xff]);
-        assert_eq!(mac.to_string(), "02:ab:00:01:10:ff");
-        assert_eq!(MacAddr::from_slice(&mac.octets()), Some(mac));
-        assert_eq!(MacAddr::from_slice(&[1, 2, 3]), None);
     }
 
     #[test]
@@ -237,10 +244,7 @@ mod tests {
             &"x".repeat(16),
         ] {
             let err = validate_ifname(bad).unwrap_err();
-            assert!(
-                matches!(err, IfaceError::InvalidName { .. }),
-                "{bad:?}: {err}"
-            );
+            assert_eq!(err.name, bad, "{bad:?}: {err}");
         }
     }
 }

@@ -5,14 +5,15 @@
 //! A switch removes the old mode's ports (the tunnel port when going to noEncap), attaches or
 //! detaches the uplink as the new mode wants, re-applies the plan to every managed interface
 //! (every start does: gateway, tunnel, uplink and internal port `mtu_request`), and lists the
-//! pods whose MTU differs from the plan ([`super::podmtu`]).
+//! pods whose MTU differs from the plan (the agent's `uplink::podmtu`).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::Target;
-use crate::mtu::{MtuPlan, TrafficMode};
+use super::steps::Target;
+use crate::mode::TrafficMode;
+use crate::mtu::MtuPlan;
 
 /// The plan as recorded in `weft-mtu-plan` (the JSON form of [`MtuPlan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +75,7 @@ pub struct Wanted {
     pub mode: TrafficMode,
     /// The plan.
     pub plan: MtuPlan,
-    /// Whether the uplink belongs on the bridge ([`super::wanted`]).
+    /// Whether the uplink belongs on the bridge (the agent's `uplink::wanted`).
     pub uplink: bool,
 }
 
@@ -146,7 +147,8 @@ pub fn plan_switch(applied: &Applied, wanted: &Wanted) -> Switch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mtu::{plan, Family, MtuInput, TunnelType};
+    use crate::mode::{Family, TunnelType};
+    use crate::mtu::{plan, MtuInput};
 
     const MODES: [TrafficMode; 4] = [
         TrafficMode::Encap(TunnelType::Geneve),

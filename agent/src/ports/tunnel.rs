@@ -3,20 +3,17 @@
 //! (`remote_ip=flow`, `key=flow`), with `dst_port` when `tunnelPort` is set and an explicit
 //! `mtu_request` from the plan.
 //!
-//! [`TunnelSpec::desired`] is a pure function of config and plan; [`ensure`] converges OVSDB
+//! [`TunnelSpec::desired`] (in [`weft_plan::tunnel`]) is a pure function of config and plan; [`ensure`] converges OVSDB
 //! (idempotent) and [`remove`] deletes the port when the mode has no tunnel.
 
 use std::time::Duration;
 
 use ovs_flows::pipeline::ports;
 
-use super::{OWNER_KEY, OWNER_VALUE};
-use crate::config::AgentConfig;
-use crate::mtu::{MtuPlan, TrafficMode, TunnelType};
+use crate::mtu::TunnelType;
 use crate::ovsdb::{Ovs, OvsBridgeClient, OvsdbError, PortKind, PortSpec};
-
-/// The tunnel port's name.
-pub const TUNNEL_PORT: &str = "weft-tun0";
+pub use weft_plan::names::TUNNEL_PORT;
+use weft_plan::names::{OWNER_KEY, OWNER_VALUE};
 
 /// How long OVS may take to give the tunnel its OpenFlow port.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,48 +41,25 @@ pub enum TunnelError {
     },
 }
 
-/// What the tunnel port should be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunnelSpec {
-    /// The protocol.
-    pub tunnel: TunnelType,
-    /// UDP destination port when not the protocol's default (`tunnelPort`).
-    pub dst_port: Option<u16>,
-    /// The plan's tunnel MTU.
-    pub mtu: u32,
-}
+pub use weft_plan::tunnel::TunnelSpec;
 
-impl TunnelSpec {
-    /// The tunnel the config and plan ask for; `None` in noEncap.
-    pub fn desired(config: &AgentConfig, mode: TrafficMode, plan: &MtuPlan) -> Option<Self> {
-        let TrafficMode::Encap(tunnel) = mode else {
-            return None;
-        };
-        Some(TunnelSpec {
-            tunnel,
-            dst_port: (config.tunnel_port != 0).then_some(config.tunnel_port),
-            mtu: plan.tunnel.unwrap_or(plan.pod),
-        })
+/// The OVSDB port of `spec`.
+pub fn port_spec(spec: &TunnelSpec) -> PortSpec {
+    let kind = match spec.tunnel {
+        TunnelType::Geneve => PortKind::Geneve,
+        TunnelType::Vxlan => PortKind::Vxlan,
+        TunnelType::Gre => PortKind::Gre,
+    };
+    let mut port = PortSpec::new(TUNNEL_PORT, kind)
+        .with_option("remote_ip", "flow")
+        .with_option("key", "flow")
+        .with_ofport_request(ports::TUNNEL)
+        .with_mtu_request(spec.mtu)
+        .with_external_id(OWNER_KEY, OWNER_VALUE);
+    if let Some(dst_port) = spec.dst_port {
+        port = port.with_option("dst_port", &dst_port.to_string());
     }
-
-    /// The OVSDB port.
-    pub fn port(&self) -> PortSpec {
-        let kind = match self.tunnel {
-            TunnelType::Geneve => PortKind::Geneve,
-            TunnelType::Vxlan => PortKind::Vxlan,
-            TunnelType::Gre => PortKind::Gre,
-        };
-        let mut port = PortSpec::new(TUNNEL_PORT, kind)
-            .with_option("remote_ip", "flow")
-            .with_option("key", "flow")
-            .with_ofport_request(ports::TUNNEL)
-            .with_mtu_request(self.mtu)
-            .with_external_id(OWNER_KEY, OWNER_VALUE);
-        if let Some(dst_port) = self.dst_port {
-            port = port.with_option("dst_port", &dst_port.to_string());
-        }
-        port
-    }
+    port
 }
 
 /// Creates or updates the tunnel port and waits for its fixed OpenFlow port. A port of another
@@ -95,7 +69,7 @@ pub async fn ensure(ovs: &Ovs, bridge: &str, spec: &TunnelSpec) -> Result<(), Tu
         port: TUNNEL_PORT.to_string(),
         source,
     };
-    let port = spec.port();
+    let port = port_spec(spec);
     let current_type = ovs.client().read_cache(|cache| {
         cache
             .by_name("Interface", TUNNEL_PORT)
@@ -133,6 +107,7 @@ pub async fn remove(ovs: &Ovs) -> Result<bool, TunnelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mtu::{MtuPlan, TrafficMode};
 
     fn plan(pod: u32, tunnel: Option<u32>) -> MtuPlan {
         MtuPlan {
@@ -146,14 +121,13 @@ mod tests {
 
     #[test]
     fn desired_tunnel_follows_mode_port_and_plan() {
-        let config = AgentConfig::default();
         let spec = TunnelSpec::desired(
-            &config,
+            0,
             TrafficMode::Encap(TunnelType::Vxlan),
             &plan(1450, Some(1450)),
         )
         .unwrap();
-        let port = spec.port();
+        let port = port_spec(&spec);
         assert_eq!(port.kind, PortKind::Vxlan);
         assert_eq!(port.ofport_request, Some(32768));
         assert_eq!(port.mtu_request, Some(1450));
@@ -163,22 +137,18 @@ mod tests {
         );
         assert_eq!(port.options.get("key").map(String::as_str), Some("flow"));
         assert!(!port.options.contains_key("dst_port"));
-        let config = AgentConfig {
-            tunnel_port: 7000,
-            ..AgentConfig::default()
-        };
         let spec = TunnelSpec::desired(
-            &config,
+            7000,
             TrafficMode::Encap(TunnelType::Geneve),
             &plan(1400, Some(1400)),
         )
         .unwrap();
         assert_eq!(
-            spec.port().options.get("dst_port").map(String::as_str),
+            port_spec(&spec).options.get("dst_port").map(String::as_str),
             Some("7000")
         );
         assert_eq!(
-            TunnelSpec::desired(&config, TrafficMode::NoEncap, &plan(1500, None)),
+            TunnelSpec::desired(7000, TrafficMode::NoEncap, &plan(1500, None)),
             None
         );
     }

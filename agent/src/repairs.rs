@@ -1,6 +1,7 @@
 //! The repairs log: a bounded ring of the host state the agent found wrong and restored (routes,
 //! rules, neighbours, addresses, sysctls, links), shown by the API, with the totals by kind that
-//! `weft_host_repairs_total{kind}` renders (this is the one place that counter lives). The host
+//! `weft_host_repairs_total{kind}` renders (this is the one place that counter lives). Shared
+//! below the parts: the host reconciler writes it, the API reads it. The host
 //! reconciler ([`crate::hoststate::HostReport`]) records every repair here; the oldest entries
 //! fall out once [`RepairLog::CAPACITY`] is reached, the totals never do.
 
@@ -9,7 +10,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::types::RepairEntry;
+use serde::{Deserialize, Serialize};
+
 use crate::metrics::MetricFamilies;
 
 /// Repair kinds every scrape shows, even at 0, so dashboards have the series.
@@ -23,6 +25,25 @@ pub const REPAIR_KINDS: [&str; 8] = [
     "link_mtu",
     "link_state",
 ];
+
+/// One host repair the agent made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairEntry {
+    /// When (milliseconds since the Unix epoch).
+    pub time_ms: u64,
+    /// What kind of state: `route`, `rule`, `neighbour`, `address`, `sysctl`, `link_mac`,
+    /// `link_mtu`, `link_state`.
+    pub kind: String,
+    /// The object repaired (e.g. `10.244.2.0/24 via 192.168.1.12`).
+    pub object: String,
+    /// What was found and done.
+    pub detail: String,
+    /// How long the object was missing or wrong, when a netlink event showed it going (a
+    /// repair found by the periodic resync has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_for_ms: Option<u64>,
+}
 
 #[derive(Debug, Default)]
 struct Inner {

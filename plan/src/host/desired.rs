@@ -2,7 +2,7 @@
 //! peers, local pods): routes, policy rules, permanent neighbours, sysctls, gateway addresses.
 //!
 //! Nothing here reads the system. [`desired`] is unit-tested exhaustively below; the reconciler
-//! ([`super::reconciler`]) diffs its output against what the kernel reports.
+//! (the agent's `hoststate::reconciler`) diffs its output against what the kernel reports.
 //!
 //! Wave 1 (encap) wants, per pod CIDR family:
 //! - the gateway address (first host of the pod CIDR) on the gateway, added without a kernel
@@ -28,31 +28,13 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::agent::gateway::gateway_address;
-use crate::iface::MacAddr;
-use crate::mtu::TrafficMode;
-
-/// Route protocol (`rtm_protocol`) of every route Weft installs: 0x57 ('W'). Not in iproute2's
-/// `rt_protos` (0-18, 42 babel, 99 openr, 186-192) nor used by Calico (80) or Bird (12); shows
-/// as `proto 87` in `ip route`. systemd-networkd with `ManageForeignRoutes=no` leaves such
-/// routes alone. The same value tags rules (`FRA_PROTOCOL`) and neighbours (`NDA_PROTOCOL`).
-pub const WEFT_PROTOCOL: u8 = 0x57;
-
-/// Weft's routing table id: 0x5746 ("WF"), far from the 1-252 range admins number tables in and
-/// from the reserved 253-255.
-pub const WEFT_TABLE: u32 = 0x5746;
-
-/// The main table.
-pub const MAIN_TABLE: u32 = 254;
-
-/// First policy-rule priority reserved for Weft. The range sits before the `main` rule (32766),
-/// after anything usual admins and other CNIs use (Cilium 9-100 and 2004, Calico 100-200).
-pub const RULE_PRIORITY_MIN: u32 = 30700;
-/// Last policy-rule priority reserved for Weft.
-pub const RULE_PRIORITY_MAX: u32 = 30799;
-/// Rule `from POD_CIDR lookup WEFT_TABLE` (pod egress; noEncap and egress gateways fill the
-/// table later).
-pub const RULE_PRIORITY_POD_EGRESS: u32 = 30700;
+use crate::gateway::gateway_address;
+use crate::mac::MacAddr;
+use crate::mode::TrafficMode;
+pub use crate::names::{
+    MAIN_TABLE, RULE_PRIORITY_MAX, RULE_PRIORITY_MIN, RULE_PRIORITY_POD_EGRESS, WEFT_PROTOCOL,
+    WEFT_TABLE,
+};
 
 /// Metric of the pod CIDR route on the gateway: the kernel's metric for prefix routes of that
 /// family (IPv4 0, IPv6 256), so Weft's route takes over the key of a kernel prefix route left
@@ -87,6 +69,14 @@ pub enum IpFamily {
 }
 
 impl IpFamily {
+    /// The nf_tables family name (`ip`, `ip6`).
+    pub fn nft_family(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
+        }
+    }
+
     /// The family of an address.
     pub fn of(ip: &IpAddr) -> Self {
         if ip.is_ipv4() {
@@ -260,7 +250,7 @@ impl fmt::Display for AddressSpec {
     }
 }
 
-/// Weft's SNAT table of one family (`ip weft` / `ip6 weft`, see [`super::nft`]): pod traffic
+/// Weft's SNAT table of one family (`ip weft` / `ip6 weft`, the agent's `hoststate::nft`): pod traffic
 /// from `sources` leaving the cluster is masqueraded; traffic to any `cluster` CIDR or out of
 /// the gateway is not.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -286,8 +276,8 @@ impl fmt::Display for SnatSpec {
         write!(
             f,
             "table {} {}: masquerade from {} except to {} or out of {}",
-            super::nft::family_name(self.family),
-            super::nft::TABLE,
+            self.family.nft_family(),
+            crate::names::NFT_TABLE,
             list(&self.sources),
             list(&self.cluster),
             self.gateway
@@ -312,7 +302,7 @@ pub struct HostState {
     pub snat: BTreeSet<SnatSpec>,
 }
 
-/// A peer node as plain data (from the agent's peer view, [`super::peer_specs`]).
+/// A peer node as plain data (from the agent's peer view, its `hoststate::peer_specs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     /// Node name (for logs).
@@ -522,7 +512,7 @@ fn route_through_gateway(state: &mut HostState, input: &HostInput, gw: &str, cid
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mtu::TunnelType;
+    use crate::mode::TunnelType;
 
     const VMAC: [u8; 6] = [0x02, 0x77, 0x65, 0x66, 0x74, 0x01];
 

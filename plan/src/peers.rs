@@ -1,31 +1,36 @@
-//! Peer nodes from Kubernetes: every other Node's podCIDRs and transport address become peer
-//! flows (one bundle per peer change). In encap the flows send through the tunnel; in noEncap
-//! ([`PeerPath::Underlay`]) they send out of the uplink to the peer's uplink MAC, for peers on
-//! this node's transport segment that publish one. Their host routes and neighbours belong to
-//! the host-state reconciler ([`crate::hoststate`]), fed from the same [`desired_peers`].
+//! Peer nodes as desired state: every other Node's podCIDRs and transport address, as the flows
+//! route them ([`desired_peers`]) and as the host state routes them ([`peer_specs`]). In encap
+//! the flows send through the tunnel; in noEncap ([`PeerPath::Underlay`]) out of the uplink to
+//! the peer's uplink MAC, for peers on this node's transport segment that publish one.
 //!
 //! Each agent publishes its transport address on its own Node as the annotation
 //! [`TRANSPORT_ADDRESS_ANNOTATION`] (and, with its uplink attached, its uplink MAC as
-//! [`UPLINK_MAC_ANNOTATION`]: noEncap peers send to it, IPv6 tunnel peers need it as their
-//! tunnel neighbour on netdev, [`TunnelNeighbours`]); a peer without a transport address (an older agent, or not
-//! started yet) is reached at its first InternalIP of the underlay's family. [`desired_peers`]
-//! is a pure function of the peer view; [`PeerReconciler::reconcile`] diffs it with the flow
-//! set's peers.
+//! [`UPLINK_MAC_ANNOTATION`]); a peer without a transport address (an older agent, or not started
+//! yet) is reached at its first InternalIP of the underlay's family.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::flows::{FlowSet, PeerRoute};
-use crate::k8s::{NodeInfo, PeerNodes};
-use crate::mtu::Family;
+use crate::host::desired::PeerSpec;
+use crate::mac::MacAddr;
+use crate::mode::Family;
+use crate::names::{TRANSPORT_ADDRESS_ANNOTATION, UPLINK_MAC_ANNOTATION};
+use crate::view::{NodeInfo, PeerNodes};
 
-/// The Node annotation carrying the agent's transport (tunnel endpoint) address.
-pub const TRANSPORT_ADDRESS_ANNOTATION: &str = "weft.dev/transport-address";
-
-/// The Node annotation carrying the agent's uplink MAC (whenever the uplink is attached).
-pub const UPLINK_MAC_ANNOTATION: &str = "weft.dev/uplink-mac";
+/// A peer as the flow set receives it (the id is allocated here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// Node name.
+    pub name: String,
+    /// Its pod CIDRs.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Its transport address.
+    pub transport_ip: std::net::IpAddr,
+    /// Its uplink MAC (noEncap, same L2 segment), from `weft.dev/uplink-mac`.
+    pub uplink_mac: Option<MacAddr>,
+}
 
 /// How pod traffic reaches peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +40,7 @@ pub enum PeerPath {
     /// On the underlay (noEncap): peers whose transport address lies inside `segment` (this
     /// node's transport subnets) and that publish their uplink MAC. Others get no peer flows:
     /// their pod traffic goes to the host, whose route for their pod CIDR goes via the host's
-    /// next hop toward their node IP ([`crate::hoststate::diff::resolve_next_hops`]).
+    /// next hop toward their node IP ([`crate::host::diff::resolve_next_hops`]).
     Underlay {
         /// The subnets of this node's transport interface.
         segment: Vec<IpNet>,
@@ -43,12 +48,12 @@ pub enum PeerPath {
 }
 
 /// The uplink MAC `node` publishes, if it parses as a unicast, non-zero MAC.
-pub fn peer_uplink_mac(node: &NodeInfo) -> Option<ovs_flows::flow::MacAddr> {
+pub fn peer_uplink_mac(node: &NodeInfo) -> Option<MacAddr> {
     let mac = node
         .annotations
         .get(UPLINK_MAC_ANNOTATION)
-        .and_then(|a| crate::cniserver::pods::parse_mac(a.trim()))?;
-    (mac.0 != [0; 6] && mac.0[0] & 1 == 0).then_some(ovs_flows::flow::MacAddr(mac.0))
+        .and_then(|a| MacAddr::parse(a.trim()))?;
+    (mac.0 != [0; 6] && !mac.is_multicast()).then_some(mac)
 }
 
 /// The transport address of `node` for an underlay of `family`: the annotation if it holds an
@@ -135,11 +140,8 @@ pub fn desired_peers(
 }
 
 /// The (transport address, uplink MAC) of every peer in `view` that has both for an underlay
-/// of `family` (pure): the entries of OVS's tunnel neighbour table ([`TunnelNeighbours`]).
-pub fn tunnel_neighbours(
-    view: &PeerNodes,
-    family: Family,
-) -> BTreeMap<String, (IpAddr, ovs_flows::flow::MacAddr)> {
+/// of `family` (pure): the entries of OVS's tunnel neighbour table (the agent's `TunnelNeighbours`).
+pub fn tunnel_neighbours(view: &PeerNodes, family: Family) -> BTreeMap<String, (IpAddr, MacAddr)> {
     view.iter()
         .filter_map(|(name, node)| {
             let ip = peer_transport_ip(node, family)?;
@@ -148,156 +150,37 @@ pub fn tunnel_neighbours(
         .collect()
 }
 
-/// Sets OVS's userspace tunnel neighbour entries for the peers (unixctl `tnl/neigh/set`): with
-/// the netdev datapath over an IPv6 underlay, OVS 3.1 never learns a peer from its Neighbor
-/// Advertisement (ARP replies are learned), so the tunnel push has no next-hop MAC and drops.
-/// Each peer publishes its uplink MAC ([`UPLINK_MAC_ANNOTATION`]); entries expire after 15 min
-/// and vanish with an ovs-vswitchd restart, so every peer pass (view change, 30 s resync) sets
-/// them again, and so does the flow replay after an ovs-vswitchd restart
-/// ([`PeerReconciler::after_replay`]).
-#[derive(Debug, Clone)]
-pub struct TunnelNeighbours {
-    /// The OVS run directory (ovs-vswitchd's control socket).
-    pub rundir: std::path::PathBuf,
-    /// The bridge the tunnel port is on.
-    pub bridge: String,
-    set: BTreeMap<String, (IpAddr, ovs_flows::flow::MacAddr)>,
-}
-
-impl TunnelNeighbours {
-    /// Entries for `bridge` through the ovs-vswitchd of `rundir`.
-    pub fn new(rundir: std::path::PathBuf, bridge: String) -> Self {
-        TunnelNeighbours {
-            rundir,
-            bridge,
-            set: BTreeMap::new(),
-        }
-    }
-
-    /// Sets every entry of [`tunnel_neighbours`]; logs new or changed entries once, failures
-    /// each time (retried on the next pass).
-    async fn converge(&mut self, view: &PeerNodes, family: Family) {
-        let wanted = tunnel_neighbours(view, family);
-        let ctl = match crate::api::unixctl::vswitchd_ctl(&self.rundir) {
-            Ok(ctl) => ctl,
-            Err(error) => {
-                tracing::warn!(%error, "cannot set tunnel neighbours");
-                return;
+/// The peers as plain data, from the peer view: the same peers the flows route
+/// ([`desired_peers`]: podCIDRs and a transport address of the underlay's
+/// `family`, the published annotation first); each peer's other InternalIPs follow its
+/// transport address (noEncap routes of the other family).
+pub fn peer_specs(view: &PeerNodes, family: Family) -> Vec<PeerSpec> {
+    // Host routes do not depend on the peer path: noEncap routes go via the peer's node IP,
+    // whether or not the bridge has underlay flows for it.
+    let (routed, _skipped) = desired_peers(view, family, &PeerPath::Tunnel);
+    routed
+        .into_values()
+        .map(|peer| {
+            let others = view
+                .get(&peer.name)
+                .map(|node| node.internal_ips.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|ip| ip.is_ipv4() != peer.transport_ip.is_ipv4());
+            PeerSpec {
+                transport_ips: std::iter::once(peer.transport_ip).chain(others).collect(),
+                name: peer.name,
+                pod_cidrs: peer.pod_cidrs,
             }
-        };
-        for (name, (ip, mac)) in &wanted {
-            let (ip_text, mac_text) = (ip.to_string(), mac.to_string());
-            let args = [self.bridge.as_str(), ip_text.as_str(), mac_text.as_str()];
-            let timeout = std::time::Duration::from_secs(2);
-            match crate::api::unixctl::call(&ctl, "tnl/neigh/set", &args, timeout).await {
-                Ok(_) if self.set.get(name) != Some(&(*ip, *mac)) => {
-                    tracing::info!(peer = %name, %ip, %mac, "tunnel neighbour set");
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(peer = %name, %ip, %error, "cannot set tunnel neighbour")
-                }
-            }
-        }
-        self.set = wanted;
-    }
-}
-
-/// What one reconciliation changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerChanges {
-    /// Peers added or updated (flows replaced).
-    pub upserted: Vec<String>,
-    /// Peers removed.
-    pub removed: Vec<String>,
-}
-
-/// Converges the flow set's peers to the peer view.
-pub struct PeerReconciler {
-    flows: FlowSet,
-    family: Family,
-    path: PeerPath,
-    skipped: BTreeSet<(String, String)>,
-    neighbours: Option<TunnelNeighbours>,
-}
-
-impl PeerReconciler {
-    /// A reconciler for peers reached over an underlay of `family`, by `path`.
-    pub fn new(flows: FlowSet, family: Family, path: PeerPath) -> Self {
-        PeerReconciler {
-            flows,
-            family,
-            path,
-            skipped: BTreeSet::new(),
-            neighbours: None,
-        }
-    }
-
-    /// Also keeps OVS's tunnel neighbour entries for the peers ([`TunnelNeighbours`]).
-    pub fn with_tunnel_neighbours(mut self, neighbours: TunnelNeighbours) -> Self {
-        self.neighbours = Some(neighbours);
-        self
-    }
-
-    /// After the flow set replayed every flow to a restarted ovs-vswitchd: sets the tunnel
-    /// neighbours again at once (they died with the old process), instead of on the next resync.
-    pub async fn after_replay(&mut self, view: &PeerNodes) {
-        if let Some(neighbours) = self.neighbours.as_mut() {
-            tracing::info!("ovs-vswitchd restarted: setting tunnel neighbours again");
-            neighbours.converge(view, self.family).await;
-        }
-    }
-
-    /// The underlay family peers are reached over.
-    pub fn family(&self) -> Family {
-        self.family
-    }
-
-    /// One pass: each added/changed peer is one bundle, each removed peer one delete. Errors
-    /// are logged per peer and retried on the next pass.
-    pub async fn reconcile(&mut self, view: &PeerNodes) -> PeerChanges {
-        let (desired, skipped) = desired_peers(view, self.family, &self.path);
-        let now: BTreeSet<(String, String)> =
-            skipped.into_iter().map(|s| (s.name, s.reason)).collect();
-        for (name, reason) in now.difference(&self.skipped) {
-            tracing::info!(peer = %name, %reason, "peer node not routed");
-        }
-        self.skipped = now;
-        let mut changes = PeerChanges::default();
-        for peer in self.flows.peers() {
-            if !desired.contains_key(&peer.name) {
-                match self.flows.remove_peer(&peer.name).await {
-                    Ok(_) => changes.removed.push(peer.name),
-                    Err(error) => {
-                        tracing::warn!(peer = %peer.name, %error, "cannot remove peer flows")
-                    }
-                }
-            }
-        }
-        for (name, peer) in desired {
-            match self.flows.upsert_peer(peer).await {
-                Ok(true) => changes.upserted.push(name),
-                Ok(false) => {}
-                Err(error) => tracing::warn!(peer = %name, %error, "cannot install peer flows"),
-            }
-        }
-        if !changes.upserted.is_empty() || !changes.removed.is_empty() {
-            tracing::info!(
-                upserted = ?changes.upserted, removed = ?changes.removed,
-                "peer flows converged"
-            );
-        }
-        if let Some(neighbours) = self.neighbours.as_mut() {
-            neighbours.converge(view, self.family).await;
-        }
-        changes
-    }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::sync::Arc;
+
+    use super::*;
 
     fn node(name: &str, cidrs: &[&str], ips: &[&str], annotation: Option<&str>) -> NodeInfo {
         NodeInfo {
@@ -422,7 +305,7 @@ mod tests {
         assert_eq!(peers.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(
             peers["b"].uplink_mac,
-            Some(ovs_flows::flow::MacAddr::new(0x52, 0x54, 0, 0, 0, 0x12))
+            Some(MacAddr::new(0x52, 0x54, 0, 0, 0, 0x12))
         );
         let names: Vec<&str> = skipped.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["c", "d", "e"]);

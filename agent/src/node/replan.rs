@@ -31,14 +31,14 @@ use std::collections::BTreeMap;
 use super::bootstrap::{
     BootstrapError, Bootstrapped, TransportConfig, TransportPlan, MTU_PLAN_KEY,
 };
-use super::gateway;
-use super::tunnel::{self, TunnelSpec};
 use crate::config::AgentConfig;
 use crate::hoststate::{KubeDriftSink, UnderlayLowered};
 use crate::metrics::Metrics;
 use crate::mtu::{self, MtuError, MtuInput, MtuPlan};
 use crate::netns::Netns;
 use crate::ovsdb::{Ovs, OvsBridgeClient, Record};
+use crate::ports::gateway;
+use crate::ports::tunnel::{self, TunnelSpec};
 
 /// The plan for an underlay whose MTU went down to `lowered`: `None` when the plan does not
 /// follow the interface (`transportMTU` is configured), when `lowered` is not below the MTU
@@ -102,7 +102,7 @@ pub async fn apply(
     booted.transport.plan = plan;
     booted.gateway.mtu = plan.gateway;
     gateway::ensure_port(ovs, bridge, &booted.gateway).await?;
-    if let Some(spec) = TunnelSpec::desired(config, booted.transport.mode, &plan) {
+    if let Some(spec) = TunnelSpec::desired(config.tunnel_port, booted.transport.mode, &plan) {
         tunnel::ensure(ovs, bridge, &spec).await?;
     }
     let host = Netns::current()?;
