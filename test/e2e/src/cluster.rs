@@ -3,7 +3,7 @@
 //! - an "underlay" network namespace with a Linux bridge (`br0`, `192.168.60.1/24`) acting as
 //!   the switch, and the ONE test API server of the cluster listening on `192.168.60.1` inside it;
 //! - per node, an [`OvsInstance`] (its namespace is the node's: private ovsdb-server and
-//!   ovs-vswitchd, netdev datapath) with a veth `uplink0` into the underlay bridge, node IP
+//!   ovs-vswitchd, the test datapath) with a veth `uplink0` into the underlay bridge, node IP
 //!   `192.168.60.(10+i)/24`, segmentation and checksum offloads off on both ends (so MTU
 //!   violations are real drops, not silently segmented), a Node object with podCIDR
 //!   `10.244.i.0/24` and the InternalIP, and the real `weft-agent`;
@@ -25,7 +25,7 @@ use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::node::AgentProcess;
 use crate::node::{run_plugin, Binaries, PluginCall, PluginOutput, Pod, Runtime};
 use crate::ovs::{OvsInstance, OvsOptions};
-use crate::{cmd, netns};
+use crate::{cmd, netns, Datapath};
 
 /// Bridge, gateway, uplink (the node's interface into the underlay) and tunnel names: the same
 /// on every node of a cluster as on a single harness node.
@@ -440,10 +440,11 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "nodeName: {name}\nkubeconfig: {}\novsBridge: {BRIDGE}\novsDatapathType: netdev\n\
+                "nodeName: {name}\nkubeconfig: {}\novsBridge: {BRIDGE}\novsDatapathType: {}\n\
                  ovsRunDir: {}\nhostGateway: {GATEWAY}\ncniSocket: {}\napiSocket: {}\n\
                  dataDir: {}\ntrafficEncapMode: {}\ntunnelType: {}\n{}",
                 self.kubeconfig_dir.path().join("kubeconfig").display(),
+                Datapath::current(),
                 ovs.rundir().display(),
                 cni_socket.display(),
                 dir.join("run").join("agent.sock").display(),

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::apiserver::{ApiServer, ApiServerOptions};
 use crate::ovs::{OvsInstance, OvsOptions};
-use crate::{cmd, netns};
+use crate::{cmd, netns, Datapath};
 
 /// The bridge every node uses.
 pub const BRIDGE: &str = "br-int";
@@ -286,10 +286,11 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "nodeName: {name}\nkubeconfig: {}\novsBridge: {BRIDGE}\novsDatapathType: netdev\n\
+                "nodeName: {name}\nkubeconfig: {}\novsBridge: {BRIDGE}\novsDatapathType: {}\n\
                  ovsRunDir: {}\nhostGateway: {GATEWAY}\ncniSocket: {}\napiSocket: {}\n\
                  dataDir: {}\n{}",
                 kubeconfig.display(),
+                Datapath::current(),
                 ovs.rundir().display(),
                 cni_socket.display(),
                 dir.join("run").join("agent.sock").display(),

@@ -1,5 +1,5 @@
-//! A private Open vSwitch (ovsdb-server + ovs-vswitchd, userspace datapath) in its own network
-//! namespace and run directory.
+//! A private Open vSwitch (ovsdb-server + ovs-vswitchd; bridges on the test datapath, see
+//! [`crate::datapath`]) in its own network namespace and run directory.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::{cmd, netns};
+use crate::{cmd, netns, Datapath};
 
 /// Prefix of every namespace and directory this harness creates.
 pub const PREFIX: &str = "wt-";
@@ -148,9 +148,18 @@ impl OvsInstance {
         self.ovsdb.as_ref().map(Child::id)
     }
 
-    /// Creates a bridge with the userspace datapath, OpenFlow 1.5 only and secure fail mode, and
-    /// waits until its management socket accepts connections.
+    /// Creates a bridge with the test datapath ([`Datapath::current`]), OpenFlow 1.5 only and
+    /// secure fail mode, and waits until its management socket accepts connections.
     pub fn add_bridge(&self, bridge: &str) -> Result<()> {
+        let current = Datapath::current();
+        if current == Datapath::System && !Path::new("/sys/module/openvswitch").exists() {
+            bail!(
+                "bridge {bridge}: {}=system needs OVS's kernel module, and openvswitch is not \
+                 loaded: run the tests inside build/uml (build/test-system)",
+                crate::datapath::ENV
+            );
+        }
+        let datapath = format!("datapath_type={current}");
         self.vsctl(&[
             "add-br",
             bridge,
@@ -158,7 +167,7 @@ impl OvsInstance {
             "set",
             "Bridge",
             bridge,
-            "datapath_type=netdev",
+            &datapath,
             "protocols=OpenFlow15",
             "fail_mode=secure",
         ])?;

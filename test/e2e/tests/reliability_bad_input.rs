@@ -528,14 +528,15 @@ fn stateful_rows(node: &Node, probe: &Pod, baseline: &State) -> Result<()> {
         node.links_with_prefix("wf")? == links && node.ipam_allocations()?.len() == 2,
         "duplicate ADD created more"
     );
-    // The same pod (namespace/name) under another container id while the first is attached:
-    // its host veth name is taken (117), and nothing of the second ADD stays.
+    // Another container id into the same netns while the first is attached: its own
+    // attachment (own host veth name), but the netns's eth0 is taken (110), and nothing of the
+    // second ADD stays.
     let mut other = probe.call();
     other.container_id = Some("0therc0ntainer".into());
     code(
         &node.plugin("ADD", &other)?,
-        117,
-        "ADD of the same pod by another container",
+        110,
+        "ADD of another container into the same netns and ifname",
     )?;
     ensure!(
         node.ipam_allocations()?.len() == 2,
