@@ -152,7 +152,11 @@ impl OvsInstance {
     /// secure fail mode, and waits until its management socket accepts connections.
     pub fn add_bridge(&self, bridge: &str) -> Result<()> {
         let current = Datapath::current();
-        if current == Datapath::System && !Path::new("/sys/module/openvswitch").exists() {
+        // A loaded module shows in /sys/module; a kernel without module support (the UML
+        // kernel of build/uml-kernel, everything built in) has no /proc/modules.
+        let kernel_module = Path::new("/sys/module/openvswitch").exists()
+            || !Path::new("/proc/modules").exists();
+        if current == Datapath::System && !kernel_module {
             bail!(
                 "bridge {bridge}: {}=system needs OVS's kernel module, and openvswitch is not \
                  loaded: run the tests inside build/uml (build/test-system)",
