@@ -154,8 +154,8 @@ impl OvsInstance {
         let current = Datapath::current();
         // A loaded module shows in /sys/module; a kernel without module support (the UML
         // kernel of build/uml-kernel, everything built in) has no /proc/modules.
-        let kernel_module = Path::new("/sys/module/openvswitch").exists()
-            || !Path::new("/proc/modules").exists();
+        let kernel_module =
+            Path::new("/sys/module/openvswitch").exists() || !Path::new("/proc/modules").exists();
         if current == Datapath::System && !kernel_module {
             bail!(
                 "bridge {bridge}: {}=system needs OVS's kernel module, and openvswitch is not \
