@@ -9,8 +9,6 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{code, CniError};
-
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
@@ -116,7 +114,7 @@ pub enum EnvError {
 
 impl EnvError {
     /// The spec's details text for this error.
-    fn details(&self) -> String {
+    pub(crate) fn details(&self) -> String {
         match self {
             EnvError::Missing(_) => String::new(),
             EnvError::UnknownCommand(_) => "expected one of ADD, DEL, CHECK, STATUS, GC, VERSION".into(),
@@ -126,13 +124,6 @@ impl EnvError {
             EnvError::InvalidNetns { .. } => "the network namespace is an absolute path without '..' components".into(),
             EnvError::InvalidArgs(_) => "CNI_ARGS is KEY=VALUE pairs separated by ';'".into(),
         }
-    }
-}
-
-impl From<EnvError> for CniError {
-    fn from(err: EnvError) -> Self {
-        let details = err.details();
-        CniError::new(code::INVALID_ENVIRONMENT, err.to_string(), details)
     }
 }
 
@@ -386,6 +377,7 @@ pub fn validate_netns(netns: &str) -> Result<(), EnvError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{code, CniError};
 
     fn raw(vars: &[(&str, &str)]) -> RawEnv {
         RawEnv::from_vars(vars.iter().map(|(k, v)| (k, v.to_string())))

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::version::CniVersion;
+use crate::env::EnvError;
+use crate::version::{CniVersion, VersionError};
 
 /// Well-known CNI error codes (0-99 are reserved by the spec) and Weft's own codes (100+).
 pub mod code {
@@ -79,6 +80,28 @@ impl CniError {
                 self.cni_version, self.code
             )
         })
+    }
+}
+
+impl From<EnvError> for CniError {
+    fn from(err: EnvError) -> Self {
+        let details = err.details();
+        CniError::new(code::INVALID_ENVIRONMENT, err.to_string(), details)
+    }
+}
+
+impl From<VersionError> for CniError {
+    fn from(err: VersionError) -> Self {
+        let details = match &err {
+            VersionError::Unsupported(_) => {
+                format!("plugin supports {}", CniVersion::supported_list())
+            }
+            VersionError::VerbNotAvailable { command, .. } => format!(
+                "{command} requires cniVersion {} or later",
+                CniVersion::minimum_for(*command).as_str()
+            ),
+        };
+        CniError::new(code::INCOMPATIBLE_VERSION, err.to_string(), details)
     }
 }
 

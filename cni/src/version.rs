@@ -6,7 +6,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::env::Command;
-use crate::error::{code, CniError};
 
 /// A CNI specification version the plugin supports.
 ///
@@ -50,21 +49,6 @@ pub enum VersionError {
         /// The version the runtime asked for.
         version: CniVersion,
     },
-}
-
-impl From<VersionError> for CniError {
-    fn from(err: VersionError) -> Self {
-        let details = match &err {
-            VersionError::Unsupported(_) => {
-                format!("plugin supports {}", CniVersion::supported_list())
-            }
-            VersionError::VerbNotAvailable { command, .. } => format!(
-                "{command} requires cniVersion {} or later",
-                CniVersion::minimum_for(*command).as_str()
-            ),
-        };
-        CniError::new(code::INCOMPATIBLE_VERSION, err.to_string(), details)
-    }
 }
 
 impl CniVersion {
@@ -205,6 +189,7 @@ fn is_plausible_version(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{code, CniError};
 
     #[test]
     fn parses_every_supported_version_and_rejects_others() {

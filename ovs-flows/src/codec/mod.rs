@@ -3,13 +3,12 @@
 //! checked and unknown fields or actions are reported as [`CodecError::Unsupported`].
 
 mod actions;
-mod nicira;
 mod oxm;
 mod wire;
 
 use crate::flow::{Action, Match};
 
-pub use nicira::NX_VENDOR_ID;
+pub use actions::nicira::NX_VENDOR_ID;
 
 /// Errors decoding OpenFlow matches, instructions and actions.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -10,26 +10,6 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use super::field::{Field, MacAddr, MacBits};
 use super::text::{c_hex, ct_state_masked, ipv4_masked, ipv6_masked, mac_masked, port_name};
 
-/// Connection tracking state bits, for [`Match::ct_state`].
-pub mod ct_state {
-    /// Beginning of a new connection.
-    pub const NEW: u32 = 0x01;
-    /// Part of an existing connection.
-    pub const EST: u32 = 0x02;
-    /// Related to an existing connection.
-    pub const REL: u32 = 0x04;
-    /// Flow is in the reply direction.
-    pub const RPL: u32 = 0x08;
-    /// Could not track the connection.
-    pub const INV: u32 = 0x10;
-    /// Conntrack has occurred.
-    pub const TRK: u32 = 0x20;
-    /// Packet's source address/port was mangled by NAT.
-    pub const SNAT: u32 = 0x40;
-    /// Packet's destination address/port was mangled by NAT.
-    pub const DNAT: u32 = 0x80;
-}
-
 /// Ethernet types OVS abbreviates.
 const ETH_IP: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
@@ -359,7 +339,7 @@ impl Match {
         self.field(Field::ArpTha, mac.to_u128())
     }
 
-    /// Conntrack state: the [`ct_state`] bits in `set` must be set, those in `clear` clear
+    /// Conntrack state: the [`super::ct_state`] bits in `set` must be set, those in `clear` clear
     /// (`ct_state=+trk-new` is `ct_state(TRK, NEW)`).
     pub fn ct_state(self, set: u32, clear: u32) -> Self {
         self.field_masked(Field::CtState, u128::from(set), u128::from(set | clear))

@@ -3,6 +3,7 @@
 //! readable text.
 
 mod action;
+pub mod ct_state;
 mod field;
 mod matches;
 mod text;
@@ -17,7 +18,7 @@ pub use field::{
     port, Field, MacAddr, SubField, OXM_CLASS_ERICOXM_OF, OXM_CLASS_NXM0, OXM_CLASS_NXM1,
     OXM_CLASS_OPENFLOW_BASIC, OXM_CLASS_PACKET_REGS,
 };
-pub use matches::{ct_state, Match};
+pub use matches::Match;
 
 /// OpenFlow's default flow priority (not printed by OVS).
 pub const DEFAULT_PRIORITY: u16 = 0x8000;

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::ct_state;
 use super::field::{port, Field, MacAddr, MacBits, ValueFormat};
-use super::matches::ct_state;
 
 /// C's `%#x`: `0` for zero, otherwise `0x` and lower-case hex without leading zeros.
 pub(crate) fn c_hex(v: u128) -> String {

@@ -3,10 +3,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::actions::{decode_actions_at, encode_action, subfield, OFPAT_EXPERIMENTER};
-use super::oxm::{decode_field_header, header_of, nxm_header_of};
-use super::wire::{pad8, patch_len, put_u16, put_u32, put_u64, put_uint, Reader};
-use super::CodecError;
+use super::{decode_actions_at, encode_action, subfield, OFPAT_EXPERIMENTER};
+use crate::codec::oxm::{decode_field_header, header_of, nxm_header_of};
+use crate::codec::wire::{pad8, patch_len, put_u16, put_u32, put_u64, put_uint, Reader};
+use crate::codec::CodecError;
 use crate::flow::{
     port, Action, Controller, Ct, CtZone, Learn, LearnSpec, Nat, NatKind, PacketInReason, SubField,
 };
@@ -83,7 +83,7 @@ fn ofs_nbits(sf: &SubField) -> u16 {
     (sf.ofs << 6) | (sf.n_bits.saturating_sub(1) & 0x3f)
 }
 
-/// Appends a Nicira action (the variants [`super::actions::encode_action`] delegates here).
+/// Appends a Nicira action (the variants [`super::encode_action`] delegates here).
 pub(crate) fn encode(a: &Action, out: &mut Vec<u8>) {
     match a {
         Action::Resubmit { port: p, table } => {

@@ -1,6 +1,7 @@
-//! OpenFlow 1.5 instructions and standard actions; Nicira actions are in [`super::nicira`].
+//! OpenFlow 1.5 instructions and standard actions; Nicira actions are in [`nicira`].
 
-use super::nicira;
+pub(crate) mod nicira;
+
 use super::oxm::{decode_field_header, header_of, put_entry, read_entry, Entry};
 use super::wire::{pad8, patch_len, put_u16, put_u32, put_u64, Reader};
 use super::CodecError;
