@@ -244,6 +244,7 @@ mod tests {
             oper_state: OperState::Up,
             alias: None,
             peer_index: None,
+            master: None,
         }
     }
 

@@ -63,6 +63,9 @@ pub struct InterfaceInfo {
     pub alias: Option<String>,
     /// For a veth: the peer's index, in the peer's namespace (`IFLA_LINK`).
     pub peer_index: Option<u32>,
+    /// The device this one is enslaved to (`IFLA_MASTER`): a port of OVS's kernel datapath has
+    /// the datapath's `ovs-system` device here, a bridge port its bridge.
+    pub master: Option<u32>,
 }
 
 impl InterfaceInfo {
@@ -78,6 +81,7 @@ impl InterfaceInfo {
             oper_state: OperState::Unknown,
             alias: None,
             peer_index: None,
+            master: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -87,6 +91,7 @@ impl InterfaceInfo {
                 LinkAttribute::OperState(state) => info.oper_state = state.into(),
                 LinkAttribute::IfAlias(alias) => info.alias = Some(alias.clone()),
                 LinkAttribute::Link(peer) => info.peer_index = Some(*peer),
+                LinkAttribute::Controller(master) => info.master = Some(*master),
                 LinkAttribute::LinkInfo(infos) => {
                     info.kind = infos.iter().find_map(|i| match i {
                         LinkInfo::Kind(kind) => Some(kind_name(kind)),

@@ -165,6 +165,7 @@ fn info(index: u32, link: &FakeLink) -> InterfaceInfo {
         },
         alias: None,
         peer_index: None,
+        master: None,
     }
 }
 

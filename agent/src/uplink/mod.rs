@@ -132,7 +132,7 @@ pub enum UplinkError {
     Timeout {
         /// The interface.
         ifname: String,
-        /// `appear` or `disappear`.
+        /// `appear`, `disappear` or `leave OVS's datapath`.
         what: &'static str,
         /// The namespace.
         netns: PathBuf,
@@ -642,6 +642,31 @@ impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
         }
     }
 
+    /// Waits until the NIC is no longer a port of OVS's kernel datapath (its `IFLA_MASTER`, the
+    /// datapath's `ovs-system` device, is gone). ovs-vswitchd removes the datapath port after it
+    /// sees the OVSDB change, and looks it up by the name it knows: renaming the NIC back before
+    /// that leaves it enslaved to the datapath for good (every packet it receives goes to a bridge
+    /// that no longer has it, and the node is cut off). On the userspace datapath a port has no
+    /// master, so this returns at once.
+    async fn wait_released(&self, nic: &NicSnapshot) -> Result<(), UplinkError> {
+        let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
+        loop {
+            match self.kernel.link_by_index(nic.index).await? {
+                Some(link) if link.master.is_some() => {}
+                _ => return Ok(()),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(UplinkError::Timeout {
+                    ifname: nic.name.clone(),
+                    what: "leave OVS's datapath",
+                    netns: self.kernel.netns_path(),
+                    timeout: APPEAR_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Deletes the internal port (only when OVS has it as an internal interface: never a port
     /// someone else made under the NIC's name) and waits for its device to go.
     async fn remove_internal(&self, nic: &NicSnapshot) -> Result<(), UplinkError> {
@@ -694,6 +719,7 @@ impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
             .delete_port(&uplink)
             .await
             .map_err(Self::ovs_err(&uplink))?;
+        self.wait_released(&nic).await?;
         if self
             .detach_done(&mut j, DetachStep::UplinkPortRemoved)?
             .is_err()

@@ -248,8 +248,29 @@ impl Env {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        let state = self.diagnostics();
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no ping")))
-            .with_context(|| format!("ping {dst} from node"))
+            .with_context(|| format!("ping {dst} from node; state:\n{state}"))
+    }
+
+    /// Links, neighbours and the datapath's ports of both sides, for a failure message.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for (ns, args) in [
+            (self.node(), &["-d", "link", "show"][..]),
+            (self.node(), &["neigh", "show"][..]),
+            (self.underlay.as_str(), &["-d", "link", "show"][..]),
+            (self.underlay.as_str(), &["neigh", "show"][..]),
+        ] {
+            let text = ip(ns, args).unwrap_or_else(|e| format!("{e:#}"));
+            out.push_str(&format!("$ ip -n {ns} {}\n{text}\n", args.join(" ")));
+        }
+        let dp = self
+            .ovs
+            .appctl_vswitchd(&["dpctl/show"])
+            .unwrap_or_else(|e| format!("{e:#}"));
+        out.push_str(&format!("$ ovs-appctl dpctl/show\n{dp}\n"));
+        out
     }
 
     /// A column of an Interface row via ovs-vsctl.
