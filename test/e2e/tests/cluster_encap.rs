@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use weft_e2e::cluster::{ping_df, Cluster, ClusterNode, ClusterOptions, GATEWAY, TUNNEL, UPLINK};
 use weft_e2e::node::{ping, tcp_roundtrip};
+use weft_e2e::Datapath;
 
 /// Two nodes, one pod each; pod<->pod both ways, TCP both ways, node->remote pod, DF at the
 /// boundary, MTUs.
@@ -25,19 +26,11 @@ fn cross_node(tunnel: &str, pod_mtu: u32) -> Result<()> {
     ping(n1.netns(), b_ip).context("node-1 -> pod b")?;
     // The traffic really was encapsulated with the configured protocol by the datapath.
     let datapath = n1.ovs.appctl_vswitchd(&["dpctl/dump-flows"])?;
-    let header = match tunnel {
-        "geneve" => "geneve(",
-        "vxlan" => "vxlan(",
-        _ => "gre((",
-    };
-    ensure!(
-        datapath.contains("tnl_push(") && datapath.contains(header),
-        "no {tunnel} tnl_push in the datapath flows:\n{datapath}"
-    );
-    ensure!(
-        datapath.contains("tnl_pop("),
-        "no tnl_pop in the datapath flows:\n{datapath}"
-    );
+    let dp = Datapath::current();
+    dp.check_encap(&datapath, tunnel, n2.ip)
+        .map_err(anyhow::Error::msg)?;
+    dp.check_decap(&datapath, n2.ip)
+        .map_err(anyhow::Error::msg)?;
 
     // DF: the largest ICMP payload that fits the pod MTU crosses; one byte more fails locally.
     let max = (pod_mtu - 28) as usize;
@@ -70,8 +63,19 @@ fn check_mtus(node: &ClusterNode, pod_mtu: u32) -> Result<()> {
         ClusterNode::link_mtu(ns, UPLINK)? == 1500,
         "uplink host port mtu"
     );
-    ensure!(node.interface_column(UPLINK, "mtu_request")? == "1500");
-    ensure!(node.interface_column("uplink0~", "mtu_request")? == "1500");
+    if Datapath::current().attaches_uplink_in_encap() {
+        ensure!(node.interface_column(UPLINK, "mtu_request")? == "1500");
+        ensure!(node.interface_column("uplink0~", "mtu_request")? == "1500");
+    } else {
+        // Kernel tunnel vports route through the host: the NIC stays out of the bridge.
+        for name in [UPLINK, "uplink0~"] {
+            ensure!(
+                node.ovs.vsctl(&["port-to-br", name]).is_err(),
+                "{name} is a port of the bridge in encap on {}",
+                Datapath::current()
+            );
+        }
+    }
     for link in cmd_links(ns)? {
         if link.starts_with("wf") {
             ensure!(

@@ -11,6 +11,7 @@ use weft_e2e::cluster::{
     eventually, ping_df, Cluster, ClusterNode, ClusterOptions, TUNNEL, UPLINK,
 };
 use weft_e2e::node::{ping, tcp_roundtrip};
+use weft_e2e::Datapath;
 
 /// Peer flows have cookie category 4.
 const PEER: u64 = 4;
@@ -88,7 +89,7 @@ fn noencap_cross_node() -> Result<()> {
     // Nothing was encapsulated.
     let datapath = n1.ovs.appctl_vswitchd(&["dpctl/dump-flows"])?;
     ensure!(
-        !datapath.contains("tnl_push(") && !datapath.contains("tnl_pop("),
+        !Datapath::current().shows_tunnels(&datapath),
         "noEncap traffic went through a tunnel:\n{datapath}"
     );
 
