@@ -41,21 +41,40 @@ fn check_node(
     off_plan: usize,
 ) -> Result<()> {
     let ns = node.netns();
-    let journal = node.uplink_journal()?.context("no uplink journal")?;
-    ensure!(
-        journal["operation"] == "attach"
-            && journal["attach"] == serde_json::json!(UPLINK_ATTACH_STEPS),
-        "{}: uplink journal not a finished attach: {journal}",
-        node.name
-    );
-    let nic = format!("{UPLINK}~");
-    ensure!(node.interface_column(&nic, "ofport")? == "32770");
-    ensure!(node.interface_column(UPLINK, "ofport")? == "32771");
-    for port in [UPLINK, nic.as_str()] {
+    // noEncap attaches the uplink on both datapaths; encap only on netdev (kernel tunnel vports
+    // route through the host, so on system the NIC is left out of the bridge, or detached by
+    // the switch back).
+    if !encap || Datapath::current().attaches_uplink_in_encap() {
+        let journal = node.uplink_journal()?.context("no uplink journal")?;
         ensure!(
-            node.interface_column(port, "mtu_request")? == NOENCAP_MTU.to_string()
-                && ClusterNode::link_mtu(ns, port)? == NOENCAP_MTU,
-            "{}: {port} must carry the transport MTU {NOENCAP_MTU}",
+            journal["operation"] == "attach"
+                && journal["attach"] == serde_json::json!(UPLINK_ATTACH_STEPS),
+            "{}: uplink journal not a finished attach: {journal}",
+            node.name
+        );
+        let nic = format!("{UPLINK}~");
+        ensure!(node.interface_column(&nic, "ofport")? == "32770");
+        ensure!(node.interface_column(UPLINK, "ofport")? == "32771");
+        for port in [UPLINK, nic.as_str()] {
+            ensure!(
+                node.interface_column(port, "mtu_request")? == NOENCAP_MTU.to_string()
+                    && ClusterNode::link_mtu(ns, port)? == NOENCAP_MTU,
+                "{}: {port} must carry the transport MTU {NOENCAP_MTU}",
+                node.name
+            );
+        }
+    } else {
+        let journal = node.uplink_journal()?;
+        ensure!(
+            journal.is_none(),
+            "{}: an uplink journal in encap on {}: {journal:?}",
+            node.name,
+            Datapath::current()
+        );
+        ensure!(
+            node.ovs.vsctl(&["port-to-br", UPLINK]).is_err()
+                && ClusterNode::link_mtu(ns, UPLINK)? == NOENCAP_MTU,
+            "{}: the NIC {UPLINK} out of the bridge at the transport MTU {NOENCAP_MTU}",
             node.name
         );
     }
