@@ -47,6 +47,8 @@ pub enum PolicyFlow {
     IngressIsolation(u32),
     /// Traffic between the pods and this node's own addresses, allowed.
     NodeTraffic,
+    /// A pod's first packet to a Service range, passed to the host (judged after its DNAT).
+    ServiceFirstPass,
 }
 
 const KIND_SHIFT: u32 = 32;
@@ -60,6 +62,7 @@ impl PolicyFlow {
             PolicyFlow::EgressIsolation(p) => (2, u64::from(p)),
             PolicyFlow::IngressIsolation(p) => (3, u64::from(p)),
             PolicyFlow::NodeTraffic => (4, 0),
+            PolicyFlow::ServiceFirstPass => (5, 0),
         };
         (kind << KIND_SHIFT) | low
     }
@@ -73,6 +76,7 @@ impl PolicyFlow {
             2 => PolicyFlow::EgressIsolation(low),
             3 => PolicyFlow::IngressIsolation(low),
             4 => PolicyFlow::NodeTraffic,
+            5 => PolicyFlow::ServiceFirstPass,
             _ => return None,
         })
     }
@@ -225,7 +229,7 @@ fn conjunction_key(a: &Action) -> (u32, u8) {
 
 /// One rule's flows into `set`: its clauses and its `conj_id` and counter flows. A rule with
 /// no peer address of the node's families allows nothing and gets no flow.
-fn rule_flows(ctx: &Ctx<'_>, rule: &CompiledRule, set: &mut FlowSet) {
+fn rule_flows(ctx: &Ctx<'_>, policy: &CompiledPolicy, rule: &CompiledRule, set: &mut FlowSet) {
     let cfg = ctx.cfg;
     let direction = rule.direction();
     let (rule_table, default_table, metric_table) = tables_of(direction);
@@ -265,6 +269,11 @@ fn rule_flows(ctx: &Ctx<'_>, rule: &CompiledRule, set: &mut FlowSet) {
             Direction::Egress => Match::new().in_port(*ofport),
         };
         set.put(clause_flow(m, 2));
+        if direction == Direction::Egress {
+            for m in back_from_host(cfg, policy, *ofport) {
+                set.put(clause_flow(m, 2));
+            }
+        }
     }
     for range in &rule.ports {
         for v4 in [true, false] {
@@ -310,16 +319,26 @@ pub fn flows(cfg: &NodeConfig, policy: &CompiledPolicy) -> Vec<Flow> {
     let ctx = Ctx::new(cfg);
     let mut set = FlowSet::default();
     for rule in policy.rules.values() {
-        rule_flows(&ctx, rule, &mut set);
+        rule_flows(&ctx, policy, rule, &mut set);
     }
     for ofport in &policy.isolated_egress {
-        set.put(ctx.flow(
-            &EGRESS_DEFAULT,
-            priority::NORMAL,
-            PolicyFlow::EgressIsolation(*ofport).cookie(cfg.round),
-            Match::new().in_port(*ofport),
-            vec![],
-        ));
+        let cookie = PolicyFlow::EgressIsolation(*ofport).cookie(cfg.round);
+        let pod = Match::new().in_port(*ofport);
+        for m in std::iter::once(pod).chain(back_from_host(cfg, policy, *ofport)) {
+            set.put(ctx.flow(&EGRESS_DEFAULT, priority::NORMAL, cookie, m, vec![]));
+        }
+    }
+    let service = PolicyFlow::ServiceFirstPass.cookie(cfg.round);
+    for cidr in &policy.service_cidrs {
+        if has_family(cfg, matches!(cidr, IpNet::V4(_))) {
+            set.put(ctx.flow(
+                &EGRESS_RULE,
+                priority::EXCEPTION,
+                service,
+                address(cidr.trunc(), false),
+                vec![ctx.goto_next(&EGRESS_DEFAULT)],
+            ));
+        }
     }
     for ofport in &policy.isolated_ingress {
         set.put(ctx.flow(
@@ -352,6 +371,24 @@ pub fn flows(cfg: &NodeConfig, policy: &CompiledPolicy) -> Vec<Flow> {
         ));
     }
     set.flows.into_values().collect()
+}
+
+/// With Service ranges configured: the pod's packets the host DNATed and sent back into the
+/// bridge by the gateway (source: one of the pod's addresses), judged for the pod's egress
+/// like its own packets.
+fn back_from_host(cfg: &NodeConfig, policy: &CompiledPolicy, ofport: u32) -> Vec<Match> {
+    if policy.service_cidrs.is_empty() {
+        return Vec::new();
+    }
+    let ips = policy
+        .pod_ips
+        .get(&ofport)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    ips.iter()
+        .filter(|ip| has_family(cfg, ip.is_ipv4()))
+        .map(|ip| address(IpNet::from(*ip), true).in_port(super::ports::GATEWAY))
+        .collect()
 }
 
 /// The flow-mod deleting every policy flow, in every round.
@@ -509,6 +546,7 @@ mod tests {
             PolicyFlow::EgressIsolation(7),
             PolicyFlow::IngressIsolation(65000),
             PolicyFlow::NodeTraffic,
+            PolicyFlow::ServiceFirstPass,
         ] {
             assert_eq!(PolicyFlow::from_cookie(kind.cookie(3)), Some(kind));
             assert!(kind.filter().selects(kind.cookie(9)));
