@@ -16,7 +16,7 @@
 //! [`INGRESS_RULE_ID`] (committed into `ct_label`) and skips the default table, where the
 //! isolated pods' unmatched packets are dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -197,24 +197,33 @@ fn tables_of(direction: Direction) -> (&'static TableDecl, &'static TableDecl, &
     }
 }
 
-/// Flows keyed by (table, priority, match text), so that flows with one match merge their
+/// A flow's identity in its table: OpenFlow has at most one flow per (table, priority, match).
+type FlowKey = (u8, u16, Match);
+
+fn flow_key(f: &Flow) -> FlowKey {
+    (f.table, f.priority, f.matches.clone())
+}
+
+/// Flows in insertion order, one per [`FlowKey`]: flows with one match merge their
 /// conjunction actions.
 #[derive(Default)]
 struct FlowSet {
-    flows: BTreeMap<(u8, u16, String), Flow>,
+    index: HashMap<FlowKey, usize>,
+    flows: Vec<Flow>,
 }
 
 impl FlowSet {
     fn put(&mut self, flow: Flow) {
-        let key = (flow.table, flow.priority, flow.matches.to_string());
-        match self.flows.get_mut(&key) {
-            Some(existing) => {
+        match self.index.get(&flow_key(&flow)) {
+            Some(i) => {
+                let existing = &mut self.flows[*i];
                 existing.actions.extend(flow.actions);
                 existing.actions.sort_by_key(conjunction_key);
                 existing.actions.dedup();
             }
             None => {
-                self.flows.insert(key, flow);
+                self.index.insert(flow_key(&flow), self.flows.len());
+                self.flows.push(flow);
             }
         }
     }
@@ -370,7 +379,7 @@ pub fn flows(cfg: &NodeConfig, policy: &CompiledPolicy) -> Vec<Flow> {
             vec![ctx.goto_next(&EGRESS_DEFAULT)],
         ));
     }
-    set.flows.into_values().collect()
+    set.flows
 }
 
 /// With Service ranges configured: the pod's packets the host DNATed and sent back into the
@@ -438,23 +447,31 @@ impl PolicyDiff {
 /// a pod entering or leaving a rule's peers changes the clause flow of its addresses, a pod
 /// becoming selected adds its applied-to clause and default drop, and no other flow.
 pub fn diff(cfg: &NodeConfig, old: &CompiledPolicy, new: &CompiledPolicy) -> PolicyDiff {
-    let key = |f: &Flow| (f.table, f.priority, f.matches.to_string());
-    let old: BTreeMap<_, Flow> = flows(cfg, old).into_iter().map(|f| (key(&f), f)).collect();
+    let old = flows(cfg, old);
+    let old_index: HashMap<FlowKey, usize> = old
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (flow_key(f), i))
+        .collect();
+    let mut kept = vec![false; old.len()];
     let mut out = PolicyDiff::default();
-    let mut seen = std::collections::BTreeSet::new();
     for f in flows(cfg, new) {
-        let k = key(&f);
-        match old.get(&k) {
+        match old_index.get(&flow_key(&f)) {
             None => out.add.push(f),
-            Some(o) if o.actions != f.actions || o.cookie != f.cookie => out.modify.push(f),
-            Some(_) => {}
+            Some(i) => {
+                kept[*i] = true;
+                let o = &old[*i];
+                if o.actions != f.actions || o.cookie != f.cookie {
+                    out.modify.push(f);
+                }
+            }
         }
-        seen.insert(k);
     }
     out.delete = old
         .into_iter()
-        .filter(|(k, _)| !seen.contains(k))
-        .map(|(_, f)| f)
+        .zip(kept)
+        .filter(|(_, kept)| !kept)
+        .map(|(f, _)| f)
         .collect();
     out
 }
