@@ -590,11 +590,6 @@ pub fn default_drops(stats: impl IntoIterator<Item = (u64, u64)>) -> BTreeMap<Di
     out
 }
 
-/// An address as the `/32` or `/128` prefix a peer set holds for it.
-pub fn host_net(ip: IpAddr) -> IpNet {
-    IpNet::from(ip)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
