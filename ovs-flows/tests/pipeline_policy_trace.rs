@@ -248,8 +248,8 @@ fn passes(node: &Node, flow: &str) -> Result<bool> {
         .appctl_vswitchd(&["ofproto/trace", BRIDGE, flow, "--ct-next", "trk,new"])?;
     let last = out
         .lines()
-        .filter_map(|l| l.strip_prefix("Datapath actions: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("Datapath actions: "))
         .ok_or_else(|| anyhow::anyhow!("no datapath actions for {flow}:\n{out}"))?;
     Ok(last.trim() != "drop")
 }
