@@ -18,6 +18,7 @@ mod forwarding;
 mod nd;
 pub mod noencap;
 mod peer;
+pub mod policy;
 pub mod regs;
 mod spoofguard;
 mod table;
@@ -305,6 +306,7 @@ pub fn base_flows(cfg: &NodeConfig) -> Vec<Flow> {
     flows.extend(nd::base(&ctx));
     flows.extend(forwarding::base(&ctx));
     flows.extend(conntrack::base(&ctx));
+    flows.extend(policy::base(&ctx));
     flows
 }
 
