@@ -34,6 +34,7 @@
 //! | 117 | the host-side veth name is taken by another interface |
 
 mod attach;
+pub mod inflight;
 pub mod locks;
 pub mod ofports;
 pub use weft_plan::record as pods;
@@ -49,7 +50,7 @@ use weft_cni::error::code as spec;
 use weft_cni::rpc::{method, server, CniRequest, CniResponse};
 use weft_cni::CniError;
 
-pub use attach::{AttachError, PodNetwork, PodNetworkConfig, RebuildReport};
+pub use attach::{AttachError, PodNetwork, PodNetworkConfig, RebuildReport, ROLLBACK_TIMEOUT};
 
 use crate::config::AgentConfig;
 use crate::mtu::MtuPlan;
@@ -115,6 +116,7 @@ pub trait CniObserver: Send + Sync + std::fmt::Debug {
 pub struct CniService {
     network: OnceLock<Arc<PodNetwork>>,
     observer: OnceLock<Arc<dyn CniObserver>>,
+    inflight: inflight::Inflight,
 }
 
 impl CniService {
@@ -156,6 +158,17 @@ impl CniService {
         result
     }
 
+    /// Stops taking requests (each new one answers code 11), abandons every ADD in flight (each
+    /// rolls back) and waits at most `grace` for the requests already taken to answer. Returns
+    /// how many were still running at the end.
+    pub async fn stop(&self, grace: Duration) -> usize {
+        self.inflight.stop();
+        let running = self.inflight.active();
+        let left = self.inflight.drained(grace).await;
+        tracing::info!(running, left, "cni requests in flight drained");
+        left
+    }
+
     /// The pod network, or code 11 while bootstrap runs.
     fn network(&self) -> Result<&Arc<PodNetwork>, CniError> {
         self.network.get().ok_or_else(|| {
@@ -176,7 +189,19 @@ impl CniService {
             let result = async {
                 let request: CniRequest = params.one()?;
                 let network = ctx.network().map_err(rpc_error)?;
-                let result = network.add(&request).await.map_err(rpc_error)?;
+                let ticket = ctx
+                    .inflight
+                    .begin_add(
+                        request_key(&request),
+                        request.started_unix_ms,
+                        request.deadline_unix_ms,
+                        server::peer_gone(),
+                    )
+                    .map_err(|why| rpc_error(abandoned("add", &request, why)))?;
+                let result = network
+                    .add(&request, ticket.budget())
+                    .await
+                    .map_err(rpc_error)?;
                 Ok::<_, ErrorObjectOwned>(CniResponse {
                     result: Some(result),
                 })
@@ -189,6 +214,10 @@ impl CniService {
             let result = async {
                 let request: CniRequest = params.one()?;
                 let network = ctx.network().map_err(rpc_error)?;
+                let _ticket = ctx
+                    .inflight
+                    .begin_del(request_key(&request), request.started_unix_ms)
+                    .map_err(|why| rpc_error(abandoned("del", &request, why)))?;
                 network.del(&request).await.map_err(rpc_error)?;
                 Ok::<_, ErrorObjectOwned>(CniResponse::default())
             }
@@ -200,6 +229,10 @@ impl CniService {
             let result = async {
                 let request: CniRequest = params.one()?;
                 let network = ctx.network().map_err(rpc_error)?;
+                let _ticket = ctx
+                    .inflight
+                    .begin_other()
+                    .map_err(|why| rpc_error(abandoned("check", &request, why)))?;
                 network.check(&request).await.map_err(rpc_error)?;
                 Ok::<_, ErrorObjectOwned>(CniResponse::default())
             }
@@ -219,6 +252,10 @@ impl CniService {
         let _ = module.register_async_method(method::GC, |params, ctx, _| async move {
             let request: CniRequest = params.one()?;
             let network = ctx.network().map_err(rpc_error)?;
+            let _ticket = ctx
+                .inflight
+                .begin_other()
+                .map_err(|why| rpc_error(abandoned("gc", &request, why)))?;
             network.gc(&request).await.map_err(rpc_error)?;
             Ok::<_, ErrorObjectOwned>(CniResponse::default())
         });
@@ -232,6 +269,27 @@ impl CniService {
         let module = self.rpc_module();
         Ok(tokio::spawn(server::serve(listener, module)))
     }
+}
+
+/// The attachment a request names: (container ID, ifname).
+fn request_key(request: &CniRequest) -> inflight::Key {
+    (
+        request.container_id.clone().unwrap_or_default(),
+        request.ifname.clone().unwrap_or_default(),
+    )
+}
+
+/// Code 11 for a request refused or abandoned before it ran.
+fn abandoned(verb: &str, request: &CniRequest, why: inflight::Abandon) -> CniError {
+    CniError::new(
+        spec::TRY_AGAIN_LATER,
+        format!("{verb} abandoned: {why}"),
+        format!(
+            "container {} interface {}: {why}",
+            request.container_id.as_deref().unwrap_or(""),
+            request.ifname.as_deref().unwrap_or("")
+        ),
+    )
 }
 
 fn rpc_error(err: CniError) -> ErrorObjectOwned {

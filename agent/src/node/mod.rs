@@ -366,6 +366,15 @@ pub async fn run_with(
         }
     }
     tracing::info!("weft-agent stopping");
+    // Every CNI request in flight answers (an ADD is rolled back) before anything else stops:
+    // no half-made pod is left behind (issue 13).
+    let left = service.stop(CNI_DRAIN).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "cni requests still running at exit; the next start sweeps what they leave"
+        );
+    }
     if options.restore_uplink {
         if let (Some(ns), Some(spec)) = (&host, &booted.uplink.uplink) {
             converge_uplink(
@@ -381,6 +390,10 @@ pub async fn run_with(
     let _ = std::fs::remove_file(&config.cni_socket);
     Ok(())
 }
+
+/// How long a stopping agent waits for the CNI requests in flight (an ADD's rollback is
+/// bounded by [`crate::cniserver::ROLLBACK_TIMEOUT`]-long OVSDB calls).
+const CNI_DRAIN: Duration = Duration::from_secs(10);
 
 /// How long the start waits for the first complete list of peer Nodes.
 const PEERS_WAIT: Duration = Duration::from_secs(10);
