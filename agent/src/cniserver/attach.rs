@@ -667,11 +667,14 @@ impl PodNetwork {
                     .await;
             }
         }
-        // Done, but nobody waits for it any more (or a DEL came): undone, never kept.
-        if outcome.is_ok() {
-            if let Err(reason) = budget.check() {
-                outcome = Err(target.abandoned(reason));
+        // Done, but nobody waits for it any more (or a DEL came): undone, never kept. A failure
+        // once abandoned (e.g. OVSDB unreachable until the deadline) is reported as abandoned:
+        // code 11, try again.
+        if let Err(reason) = budget.check() {
+            if let Err(error) = &outcome {
+                tracing::info!(pod = %target.pod(), container = %target.container_id, %error, %reason, "add failed once abandoned");
             }
+            outcome = Err(target.abandoned(reason));
         }
         match outcome {
             Ok(record) => {
@@ -802,13 +805,29 @@ impl PodNetwork {
             .client()
             .read_cache(|cache| cache.by_name("Interface", &record.host_ifname).is_some());
         port.external_ids = record.external_ids();
-        let ensured = self.ports.ensure_port(&self.config.bridge, &port).await;
-        // A creation that may have run is undone too; one still waiting for a connection at
-        // the deadline is never sent (NotConnected).
-        if !matches!(ensured, Err(OvsdbError::NotConnected { .. })) {
-            undo.push(Undo::DeletePort(record.host_ifname.clone()));
-        }
-        ensured.map_err(ovs_err)?;
+        // Abandoned while OVSDB has not answered: the creation stops here. One still queued is
+        // never sent (the batcher drops a job whose caller left, the client a call still
+        // waiting for a connection), and a port created after its caller left is deleted
+        // again by the batcher ([`crate::ovsdb::PortBatcher`]), so it is not this rollback's.
+        // A creation that completed, or failed after it may have been sent, is undone here;
+        // one never sent (NotConnected at the deadline) needs nothing.
+        let ensured = tokio::select! {
+            ensured = self.ports.ensure_port(&self.config.bridge, &port) => Some(ensured),
+            reason = budget.abandoned() => {
+                tracing::info!(pod = %pod, %reason, "add abandoned while its port was being created");
+                None
+            }
+        };
+        let ensured = match ensured {
+            Some(ensured) => {
+                if !matches!(ensured, Err(OvsdbError::NotConnected { .. })) {
+                    undo.push(Undo::DeletePort(record.host_ifname.clone()));
+                }
+                ensured.map_err(ovs_err)
+            }
+            None => Err(target.abandoned(budget.check().err().unwrap_or(Abandon::Deadline))),
+        };
+        ensured?;
         steps.port_us = micros(started);
         check()?;
         record.ofport = Some(ofport);

@@ -164,8 +164,22 @@ impl CniService {
     pub async fn stop(&self, grace: Duration) -> usize {
         self.inflight.stop();
         let running = self.inflight.active();
+        let started = Instant::now();
         let left = self.inflight.drained(grace).await;
-        tracing::info!(running, left, "cni requests in flight drained");
+        // Answered is not written: the answers go out before the process may exit.
+        let unwritten = server::wait_answers_written(
+            grace
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(200)),
+        )
+        .await;
+        tracing::info!(
+            running,
+            left,
+            unwritten,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "cni requests in flight drained"
+        );
         left
     }
 
@@ -281,6 +295,11 @@ fn request_key(request: &CniRequest) -> inflight::Key {
 
 /// Code 11 for a request refused or abandoned before it ran.
 fn abandoned(verb: &str, request: &CniRequest, why: inflight::Abandon) -> CniError {
+    tracing::warn!(
+        verb, container = request.container_id.as_deref().unwrap_or(""),
+        ifname = request.ifname.as_deref().unwrap_or(""), reason = %why,
+        "{verb} abandoned before it started"
+    );
     CniError::new(
         spec::TRY_AGAIN_LATER,
         format!("{verb} abandoned: {why}"),

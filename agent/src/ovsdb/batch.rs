@@ -12,6 +12,9 @@
 //!   bad job fails exactly its own caller and the others still succeed.
 //! - A caller whose batch task is gone (runtime shut down, a panic) gets [`BatchGone`]; later
 //!   callers start a new batch task.
+//! - A job whose caller stopped waiting before its batch was taken is not committed; one whose
+//!   caller left while its batch ran is handed to [`Committer::orphaned`] (to undo it) before
+//!   the next batch starts.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +27,7 @@ const MAX_BATCH: usize = 64;
 /// What a [`GroupCommit`] commits.
 pub trait Committer: Send + Sync + 'static {
     /// One caller's change.
-    type Job: Send + 'static;
+    type Job: Clone + Send + Sync + 'static;
     /// What the caller gets back.
     type Output: Send + 'static;
     /// Why a whole batch failed (logged; the jobs are then run alone).
@@ -38,6 +41,13 @@ pub trait Committer: Send + Sync + 'static {
 
     /// Commits one job on its own (its batch failed); its caller gets this.
     fn alone(&self, job: Self::Job) -> impl Future<Output = Self::Output> + Send;
+
+    /// `job` was committed with `output` after its caller stopped waiting (an abandoned
+    /// request): undo what it did, if anything. Runs before the next batch.
+    fn orphaned(&self, job: &Self::Job, output: Self::Output) -> impl Future<Output = ()> + Send {
+        let _ = (job, output);
+        async {}
+    }
 }
 
 /// The batch task ended before answering (runtime shut down or a panic in the committer).
@@ -158,21 +168,37 @@ async fn drain<C: Committer>(inner: Arc<Inner<C>>) {
             queue.batches += 1;
             queue.pending.drain(..take).collect()
         };
-        let (jobs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // A caller that stopped waiting (its request was abandoned) takes its job with it.
+        let (jobs, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .filter(|(_, reply)| !reply.is_closed())
+            .unzip();
+        if jobs.is_empty() {
+            continue;
+        }
         match inner.committer.commit(&jobs).await {
             Ok(outputs) if outputs.len() == jobs.len() => {
-                for (reply, output) in replies.into_iter().zip(outputs) {
-                    // A caller that stopped waiting has nothing to be told.
-                    let _ = reply.send(output);
+                for ((job, reply), output) in jobs.iter().zip(replies).zip(outputs) {
+                    // A caller that stopped waiting meanwhile: what its job did is undone.
+                    if let Err(output) = reply.send(output) {
+                        inner.committer.orphaned(job, output).await;
+                    }
                 }
             }
             outcome => {
                 if let Err(e) = outcome {
                     tracing::debug!(jobs = jobs.len(), error = %e, "batch failed; running its jobs alone");
                 }
-                let alone = jobs.into_iter().zip(replies).map(|(job, reply)| async {
-                    let _ = reply.send(inner.committer.alone(job).await);
-                });
+                let inner = &inner;
+                let alone = jobs
+                    .into_iter()
+                    .zip(replies)
+                    .map(|(job, reply)| async move {
+                        let output = inner.committer.alone(job.clone()).await;
+                        if let Err(output) = reply.send(output) {
+                            inner.committer.orphaned(&job, output).await;
+                        }
+                    });
                 futures::future::join_all(alone).await;
             }
         }

@@ -115,6 +115,22 @@ impl Committer for PortCommitter {
             .collect())
     }
 
+    /// A port created for a caller that left (its ADD was abandoned) is deleted again, on the
+    /// same connection, so after the creation.
+    async fn orphaned(&self, job: &PortJob, output: Result<PortDone>) {
+        if let (PortJob::Create { spec, .. }, Ok(PortDone::Created(uuid))) = (job, output) {
+            let ops = delete_port_ops(&uuid, &spec.name);
+            match self.ovs.client().transact(ops.into()).await {
+                Ok(_) => {
+                    tracing::info!(port = %spec.name, "port created for an abandoned add deleted")
+                }
+                Err(error) => {
+                    tracing::warn!(port = %spec.name, %error, "cannot delete the port created for an abandoned add; a del or the next start removes it")
+                }
+            }
+        }
+    }
+
     async fn alone(&self, job: PortJob) -> Result<PortDone> {
         match job {
             PortJob::Create {

@@ -56,6 +56,42 @@ pub fn peer_gone() -> Option<watch::Receiver<bool>> {
     PEER_GONE.try_with(watch::Receiver::clone).ok()
 }
 
+/// Requests received by [`serve_connection`] in this process whose answers are not written
+/// yet (a stopping server waits for them: [`wait_answers_written`]).
+static UNWRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one request in [`UNWRITTEN`] until dropped (answer written, or the socket broke).
+struct Unwritten;
+
+impl Unwritten {
+    fn new() -> Self {
+        UNWRITTEN.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Unwritten
+    }
+}
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        UNWRITTEN.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Requests received in this process whose answers are not written yet.
+pub fn unwritten_answers() -> usize {
+    UNWRITTEN.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Waits (polling, at most `timeout`) until every request received in this process has its
+/// answer written or its socket broken, so a stopping server does not exit with answers still
+/// queued. Returns how many are still unwritten.
+pub async fn wait_answers_written(timeout: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while unwritten_answers() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    unwritten_answers()
+}
+
 /// Serves one connection until the peer closes it and every answer has been written.
 ///
 /// Returns the framing error that ended the connection early, if any (oversized frame, broken
@@ -67,12 +103,14 @@ where
     let methods = methods.into();
     let (read, mut write) = tokio::io::split(stream);
     let mut reader = FrameReader::new(read);
-    let (answers, mut outbox) = mpsc::channel::<String>(16);
+    let (answers, mut outbox) = mpsc::channel::<(String, Unwritten)>(16);
     let (gone, gone_rx) = watch::channel(false);
 
     let writer = tokio::spawn(async move {
-        while let Some(answer) = outbox.recv().await {
-            write_frame(&mut write, &answer).await?;
+        while let Some((answer, unwritten)) = outbox.recv().await {
+            let written = write_frame(&mut write, &answer).await;
+            drop(unwritten);
+            written?;
         }
         Ok::<(), FrameError>(())
     });
@@ -83,10 +121,11 @@ where
                 let methods = methods.clone();
                 let answers = answers.clone();
                 let gone_rx = gone_rx.clone();
+                let unwritten = Unwritten::new();
                 tokio::spawn(async move {
                     let answer = PEER_GONE.scope(gone_rx, answer(&methods, &frame)).await;
                     // The writer only goes away when the socket broke; nothing left to do then.
-                    let _ = answers.send(answer).await;
+                    let _ = answers.send((answer, unwritten)).await;
                 });
             }
             Ok(None) => break Ok(()),
