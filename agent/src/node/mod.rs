@@ -154,6 +154,7 @@ pub async fn run_with(
         .set_phase(crate::api::types::Phase::WaitingForNode);
 
     let kube = k8s::client(&config.kubeconfig).await?;
+    let _conflist_watch = start_conflist_watch(&config, &ops.state, &kube);
     let view = NodeView::start(kube.clone(), &config.node_name);
     let peers_view = PeersView::start(kube.clone(), &config.node_name);
     let boot_error = |source| AgentError::Bootstrap {
@@ -394,6 +395,49 @@ pub async fn run_with(
 /// How long a stopping agent waits for the CNI requests in flight (an ADD's rollback is
 /// bounded by [`crate::cniserver::ROLLBACK_TIMEOUT`]-long OVSDB calls).
 const CNI_DRAIN: Duration = Duration::from_secs(10);
+
+/// Starts the conflist watch when `cniConfWatch` is on ([`crate::cniwatch`]); the task stops
+/// when the returned guard is dropped.
+fn start_conflist_watch(
+    config: &AgentConfig,
+    api: &crate::api::ApiState,
+    kube: &kube::Client,
+) -> Option<AbortOnDrop> {
+    if !config.cni_conf_watch {
+        return None;
+    }
+    let Some(cni_version) = config.conflist_cni_version() else {
+        tracing::warn!(cni_version = %config.cni_version, "conflist watch off: invalid cniVersion");
+        return None;
+    };
+    let input = crate::cniconf::ConflistInput {
+        agent_socket: config.cni_socket.clone(),
+        chained: config.cni_chained_plugins.clone(),
+        cni_version,
+    };
+    let watch = Arc::new(
+        crate::cniwatch::ConflistWatch::new(config.cni_conf_dir.clone(), input).with_events(
+            Box::new(NodeEvents(crate::hoststate::KubeDriftSink::new(
+                kube.clone(),
+                &config.node_name,
+            ))),
+        ),
+    );
+    api.metrics()
+        .register(Arc::clone(&watch) as Arc<dyn crate::metrics::MetricFamilies>);
+    api.add_section(Arc::clone(&watch) as Arc<dyn crate::api::StatusSection>);
+    tracing::info!(dir = %config.cni_conf_dir.display(), "conflist watch started");
+    Some(AbortOnDrop(tokio::spawn(watch.run())))
+}
+
+/// Node Events of the conflist watch, through the host-state reconciler's event recorder.
+struct NodeEvents(crate::hoststate::KubeDriftSink);
+
+impl crate::cniwatch::EventSink for NodeEvents {
+    fn warn(&self, reason: &str, note: String) {
+        self.0.publish(reason, "Check", note);
+    }
+}
 
 /// How long the start waits for the first complete list of peer Nodes.
 const PEERS_WAIT: Duration = Duration::from_secs(10);

@@ -141,9 +141,9 @@ fn an_add_its_plugin_gave_up_on_never_runs_after_the_del() -> Result<()> {
         del.stdout
     );
     drop(stalled);
-    wait_for_log(&node, "add abandoned", Duration::from_secs(10))?;
-    // Time for a wrongly resumed ADD to finish (an ADD takes ~30 ms here).
-    std::thread::sleep(Duration::from_secs(1));
+    // Time for the agent to see both requests and for a wrongly resumed ADD to finish (an ADD
+    // takes ~30 ms here).
+    std::thread::sleep(Duration::from_secs(2));
     ensure!(node.agent_running(), "agent exited:\n{}", node.agent_log());
     ensure!(
         eth0(&pod) == (false, false),
@@ -151,6 +151,7 @@ fn an_add_its_plugin_gave_up_on_never_runs_after_the_del() -> Result<()> {
     );
     node.assert_no_pod_state()
         .context("the abandoned ADD left state")?;
+    wait_for_log(&node, "add abandoned", Duration::from_secs(5))?;
     // The runtime's next sandbox of the pod (before: 117, host name taken).
     let next = Pod::create(&node, "stalled")?;
     node.add(&next).context("ADD of the next sandbox")?;
