@@ -169,11 +169,14 @@ impl Drop for Ticket<'_> {
 /// (`agentTimeoutSeconds` at most 600) and a minute more.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(660);
 
+/// An ADD in flight: its id and the sender that cancels it.
+type AddCancel = (u64, watch::Sender<bool>);
+
 /// The registry of requests in flight (see the module docs).
 #[derive(Debug)]
 pub struct Inflight {
     next: std::sync::atomic::AtomicU64,
-    adds: Mutex<HashMap<Key, Vec<(u64, watch::Sender<bool>)>>>,
+    adds: Mutex<HashMap<Key, Vec<AddCancel>>>,
     /// Per attachment, when the runtime started its latest DEL (Unix ms) and when it arrived.
     tombstones: Mutex<HashMap<Key, (u64, Instant)>>,
     stopping: watch::Sender<bool>,

@@ -14,7 +14,7 @@ mod ops_support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use ops_support::Ctl;
 use weft_e2e::node::{CniDirs, Node, NodeOptions};
 
