@@ -5,8 +5,10 @@
 //! [`PodNetwork`] ([`CniService::set_ready`]) ADD, DEL, CHECK and GC answer code 11 (try again
 //! later) and STATUS answers code 50 (not available).
 //!
-//! Per ADD ([`PodNetwork::add`]): validate the netns path and ifname; calls for one container id
-//! are serialised, different pods run concurrently; allocate IPs; create the veth (pod end
+//! Per ADD ([`PodNetwork::add`]): validate the netns path and ifname; calls for one attachment
+//! (container ID, ifname) are serialised, different attachments run concurrently; the ADD runs
+//! within its [`inflight::Budget`] (the plugin's deadline, its connection, a later DEL of the
+//! attachment, the agent stopping) and is rolled back when that runs out; allocate IPs; create the veth (pod end
 //! directly in the pod netns, host end named from namespace/pod, MTU from the plan, explicit
 //! MACs, addresses, default routes via the gateway IPs, TX checksum off with the netdev datapath);
 //! host end made inert for the host stack (no ARP, no IPv6); attach it to the bridge with the
@@ -22,7 +24,7 @@
 //! |---|---|
 //! | 3 | CHECK of an attachment the agent does not know |
 //! | 4 | missing or invalid CNI_NETNS / CNI_IFNAME / CNI_CONTAINERID (e.g. netns does not exist) |
-//! | 11 | agent bootstrap not complete: try again later |
+//! | 11 | agent bootstrap not complete or stopping, or the ADD was abandoned and rolled back: try again later |
 //! | 50 | STATUS: agent bootstrap not complete |
 //! | 110 | the interface name is already taken inside the pod netns |
 //! | 111 | a pod CIDR is exhausted |

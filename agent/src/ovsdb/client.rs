@@ -11,6 +11,8 @@
 //!   If no connection comes in time it fails with [`OvsdbError::NotConnected`] and is guaranteed
 //!   never to be sent later; once sent, a missing reply gives [`OvsdbError::Timeout`].
 //! - During an outage the cache keeps the last known state; [`Client::state`] tells it is stale.
+//! - A caller's deadline ([`with_deadline`], e.g. a CNI ADD's) bounds each call it makes as well,
+//!   with the same guarantees; a call whose future is dropped before it was sent is never sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
