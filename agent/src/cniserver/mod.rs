@@ -160,6 +160,11 @@ impl CniService {
         result
     }
 
+    /// Stops taking requests and abandons every ADD in flight (each rolls back), at once.
+    pub fn begin_stop(&self) {
+        self.inflight.stop();
+    }
+
     /// Stops taking requests (each new one answers code 11), abandons every ADD in flight (each
     /// rolls back) and waits at most `grace` for the requests already taken to answer. Returns
     /// how many were still running at the end.

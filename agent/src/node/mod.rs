@@ -105,7 +105,7 @@ pub struct RunOptions {
 /// Runs the agent until `shutdown` completes.
 pub async fn run(
     config: AgentConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     run_with(config, shutdown, RunOptions::default()).await
 }
@@ -113,14 +113,30 @@ pub async fn run(
 /// [`run`] with flag options.
 pub async fn run_with(
     config: AgentConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
     options: RunOptions,
 ) -> Result<(), AgentError> {
-    tokio::pin!(shutdown);
     tracing::info!(node = %config.node_name, bridge = %config.ovs_bridge, "weft-agent starting");
     // Served at once: STATUS answers "not ready" (50) and ADD "try again later" (11) until
     // bootstrap completes.
     let service = CniService::new();
+    // The stop signal reaches the CNI server at once, even while the loop below is busy (an
+    // OVSDB call can take long when ovsdb-server stalls): the ADDs in flight roll back now.
+    let (stopping, mut stop_rx) = tokio::sync::watch::channel(false);
+    let _signal = {
+        let service = Arc::clone(&service);
+        AbortOnDrop(tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("stop signal: cni requests in flight are rolled back");
+            service.begin_stop();
+            stopping.send_replace(true);
+        }))
+    };
+    let stop_rx_outer = stop_rx.clone();
+    let shutdown = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    tokio::pin!(shutdown);
     let server = service.serve(&config.cni_socket)?;
     tracing::info!(socket = %config.cni_socket.display(), "cni socket served (not ready yet)");
     let _server = AbortOnDrop(server);
@@ -263,108 +279,118 @@ pub async fn run_with(
     let mut replays = booted.network.flows().replays();
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     resync.tick().await;
-    loop {
-        let (check_bridge, check_gateway) = tokio::select! {
-            () = &mut shutdown => break,
-            // ovs-vswitchd restarted: its tunnel neighbours are gone with it; set them now.
-            Ok(()) = replays.changed() => {
-                if let Some(reconciler) = peer_reconciler.as_mut() {
-                    if let Some(view) = peers_view.current() {
-                        reconciler.after_replay(&view).await;
-                    }
-                }
-                (false, false)
-            }
-            changed = underlay.changed() => {
-                if changed.is_ok() {
-                    replan_pending = underlay.borrow_and_update().clone().or(replan_pending);
-                }
-                (false, false)
-            }
-            _ = resync.tick() => {
-                if let Some(reconciler) = peer_reconciler.as_mut() {
-                    if let Some(view) = peers_view.current() {
-                        reconciler.reconcile(&view).await;
-                    }
-                }
-                (true, true)
-            }
-            changed = peer_changes.changed() => {
-                if changed.is_ok() {
-                    let view = peer_changes.borrow_and_update().clone();
-                    if let Some(view) = view {
-                        if let Some(reconciler) = peer_reconciler.as_mut() {
-                            reconciler.reconcile(&view).await;
+    // The loop is raced with the stop signal as a whole: a convergence step waiting for a
+    // stalled ovsdb-server must not hold the exit up (what it was doing is idempotent and
+    // converges on the next start, as after a crash).
+    let mut stop_outer = stop_rx_outer;
+    let main_loop = async {
+        loop {
+            let (check_bridge, check_gateway) = tokio::select! {
+                () = &mut shutdown => break,
+                // ovs-vswitchd restarted: its tunnel neighbours are gone with it; set them now.
+                Ok(()) = replays.changed() => {
+                    if let Some(reconciler) = peer_reconciler.as_mut() {
+                        if let Some(view) = peers_view.current() {
+                            reconciler.after_replay(&view).await;
                         }
-                        host_state.set_peers(crate::hoststate::peer_specs(&view, family));
                     }
-                }
-                (false, false)
-            }
-            changed = node_changes.changed() => {
-                if changed.is_ok() {
-                    let cidrs = node_changes.borrow().as_ref().map(|n| n.pod_cidrs.clone());
-                    if cidrs.as_ref() != Some(&node.pod_cidrs) {
-                        tracing::warn!(old = ?node.pod_cidrs, new = ?cidrs, "node podCIDRs changed; restart the agent to apply");
-                    }
-                }
-                (false, false)
-            }
-            event = events.recv() => match event {
-                Ok(CacheEvent::Resynced { .. }) => (true, true),
-                Ok(CacheEvent::Changed { changes, .. }) => {
-                    let gw = gateway_uuid(&client, &booted.gateway);
-                    let touches_gateway = changes.iter().any(|c| {
-                        c.table == "Interface" && gw.as_ref().is_none_or(|u| *u == c.uuid)
-                    });
-                    (true, touches_gateway)
-                }
-                Ok(CacheEvent::Disconnected { error }) => {
-                    tracing::warn!(%error, "ovsdb connection lost, reconnecting");
                     (false, false)
                 }
-                Err(RecvError::Lagged(_)) => (true, true),
-                Err(RecvError::Closed) => break,
-            },
-        };
-        if let Some(lowered) = replan_pending.take() {
-            let settled = replan::follow(
-                &config,
-                &ovs,
-                &mut booted,
-                &lowered,
-                &node_events,
-                ops.state.metrics(),
-            )
-            .await;
-            ops.state.update_node(node_state(&booted, &node.pod_cidrs));
-            if !settled {
-                // Retried on the next resync tick.
-                replan_pending = Some(lowered);
+                changed = underlay.changed() => {
+                    if changed.is_ok() {
+                        replan_pending = underlay.borrow_and_update().clone().or(replan_pending);
+                    }
+                    (false, false)
+                }
+                _ = resync.tick() => {
+                    if let Some(reconciler) = peer_reconciler.as_mut() {
+                        if let Some(view) = peers_view.current() {
+                            reconciler.reconcile(&view).await;
+                        }
+                    }
+                    (true, true)
+                }
+                changed = peer_changes.changed() => {
+                    if changed.is_ok() {
+                        let view = peer_changes.borrow_and_update().clone();
+                        if let Some(view) = view {
+                            if let Some(reconciler) = peer_reconciler.as_mut() {
+                                reconciler.reconcile(&view).await;
+                            }
+                            host_state.set_peers(crate::hoststate::peer_specs(&view, family));
+                        }
+                    }
+                    (false, false)
+                }
+                changed = node_changes.changed() => {
+                    if changed.is_ok() {
+                        let cidrs = node_changes.borrow().as_ref().map(|n| n.pod_cidrs.clone());
+                        if cidrs.as_ref() != Some(&node.pod_cidrs) {
+                            tracing::warn!(old = ?node.pod_cidrs, new = ?cidrs, "node podCIDRs changed; restart the agent to apply");
+                        }
+                    }
+                    (false, false)
+                }
+                event = events.recv() => match event {
+                    Ok(CacheEvent::Resynced { .. }) => (true, true),
+                    Ok(CacheEvent::Changed { changes, .. }) => {
+                        let gw = gateway_uuid(&client, &booted.gateway);
+                        let touches_gateway = changes.iter().any(|c| {
+                            c.table == "Interface" && gw.as_ref().is_none_or(|u| *u == c.uuid)
+                        });
+                        (true, touches_gateway)
+                    }
+                    Ok(CacheEvent::Disconnected { error }) => {
+                        tracing::warn!(%error, "ovsdb connection lost, reconnecting");
+                        (false, false)
+                    }
+                    Err(RecvError::Lagged(_)) => (true, true),
+                    Err(RecvError::Closed) => break,
+                },
+            };
+            if let Some(lowered) = replan_pending.take() {
+                let settled = replan::follow(
+                    &config,
+                    &ovs,
+                    &mut booted,
+                    &lowered,
+                    &node_events,
+                    ops.state.metrics(),
+                )
+                .await;
+                ops.state.update_node(node_state(&booted, &node.pod_cidrs));
+                if !settled {
+                    // Retried on the next resync tick.
+                    replan_pending = Some(lowered);
+                }
             }
-        }
-        if check_bridge && !bridge_in_cache(&config, &client) {
-            if let Err(error) = converge_bridge(&config, &ovs).await {
-                // Outages are normal (ovsdb-server restart): the next resync retries.
-                tracing::warn!(%error, bridge = %config.ovs_bridge, "cannot converge bridge, will retry");
+            if check_bridge && !bridge_in_cache(&config, &client) {
+                if let Err(error) = converge_bridge(&config, &ovs).await {
+                    // Outages are normal (ovsdb-server restart): the next resync retries.
+                    tracing::warn!(%error, bridge = %config.ovs_bridge, "cannot converge bridge, will retry");
+                }
             }
-        }
-        if check_gateway {
-            converge_gateway(&config, &ovs, &booted.gateway).await;
-            if let Some(ns) = &host {
-                // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
-                if let Some(spec) = &booted.uplink.uplink {
-                    converge_uplink(
-                        &ovs,
-                        booted.network.flows(),
-                        ns,
-                        spec,
-                        crate::uplink::Target::Attached,
-                    )
-                    .await;
+            if check_gateway {
+                converge_gateway(&config, &ovs, &booted.gateway).await;
+                if let Some(ns) = &host {
+                    // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
+                    if let Some(spec) = &booted.uplink.uplink {
+                        converge_uplink(
+                            &ovs,
+                            booted.network.flows(),
+                            ns,
+                            spec,
+                            crate::uplink::Target::Attached,
+                        )
+                        .await;
+                    }
                 }
             }
         }
+    };
+    tokio::select! {
+        () = main_loop => {}
+        _ = stop_outer.wait_for(|s| *s) => {}
     }
     tracing::info!("weft-agent stopping");
     // Every CNI request in flight answers (an ADD is rolled back) before anything else stops:

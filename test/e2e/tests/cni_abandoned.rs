@@ -272,9 +272,15 @@ fn sigterm_with_adds_waiting_for_ovsdb_rolls_each_back() -> Result<()> {
         std::thread::sleep(Duration::from_millis(1500));
         node.signal_agent(Signal::SIGTERM)
     })?;
-    let status = node
-        .wait_agent_exit(Duration::from_secs(20))
-        .context("the agent did not exit within 20 s of SIGTERM")?;
+    let status = node.wait_agent_exit(Duration::from_secs(20));
+    let log = node.agent_log();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    let status = status.with_context(|| {
+        format!(
+            "the agent did not exit within 20 s of SIGTERM; log tail:\n{}",
+            tail.iter().rev().copied().collect::<Vec<_>>().join("\n")
+        )
+    })?;
     let exited = started.elapsed();
     ensure!(status.success(), "agent exit status {status}");
     for (pod, out) in pods.iter().zip(&outs) {
