@@ -218,6 +218,8 @@ mod tests {
         commits: AtomicU64,
         alone: AtomicU64,
         batch_sizes: Mutex<Vec<usize>>,
+        committed: Mutex<Vec<i64>>,
+        orphaned: Mutex<Vec<(i64, i64)>>,
     }
 
     impl Committer for Recorder {
@@ -228,11 +230,20 @@ mod tests {
         async fn commit(&self, jobs: &[i64]) -> Result<Vec<Self::Output>, String> {
             self.commits.fetch_add(1, Ordering::SeqCst);
             self.batch_sizes.lock().unwrap().push(jobs.len());
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Job 3 commits slowly, so its caller can leave in the middle.
+            let ms = if jobs.contains(&3) { 300 } else { 50 };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             if let Some(bad) = jobs.iter().find(|j| **j < 0) {
                 return Err(format!("job {bad} is bad"));
             }
+            self.committed.lock().unwrap().extend(jobs);
             Ok(jobs.iter().map(|j| Ok(j * 10)).collect())
+        }
+
+        async fn orphaned(&self, job: &i64, output: Self::Output) {
+            if let Ok(out) = output {
+                self.orphaned.lock().unwrap().push((*job, out));
+            }
         }
 
         async fn alone(&self, job: i64) -> Self::Output {
@@ -262,6 +273,39 @@ mod tests {
         assert_eq!(group.committer().alone.load(Ordering::SeqCst), 0);
         let sizes = group.committer().batch_sizes.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 64, "{sizes:?}");
+    }
+
+    /// A caller that leaves before its batch is taken takes its job with it; one that leaves
+    /// while its batch runs gets its committed job handed to `orphaned`, before the next batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_of_callers_that_left_are_skipped_or_orphaned() {
+        let group = GroupCommit::new(Recorder::default());
+        // 1 is committing (50 ms); 2 queues behind it and its caller leaves at once.
+        let running = {
+            let group = group.clone();
+            tokio::spawn(async move { group.submit(1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let left_early = tokio::time::timeout(Duration::from_millis(5), group.submit(2)).await;
+        assert!(left_early.is_err(), "still queued");
+        // 3's caller leaves while 3 is being committed (from ~50 ms to ~350 ms).
+        let left_late = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_millis(150), group.submit(3)).await
+            })
+        };
+        assert_eq!(running.await.unwrap(), Ok(Ok(10)));
+        assert!(left_late.await.unwrap().is_err(), "left during its commit");
+        // A later job runs once the orphan was handled.
+        assert_eq!(group.submit(4).await, Ok(Ok(40)));
+        let recorder = group.committer();
+        assert_eq!(
+            *recorder.committed.lock().unwrap(),
+            vec![1, 3, 4],
+            "2 was never committed"
+        );
+        assert_eq!(*recorder.orphaned.lock().unwrap(), vec![(3, 30)]);
     }
 
     #[tokio::test]
