@@ -1,10 +1,10 @@
 //! The agent owns its conflist (issue 13 part 4), with the real agent and weftctl: with
 //! `cniConfWatch` on, Weft's `10-weft.conflist` removed or truncated while the agent runs is
 //! restored within seconds; a foreign conflist sorting before it, or an invalid file containerd
-//! would stop at, is reported (agent log, the status section
+//! would stop at, is reported (agent log, a Node Event, the status section
 //! `cniConfig`, `weftctl probe ready` failing, `weftctl check cni` naming the consumer) until it
-//! goes away; foreign files are never touched. (The metrics and the Node Event are checked by
-//! the unit tests of `weft_agent::cniwatch`.) Before, all of this went unnoticed and readiness
+//! goes away; foreign files are never touched. (The metrics are checked by the unit tests of
+//! `weft_agent::cniwatch`.) Before, all of this went unnoticed and readiness
 //! stayed ready.
 //!
 //! Needs `cargo build --workspace --bins` first (build/test does it).
@@ -109,6 +109,18 @@ fn the_agent_restores_its_conflist_and_reports_files_loaded_instead() -> Result<
         "no warning logged"
     );
     ensure!(read(&foreign) == foreign_text, "foreign file touched");
+    eventually(
+        "Node Event CNIConfigShadowed",
+        Duration::from_secs(5),
+        || {
+            Ok(node.api.events().iter().any(|e| {
+                e["reason"] == "CNIConfigShadowed"
+                    && e["regarding"]["name"].as_str() == Some(node.name.as_str())
+                    || e["reason"] == "CNIConfigShadowed"
+                        && e["involvedObject"]["name"].as_str() == Some(node.name.as_str())
+            }))
+        },
+    )?;
 
     // An invalid file first instead: containerd would stop there.
     std::fs::remove_file(&foreign)?;
