@@ -114,10 +114,9 @@ fn the_agent_restores_its_conflist_and_reports_files_loaded_instead() -> Result<
         Duration::from_secs(5),
         || {
             Ok(node.api.events().iter().any(|e| {
+                let about = |key: &str| e[key]["name"].as_str() == Some(node.name.as_str());
                 e["reason"] == "CNIConfigShadowed"
-                    && e["regarding"]["name"].as_str() == Some(node.name.as_str())
-                    || e["reason"] == "CNIConfigShadowed"
-                        && e["involvedObject"]["name"].as_str() == Some(node.name.as_str())
+                    && (about("regarding") || about("involvedObject"))
             }))
         },
     )?;
