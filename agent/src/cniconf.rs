@@ -95,12 +95,18 @@ pub struct ConfFile {
     pub name: String,
     /// Network name inside, if the file parses as a CNI config.
     pub network: Option<String>,
-    /// Whether a runtime would accept it (parses, has a name and a type or plugins).
+    /// Whether libcni accepts it ([`ConfFile::problem`] is `None`).
     pub valid: bool,
+    /// Why libcni rejects it, in libcni's terms.
+    pub problem: Option<String>,
 }
 
 impl ConfFile {
-    /// Classifies a file by name and contents.
+    /// Classifies a file by name and contents as libcni 1.x does: a `.conflist` needs a JSON
+    /// object with a string `name`, a string `cniVersion` if any, and a non-empty `plugins`
+    /// array whose every entry has a non-empty string `type` (`ConfListFromBytes`); a `.conf` or
+    /// `.json` needs a JSON object with a non-empty string `type` (`ConfFromBytes`, and
+    /// go-cni's own check).
     pub fn parse(name: &str, contents: &str) -> Self {
         let value: Option<Value> = serde_json::from_str(contents).ok();
         let network = value
@@ -108,23 +114,42 @@ impl ConfFile {
             .and_then(|v| v.get("name"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        let has_plugins = value
-            .as_ref()
-            .and_then(|v| v.get("plugins"))
-            .and_then(Value::as_array)
-            .is_some_and(|p| !p.is_empty());
-        let has_type = value.as_ref().and_then(|v| v.get("type")).is_some();
-        let valid = network.is_some()
-            && if name.ends_with(".conflist") {
-                has_plugins
-            } else {
-                has_type
-            };
+        let problem = conf_problem(name, value.as_ref());
         ConfFile {
             name: name.to_string(),
             network,
-            valid,
+            valid: problem.is_none(),
+            problem,
         }
+    }
+}
+
+fn conf_problem(name: &str, value: Option<&Value>) -> Option<String> {
+    let Some(Value::Object(map)) = value else {
+        return Some("not a json object".into());
+    };
+    let has_type = |v: &Value| {
+        v.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+    };
+    if !name.ends_with(".conflist") {
+        return (!has_type(&Value::Object(map.clone()))).then(|| "no 'type'".into());
+    }
+    if !map.get("name").is_some_and(Value::is_string) {
+        return Some("no name".into());
+    }
+    if map.get("cniVersion").is_some_and(|v| !v.is_string()) {
+        return Some("cniVersion is not a string".into());
+    }
+    match map.get("plugins") {
+        None => Some("no 'plugins' key".into()),
+        Some(Value::Array(plugins)) if plugins.is_empty() => Some("no plugins in list".into()),
+        Some(Value::Array(plugins)) => plugins
+            .iter()
+            .position(|p| !has_type(p))
+            .map(|i| format!("plugin {i} has no 'type'")),
+        Some(_) => Some("'plugins' is not a list".into()),
     }
 }
 
@@ -135,39 +160,153 @@ pub fn is_cni_config_name(name: &str) -> bool {
         .any(|ext| name.ends_with(ext))
 }
 
+/// A consumer of the CNI config directory, each with its own rule for which file it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Consumer {
+    /// containerd's CRI plugin through go-cni (`max_conf_num` 1, the default): the first file
+    /// of `.conf`/`.conflist`/`.json` in sorted order; if that file is invalid the load fails
+    /// and no network is loaded (every pod fails), the files after it are never read.
+    Containerd,
+    /// CRI-O through ocicni: the first valid file in sorted order (invalid ones skipped).
+    CriO,
+    /// Multus with `"multusConfigFile": "auto"`: the first `.conf`/`.conflist` in sorted order
+    /// not named `00-multus*`, valid or not (`.json` is not considered).
+    MultusAuto,
+    /// podman's CNI backend: networks by `name`, not by order; the first valid file declaring
+    /// network `weft` is the `weft` network (a later one of the same name is ignored).
+    Podman,
+}
+
+impl Consumer {
+    /// Every consumer, in the order `check cni` lists them.
+    pub const ALL: [Consumer; 4] = [
+        Consumer::Containerd,
+        Consumer::CriO,
+        Consumer::MultusAuto,
+        Consumer::Podman,
+    ];
+
+    /// How the consumer is named in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Consumer::Containerd => "containerd (go-cni)",
+            Consumer::CriO => "cri-o (ocicni)",
+            Consumer::MultusAuto => "multus \"auto\"",
+            Consumer::Podman => "podman (network weft)",
+        }
+    }
+}
+
+/// What one consumer makes of the directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerChoice {
+    /// The consumer.
+    pub consumer: Consumer,
+    /// The file it loads, if any.
+    pub loads: Option<String>,
+    /// Why it loads nothing usable (e.g. containerd stopping at an invalid file).
+    pub failure: Option<String>,
+}
+
+impl ConsumerChoice {
+    /// Whether it loads Weft's file.
+    pub fn weft(&self) -> bool {
+        self.failure.is_none() && self.loads.as_deref() == Some(CONFLIST_NAME)
+    }
+}
+
+/// What `consumer` loads from `files` (sorted, CNI config names only). Pure.
+pub fn choice(consumer: Consumer, files: &[ConfFile]) -> ConsumerChoice {
+    let pick = |file: Option<&ConfFile>, failure_if_invalid: bool| {
+        let failure = file.and_then(|f| {
+            f.problem
+                .as_ref()
+                .filter(|_| failure_if_invalid)
+                .map(|p| format!("{} is invalid ({p}): nothing is loaded", f.name))
+        });
+        ConsumerChoice {
+            consumer,
+            loads: file.map(|f| f.name.clone()),
+            failure,
+        }
+    };
+    match consumer {
+        Consumer::Containerd => pick(files.first(), true),
+        Consumer::CriO => pick(files.iter().find(|f| f.valid), false),
+        Consumer::MultusAuto => pick(
+            files.iter().find(|f| {
+                !f.name.starts_with("00-multus")
+                    && (f.name.ends_with(".conf") || f.name.ends_with(".conflist"))
+            }),
+            true,
+        ),
+        Consumer::Podman => pick(
+            files
+                .iter()
+                .find(|f| f.valid && f.network.as_deref() == Some(NETWORK_NAME)),
+            false,
+        ),
+    }
+}
+
 /// The outcome of the load-order analysis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOrder {
     /// CNI config files in the order a runtime reads them (lexical).
     pub order: Vec<ConfFile>,
-    /// The file a runtime (and Multus "auto") would choose: the first valid one.
+    /// The file containerd would load (the strictest rule: the first file, if valid).
     pub chosen: Option<String>,
-    /// Valid files sorting before Weft's: each would be chosen instead of Weft.
+    /// Files sorting before Weft's: each keeps containerd from loading Weft's (it loads that
+    /// file instead, or nothing if it is invalid), and a valid one also wins in CRI-O.
     pub ahead_of_weft: Vec<String>,
+    /// What each consumer loads.
+    pub consumers: Vec<ConsumerChoice>,
 }
 
 impl LoadOrder {
-    /// Whether Weft's file is the one a runtime would use.
+    /// Whether every consumer loads Weft's file.
     pub fn weft_wins(&self) -> bool {
-        self.chosen.as_deref() == Some(CONFLIST_NAME)
+        self.consumers.iter().all(ConsumerChoice::weft)
+    }
+
+    /// One line per consumer that does not load Weft's file, saying what it does instead.
+    pub fn problems(&self) -> Vec<String> {
+        self.consumers
+            .iter()
+            .filter(|c| !c.weft())
+            .map(|c| match (&c.failure, &c.loads) {
+                (Some(failure), _) => format!("{}: {failure}", c.consumer.label()),
+                (None, Some(file)) => format!(
+                    "{}: loads {file} instead of {CONFLIST_NAME}",
+                    c.consumer.label()
+                ),
+                (None, None) => format!("{}: finds no network", c.consumer.label()),
+            })
+            .collect()
     }
 }
 
-/// Orders the files as a runtime does and finds who wins. Pure.
+/// Orders the files as a runtime does and finds what each consumer loads. Pure.
 pub fn load_order(mut files: Vec<ConfFile>) -> LoadOrder {
     files.retain(|f| is_cni_config_name(&f.name));
     files.sort_by(|a, b| a.name.cmp(&b.name));
-    let chosen = files.iter().find(|f| f.valid).map(|f| f.name.clone());
+    let consumers: Vec<ConsumerChoice> = Consumer::ALL.iter().map(|c| choice(*c, &files)).collect();
+    let chosen = consumers
+        .first()
+        .filter(|c| c.failure.is_none())
+        .and_then(|c| c.loads.clone());
     let ahead_of_weft = files
         .iter()
         .take_while(|f| f.name != CONFLIST_NAME)
-        .filter(|f| f.valid)
         .map(|f| f.name.clone())
         .collect();
     LoadOrder {
         order: files,
         chosen,
         ahead_of_weft,
+        consumers,
     }
 }
 
@@ -375,9 +514,110 @@ mod tests {
         assert_eq!(order.chosen.as_deref(), Some("00-multus.conf"));
         assert_eq!(
             order.ahead_of_weft,
-            ["00-multus.conf", "05-istio-cni.conflist"]
+            ["00-multus.conf", "01-broken.conf", "05-istio-cni.conflist"]
         );
         assert!(!order.weft_wins());
+        let loads: Vec<_> = order
+            .consumers
+            .iter()
+            .map(|c| c.loads.as_deref().unwrap_or("-"))
+            .collect();
+        // containerd the first file; CRI-O the first valid; Multus skips 00-multus* and takes
+        // the next one, broken as it is; podman the network named weft.
+        assert_eq!(
+            loads,
+            [
+                "00-multus.conf",
+                "00-multus.conf",
+                "01-broken.conf",
+                "10-weft.conflist"
+            ]
+        );
+        assert!(order.consumers[2].failure.is_some());
+    }
+
+    /// One case per rule of `check cni` (issue 13 part 4).
+    #[test]
+    fn each_consumer_follows_its_own_rule() {
+        let weft = render_conflist(&input(&[])).unwrap();
+        let load = |files: &[(&str, &str)]| {
+            load_order(files.iter().map(|(n, c)| ConfFile::parse(n, c)).collect())
+        };
+        let weft_of = |order: &LoadOrder| -> Vec<bool> {
+            order.consumers.iter().map(ConsumerChoice::weft).collect()
+        };
+
+        // An invalid file before Weft's: containerd stops there (nothing loaded), CRI-O skips
+        // it, Multus takes it (and fails), podman finds weft by name.
+        let order = load(&[
+            ("01-broken.conflist", "{\"name\":\"x\""),
+            ("10-weft.conflist", &weft),
+        ]);
+        assert_eq!(weft_of(&order), [false, true, false, true]);
+        assert!(order.consumers[0]
+            .failure
+            .as_deref()
+            .unwrap()
+            .contains("01-broken.conflist is invalid"));
+        assert_eq!(order.chosen, None);
+        assert!(!order.weft_wins());
+        assert!(
+            order.problems()[0].starts_with("containerd (go-cni): 01-broken.conflist is invalid"),
+            "{:?}",
+            order.problems()
+        );
+
+        // A valid foreign file before Weft's: containerd, CRI-O and Multus load it.
+        let order = load(&[
+            (
+                "05-istio.conflist",
+                r#"{"name":"istio","plugins":[{"type":"istio-cni"}]}"#,
+            ),
+            ("10-weft.conflist", &weft),
+        ]);
+        assert_eq!(weft_of(&order), [false, false, false, true]);
+
+        // A .json file before Weft's: containerd and CRI-O read it, Multus does not.
+        let order = load(&[
+            ("05-x.json", r#"{"name":"x","type":"bridge"}"#),
+            ("10-weft.conflist", &weft),
+        ]);
+        assert_eq!(weft_of(&order), [false, false, true, true]);
+
+        // Multus's own 00-multus file is skipped by Multus only.
+        let order = load(&[
+            (
+                "00-multus.conf",
+                r#"{"name":"multus-cni-network","type":"multus"}"#,
+            ),
+            ("10-weft.conflist", &weft),
+        ]);
+        assert_eq!(weft_of(&order), [false, false, true, true]);
+
+        // Weft's own file truncated: nobody loads a working Weft.
+        let order = load(&[("10-weft.conflist", &weft[..weft.len() / 2])]);
+        assert_eq!(weft_of(&order), [false, false, false, false]);
+
+        // Another file declaring network weft before Weft's shadows it for podman too.
+        let order = load(&[
+            (
+                "05-fake.conflist",
+                r#"{"name":"weft","plugins":[{"type":"bridge"}]}"#,
+            ),
+            ("10-weft.conflist", &weft),
+        ]);
+        assert_eq!(weft_of(&order), [false, false, false, false]);
+
+        // Files after Weft's change nothing; a conflist with an untyped plugin is invalid.
+        let order = load(&[
+            ("10-weft.conflist", &weft),
+            ("99-bad.conflist", r#"{"name":"b","plugins":[{}]}"#),
+        ]);
+        assert!(order.weft_wins());
+        assert_eq!(
+            order.order[1].problem.as_deref(),
+            Some("plugin 0 has no 'type'")
+        );
     }
 
     #[test]

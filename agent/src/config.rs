@@ -102,6 +102,11 @@ pub struct AgentConfig {
     pub cni_bin_dir: PathBuf,
     /// Plugins chained after Weft in the conflist, in order: `portmap`, `bandwidth`.
     pub cni_chained_plugins: Vec<String>,
+    /// Keep `10-weft.conflist` in `cniConfDir` while the agent runs: restore it when it is
+    /// missing or altered, and report (log, metric, Node Event, readiness) when a runtime would
+    /// load another file instead (default off, so a development agent never writes the host's
+    /// CNI directory; the DaemonSet turns it on).
+    pub cni_conf_watch: bool,
     /// The `cniVersion` of the conflist `install-cni` writes: `0.3.1`, `0.4.0`, `1.0.0` or
     /// `1.1.0`. Default `1.0.0`, the newest that every maintained runtime reads (libcni 1.1.x in
     /// containerd 1.6/1.7 and podman 4 cannot parse 1.1.0 results; the reference `portmap` 1.1.1
@@ -185,6 +190,7 @@ impl Default for AgentConfig {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_chained_plugins: Vec::new(),
+            cni_conf_watch: false,
             cni_version: DEFAULT_CNI_VERSION.into(),
             cni_dns: CniDns::default(),
             metrics_bind_address: String::new(),

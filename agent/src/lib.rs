@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cniconf;
 pub mod cniserver;
+pub mod cniwatch;
 pub mod config;
 pub mod ctl;
 pub mod flows;

@@ -101,6 +101,7 @@ pub fn run(env: &RawEnv, stdin: &[u8], agent: &dyn Agent) -> Result<Option<Strin
 }
 
 fn run_inner(env: &RawEnv, stdin: &[u8], agent: &dyn Agent) -> Result<Option<String>, CniError> {
+    let started = crate::rpc::unix_ms_now();
     let command = env.command()?;
     if command == Command::Version {
         return Ok(Some(to_json(&VersionInfo::for_input(stdin))));
@@ -133,6 +134,10 @@ fn run_inner(env: &RawEnv, stdin: &[u8], agent: &dyn Agent) -> Result<Option<Str
         network_config: conf.raw.clone(),
         prev_result,
         valid_attachments: conf.valid_attachments.clone(),
+        started_unix_ms: Some(started),
+        deadline_unix_ms: Some(
+            started.saturating_add(u64::try_from(conf.agent_timeout.as_millis()).unwrap_or(0)),
+        ),
     };
     let response = agent
         .call(&conf, &request)
@@ -260,6 +265,9 @@ mod tests {
         assert_eq!(req.pod_name(), Some("web"));
         assert_eq!(req.network_name, "weft");
         assert_eq!(req.network_config["mtu"], 1500);
+        // The default agentTimeoutSeconds (30) travels as an absolute deadline.
+        let (started, deadline) = (req.started_unix_ms.unwrap(), req.deadline_unix_ms.unwrap());
+        assert_eq!(deadline - started, 30_000);
     }
 
     #[test]

@@ -66,6 +66,26 @@ pub fn host_veth_name(pod_name: &str, container_id: &str, ifname: &str) -> Strin
     hashed_name(pod_name, &format!("{container_id}/{ifname}"))
 }
 
+/// Whether `name` has the shape of [`host_veth_name`] (or [`legacy_host_veth_name`]): `wf`, at
+/// most 6 lower-case letters or digits, `-`, 6 base32 characters. The start sweep removes host
+/// veths of that shape no attachment accounts for, and nothing else.
+pub fn is_host_veth_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(HOST_VETH_PREFIX) else {
+        return false;
+    };
+    let Some((readable, suffix)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    readable.len() <= READABLE_LEN
+        && readable
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && suffix.len() == HASH_LEN
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'v').contains(&b))
+}
+
 /// The host-side veth name releases before 0.2 gave a pod, from `namespace/name` only (so a
 /// pod's second sandbox or second interface collided with its first). Kept so that a DEL after
 /// an upgrade still finds the veth of an attachment the agent no longer remembers; the veth is
@@ -126,6 +146,32 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn host_veth_names_are_recognised_and_nothing_else() {
+        for (pod, cid, ifname) in [
+            ("web", "c1", "eth0"),
+            ("", "x", "net1"),
+            ("Very-Long.Pod", "c", "e"),
+        ] {
+            let name = host_veth_name(pod, cid, ifname);
+            assert!(is_host_veth_name(&name), "{name}");
+            assert!(is_host_veth_name(&legacy_host_veth_name("ns", pod)));
+        }
+        for other in [
+            "eth0",
+            "wf",
+            "wf-",
+            "wfweb-12345",
+            "wfweb-1234567",
+            "wfweb-abcdez",
+            "wfWEB-abcdef",
+            "wfsevenxx-abcdef",
+            "weft-gw0",
+        ] {
+            assert!(!is_host_veth_name(other), "{other}");
+        }
+    }
 
     #[test]
     fn host_name_fits_and_is_readable() {

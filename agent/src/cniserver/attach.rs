@@ -2,8 +2,13 @@
 //! OpenFlow), and the rebuild of the attachment store from OVSDB after a restart.
 //!
 //! Guarantees:
-//! - Calls for one container id are serialised ([`KeyedLocks`]); different pods run
-//!   concurrently.
+//! - Calls for one attachment, (container ID, ifname), are serialised ([`KeyedLocks`]);
+//!   different attachments run concurrently.
+//! - An ADD runs within its [`Budget`] ([`super::inflight`]): it stops before the plugin's
+//!   deadline, when the plugin closes its connection, when a DEL of the same attachment arrives
+//!   or when the agent stops, and then rolls back like a failed ADD. Every OVSDB call it makes
+//!   is bounded by the same deadline, so a request still waiting for OVSDB then is never sent;
+//!   the rollback itself is bounded by [`ROLLBACK_TIMEOUT`].
 //! - ADD is all-or-nothing: every step pushes its undo, and a failure runs the undos in reverse
 //!   (flows, port, veth, IPs). An ADD of an attachment that already exists returns its result.
 //! - DEL is idempotent: an unknown attachment, a vanished netns or veth is success. Steps run
@@ -29,6 +34,7 @@ use weft_cni::rpc::CniRequest;
 use weft_cni::CniError;
 
 use super::code;
+use super::inflight::{Abandon, Budget};
 use super::locks::KeyedLocks;
 use super::ofports::OfportAllocator;
 use crate::flows::{FlowError, FlowSet};
@@ -47,6 +53,10 @@ use weft_plan::record::{PodRecord, KEY_CONTAINER_ID, KEY_IFNAME};
 
 /// How long OVS may take to give a pod port its OpenFlow port.
 const OFPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bound on the OVSDB calls of an ADD's rollback (the kernel steps are not bounded: they do not
+/// wait for another process).
+pub const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the pod network is configured with.
 #[derive(Debug, Clone)]
@@ -99,6 +109,9 @@ pub struct RebuildReport {
     pub unreadable: Vec<String>,
     /// Addresses released because no OVS port accounts for them.
     pub released: Vec<IpAddr>,
+    /// What the start sweep removed: half-made attachments a killed agent left (a host veth no
+    /// OVS port accounts for, an OVS port whose host veth is gone), one line each.
+    pub swept: Vec<String>,
 }
 
 /// Why an attachment operation failed; each maps to one CNI code ([`AttachError::code`]).
@@ -175,6 +188,14 @@ pub enum AttachError {
         /// Every difference.
         mismatches: Vec<String>,
     },
+    /// The ADD was abandoned (plugin deadline, plugin gone, a DEL, agent stopping).
+    #[error("pod {pod}: add abandoned: {reason}")]
+    Abandoned {
+        /// `namespace/name`.
+        pod: String,
+        /// Why.
+        reason: Abandon,
+    },
     /// A failed ADD whose rollback failed too.
     #[error("{cause}; rollback failed: {}", .failures.join("; "))]
     Rollback {
@@ -219,6 +240,7 @@ impl AttachError {
             AttachError::Flows { .. } => code::FLOW_FAILURE,
             AttachError::Unknown { .. } => spec::UNKNOWN_CONTAINER,
             AttachError::Mismatches { .. } => code::CHECK_FAILED,
+            AttachError::Abandoned { .. } => spec::TRY_AGAIN_LATER,
             AttachError::Rollback { cause, .. } => cause.code(),
         }
     }
@@ -245,6 +267,7 @@ impl AttachError {
             AttachError::Flows { .. } => format!("{verb}: pod flows failed"),
             AttachError::Unknown { .. } => format!("{verb}: unknown attachment"),
             AttachError::Mismatches { .. } => format!("{verb}: pod network differs from its spec"),
+            AttachError::Abandoned { reason, .. } => format!("{verb} abandoned: {reason}"),
             AttachError::Rollback { cause, .. } => return rollback_cni(cause, self, verb),
         };
         let details = match self {
@@ -319,6 +342,18 @@ impl Target {
 
     fn key(&self) -> (String, String) {
         (self.container_id.clone(), self.ifname.clone())
+    }
+
+    /// The lock of this attachment.
+    fn lock_key(&self) -> String {
+        lock_key(&self.container_id, &self.ifname)
+    }
+
+    fn abandoned(&self, reason: Abandon) -> AttachError {
+        AttachError::Abandoned {
+            pod: self.pod(),
+            reason,
+        }
     }
 
     fn owner(&self) -> Owner {
@@ -433,17 +468,19 @@ impl PodNetwork {
     /// every IP allocation no port accounts for. Call before serving.
     pub async fn rebuild(&self) -> Result<RebuildReport, AttachError> {
         let mut report = RebuildReport::default();
-        let found = self.pod_ports();
+        let mut records = Vec::new();
+        for entry in self.pod_ports() {
+            match entry {
+                Ok(record) => records.push(record),
+                Err(e) => report.unreadable.push(e),
+            }
+        }
+        let records = self.sweep(records, &mut report).await?;
         {
             let mut pods = lock(&self.pods);
             pods.clear();
-            for entry in found {
-                match entry {
-                    Ok(record) => {
-                        pods.insert((record.container_id.clone(), record.ifname.clone()), record);
-                    }
-                    Err(e) => report.unreadable.push(e),
-                }
+            for record in records {
+                pods.insert((record.container_id.clone(), record.ifname.clone()), record);
             }
             report.pods = pods.len();
         }
@@ -451,6 +488,79 @@ impl PodNetwork {
         let keep: Vec<Owner> = self.records().iter().map(PodRecord::owner).collect();
         report.released = ipam_result("agent", self.ipam.retain(&keep).await)?;
         Ok(report)
+    }
+
+    /// The start sweep (before any ADD is served, so nothing is in progress): an attachment
+    /// is complete only with both its host veth and its OVS port. A pod port whose host veth is
+    /// gone (an ADD killed after the port, or a pod whose netns vanished while the agent was
+    /// down) loses its port; a host veth no pod port accounts for (an ADD killed between the
+    /// veth and the port: a pod eth0 without addresses) is deleted, the pod end with it. The
+    /// IPs of both are then released by [`PodNetwork::rebuild`]'s retain. A runtime's later DEL
+    /// of either is idempotent. Returns the records kept.
+    async fn sweep(
+        &self,
+        records: Vec<PodRecord>,
+        report: &mut RebuildReport,
+    ) -> Result<Vec<PodRecord>, AttachError> {
+        let iface_err = |source| AttachError::Iface {
+            pod: "agent".into(),
+            source,
+        };
+        let veths = self.veths.host_veths().await.map_err(iface_err)?;
+        let present: BTreeSet<&str> = veths.iter().map(|l| l.name.as_str()).collect();
+        let mut kept = Vec::new();
+        for record in records {
+            if present.contains(record.host_ifname.as_str()) {
+                kept.push(record);
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + ROLLBACK_TIMEOUT;
+            let deleted = crate::ovsdb::client::with_deadline(
+                deadline,
+                self.ports.delete_port(&record.host_ifname),
+            )
+            .await;
+            match deleted {
+                Ok(_) => {
+                    let what = format!(
+                        "ovs port {} of container {} interface {} (pod {}): its host veth is gone",
+                        record.host_ifname,
+                        record.container_id,
+                        record.ifname,
+                        record.key()
+                    );
+                    tracing::warn!(swept = %what, "start sweep");
+                    report.swept.push(what);
+                }
+                Err(error) => {
+                    // Kept (with its IPs) until a DEL or the next start removes it.
+                    tracing::warn!(port = %record.host_ifname, %error, "start sweep cannot remove the port of a vanished veth");
+                    kept.push(record);
+                }
+            }
+        }
+        let accounted: BTreeSet<&str> = kept.iter().map(|r| r.host_ifname.as_str()).collect();
+        for link in veths
+            .iter()
+            .filter(|l| !accounted.contains(l.name.as_str()))
+        {
+            let owner = link.alias.clone().unwrap_or_default();
+            match self.veths.delete(&link.name, "").await {
+                Ok(_) => {
+                    let what = format!(
+                        "host veth {} of container {}: no ovs port accounts for it",
+                        link.name,
+                        if owner.is_empty() { "?" } else { &owner }
+                    );
+                    tracing::warn!(swept = %what, "start sweep");
+                    report.swept.push(what);
+                }
+                Err(error) => {
+                    tracing::warn!(interface = %link.name, %error, "start sweep cannot delete a half-made host veth")
+                }
+            }
+        }
+        Ok(kept)
     }
 
     /// Every OpenFlow port number OVS holds: each interface's `ofport` and `ofport_request`.
@@ -494,11 +604,23 @@ impl PodNetwork {
         })
     }
 
-    /// CNI ADD.
-    pub async fn add(&self, req: &CniRequest) -> Result<CniResult, CniError> {
+    /// CNI ADD, within `budget`.
+    pub async fn add(&self, req: &CniRequest, budget: &Budget) -> Result<CniResult, CniError> {
         let target = Target::from_request(req, true).map_err(|e| e.to_cni("add"))?;
-        let _guard = self.locks.lock(&target.container_id).await;
-        let _plan = self.plan_gate.read().await;
+        let abandoned = |reason| {
+            tracing::warn!(pod = %target.pod(), container = %target.container_id, ifname = %target.ifname, %reason, "add abandoned before it started");
+            target.abandoned(reason).to_cni("add")
+        };
+        let lock_key = target.lock_key();
+        let _guard = tokio::select! {
+            guard = self.locks.lock(&lock_key) => guard,
+            reason = budget.abandoned() => return Err(abandoned(reason)),
+        };
+        let _plan = tokio::select! {
+            plan = self.plan_gate.read() => plan,
+            reason = budget.abandoned() => return Err(abandoned(reason)),
+        };
+        budget.check().map_err(abandoned)?;
         let known = lock(&self.pods).get(&target.key()).cloned();
         if let Some(existing) = known {
             if target.netns.as_deref() == Some(existing.netns.as_str()) {
@@ -522,7 +644,12 @@ impl PodNetwork {
         let started = Instant::now();
         let mut undo = Vec::new();
         let mut steps = StepTimes::default();
-        let mut outcome = self.add_steps(&target, &mut undo, &mut steps).await;
+        let mut outcome = self
+            .bounded(
+                budget,
+                self.add_steps(&target, &mut undo, &mut steps, budget),
+            )
+            .await;
         let mut rollback_failures = Vec::new();
         if matches!(&outcome, Err(e) if e.is_host_name_taken()) {
             // An ADD of this sandbox interrupted by an agent crash can leave its host veth (and
@@ -532,8 +659,22 @@ impl PodNetwork {
             rollback_failures = self.run_undo(std::mem::take(&mut undo)).await;
             if rollback_failures.is_empty() && self.teardown_unknown(&target).await.is_ok() {
                 tracing::info!(pod = %target.pod(), container = %target.container_id, "host veth name taken: removed what this sandbox left (an interrupted add), retrying once");
-                outcome = self.add_steps(&target, &mut undo, &mut steps).await;
+                outcome = self
+                    .bounded(
+                        budget,
+                        self.add_steps(&target, &mut undo, &mut steps, budget),
+                    )
+                    .await;
             }
+        }
+        // Done, but nobody waits for it any more (or a DEL came): undone, never kept. A failure
+        // once abandoned (e.g. OVSDB unreachable until the deadline) is reported as abandoned:
+        // code 11, try again.
+        if let Err(reason) = budget.check() {
+            if let Err(error) = &outcome {
+                tracing::info!(pod = %target.pod(), container = %target.container_id, %error, %reason, "add failed once abandoned");
+            }
+            outcome = Err(target.abandoned(reason));
         }
         match outcome {
             Ok(record) => {
@@ -558,9 +699,17 @@ impl PodNetwork {
                         failures,
                     }
                 };
-                tracing::warn!(pod = %target.pod(), container = %target.container_id, error = %error, "add failed, rolled back");
+                tracing::warn!(pod = %target.pod(), container = %target.container_id, ifname = %target.ifname, error = %error, "add failed, rolled back");
                 Err(error.to_cni("add"))
             }
+        }
+    }
+
+    /// Runs `fut` with its OVSDB calls bounded by the budget's deadline.
+    async fn bounded<F: std::future::Future>(&self, budget: &Budget, fut: F) -> F::Output {
+        match budget.deadline() {
+            Some(deadline) => crate::ovsdb::client::with_deadline(deadline, fut).await,
+            None => fut.await,
         }
     }
 
@@ -569,8 +718,10 @@ impl PodNetwork {
         target: &Target,
         undo: &mut Vec<Undo>,
         steps: &mut StepTimes,
+        budget: &Budget,
     ) -> Result<PodRecord, AttachError> {
         let started = Instant::now();
+        let check = || budget.check().map_err(|reason| target.abandoned(reason));
         let pod = target.pod();
         let netns_path = target.netns.clone().unwrap_or_default();
         let pod_ns = Netns::open(&netns_path).map_err(|e| AttachError::InvalidEnv {
@@ -615,6 +766,7 @@ impl PodNetwork {
         let ips = ipam_result(&pod, durable)?;
         created.map_err(iface_err)?;
         steps.veth_us = micros(started);
+        check()?;
 
         let mut record = PodRecord {
             namespace: target.namespace.clone(),
@@ -653,27 +805,54 @@ impl PodNetwork {
             .client()
             .read_cache(|cache| cache.by_name("Interface", &record.host_ifname).is_some());
         port.external_ids = record.external_ids();
-        self.ports
-            .ensure_port(&self.config.bridge, &port)
-            .await
-            .map_err(ovs_err)?;
-        undo.push(Undo::DeletePort(record.host_ifname.clone()));
+        // Abandoned while OVSDB has not answered: the creation stops here. One still queued is
+        // never sent (the batcher drops a job whose caller left, the client a call still
+        // waiting for a connection), and a port created after its caller left is deleted
+        // again by the batcher ([`crate::ovsdb::PortBatcher`]), so it is not this rollback's.
+        // A creation that completed, or failed after it may have been sent, is undone here;
+        // one never sent (NotConnected at the deadline) needs nothing.
+        let ensured = tokio::select! {
+            ensured = self.ports.ensure_port(&self.config.bridge, &port) => Some(ensured),
+            reason = budget.abandoned() => {
+                tracing::info!(pod = %pod, %reason, "add abandoned while its port was being created");
+                None
+            }
+        };
+        let ensured = match ensured {
+            Some(ensured) => {
+                if !matches!(ensured, Err(OvsdbError::NotConnected { .. })) {
+                    undo.push(Undo::DeletePort(record.host_ifname.clone()));
+                }
+                ensured.map_err(ovs_err)
+            }
+            None => Err(target.abandoned(budget.check().err().unwrap_or(Abandon::Deadline))),
+        };
+        ensured?;
         steps.port_us = micros(started);
+        check()?;
         record.ofport = Some(ofport);
         let local = local_pod(&record).ok_or_else(|| AttachError::Ovsdb {
             pod: pod.clone(),
             port: record.host_ifname.clone(),
             source: OvsdbError::invalid("ofport", ofport.to_string()),
         })?;
-        let (installed, assigned) = tokio::join!(
-            self.flows.add_pod(local),
-            self.wait_for_ofport(&record.host_ifname, ofport, renumbered)
-        );
+        let wait_timeout = budget.deadline().map_or(OFPORT_TIMEOUT, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+                .min(OFPORT_TIMEOUT)
+        });
+        let (installed, assigned) = tokio::join!(self.flows.add_pod(local), async {
+            tokio::select! {
+                assigned = self.wait_for_ofport(&record.host_ifname, ofport, renumbered, wait_timeout) => {
+                    assigned.map_err(ovs_err)
+                }
+                reason = budget.abandoned() => Err(target.abandoned(reason)),
+            }
+        });
         if installed.is_ok() {
             undo.push(Undo::RemoveFlows(ofport));
         }
         steps.wired_us = micros(started);
-        let assigned = assigned.map_err(ovs_err)?;
+        let assigned = assigned?;
         if assigned != ofport {
             return Err(AttachError::Ofport {
                 pod: pod.clone(),
@@ -698,8 +877,9 @@ impl PodNetwork {
         interface: &str,
         requested: u32,
         renumbered: bool,
+        timeout: Duration,
     ) -> Result<u32, OvsdbError> {
-        let assigned = self.ovs.wait_for_ofport(interface, OFPORT_TIMEOUT).await?;
+        let assigned = self.ovs.wait_for_ofport(interface, timeout).await?;
         if !renumbered || assigned == requested {
             return Ok(assigned);
         }
@@ -713,7 +893,7 @@ impl PodNetwork {
                     .and_then(|p| u32::try_from(p).ok())
             })
         };
-        let deadline = tokio::time::Instant::now() + OFPORT_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             generation.borrow_and_update();
             match current() {
@@ -728,8 +908,14 @@ impl PodNetwork {
         }
     }
 
-    /// Runs undo steps in reverse order; returns what failed.
+    /// Runs undo steps in reverse order, OVSDB calls bounded by [`ROLLBACK_TIMEOUT`]; returns
+    /// what failed.
     async fn run_undo(&self, undo: Vec<Undo>) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + ROLLBACK_TIMEOUT;
+        crate::ovsdb::client::with_deadline(deadline, self.run_undo_steps(undo)).await
+    }
+
+    async fn run_undo_steps(&self, undo: Vec<Undo>) -> Vec<String> {
         let mut failures = Vec::new();
         for step in undo.into_iter().rev() {
             let outcome = match &step {
@@ -767,7 +953,7 @@ impl PodNetwork {
     /// CNI DEL.
     pub async fn del(&self, req: &CniRequest) -> Result<(), CniError> {
         let target = Target::from_request(req, false).map_err(|e| e.to_cni("del"))?;
-        let _guard = self.locks.lock(&target.container_id).await;
+        let _guard = self.locks.lock(&target.lock_key()).await;
         let started = Instant::now();
         let record = lock(&self.pods).get(&target.key()).cloned();
         let mut steps = StepTimes::default();
@@ -914,7 +1100,7 @@ impl PodNetwork {
     /// reported.
     pub async fn check(&self, req: &CniRequest) -> Result<(), CniError> {
         let target = Target::from_request(req, true).map_err(|e| e.to_cni("check"))?;
-        let _guard = self.locks.lock(&target.container_id).await;
+        let _guard = self.locks.lock(&target.lock_key()).await;
         let result = self.check_steps(&target, req).await;
         result.map_err(|e| e.to_cni("check"))
     }
@@ -1046,7 +1232,10 @@ impl PodNetwork {
             .collect();
         let mut failures = Vec::new();
         for record in &stale {
-            let _guard = self.locks.lock(&record.container_id).await;
+            let _guard = self
+                .locks
+                .lock(&lock_key(&record.container_id, &record.ifname))
+                .await;
             let key = (record.container_id.clone(), record.ifname.clone());
             // Re-read under the lock: a DEL may have finished meanwhile.
             let Some(current) = lock(&self.pods).get(&key).cloned() else {
@@ -1068,7 +1257,10 @@ impl PodNetwork {
             if valid.contains(&key) {
                 continue;
             }
-            let _guard = self.locks.lock(&owner.container_id).await;
+            let _guard = self
+                .locks
+                .lock(&lock_key(&owner.container_id, &owner.ifname))
+                .await;
             if lock(&self.pods).contains_key(&key) {
                 continue;
             }
@@ -1201,6 +1393,11 @@ fn local_pod(record: &PodRecord) -> Option<LocalPod> {
         mac: record.mac,
         ips: record.addrs(),
     })
+}
+
+/// The lock key of the attachment (container ID, ifname); an ifname never holds `/`.
+fn lock_key(container_id: &str, ifname: &str) -> String {
+    format!("{container_id}/{ifname}")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

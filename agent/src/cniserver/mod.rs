@@ -5,8 +5,10 @@
 //! [`PodNetwork`] ([`CniService::set_ready`]) ADD, DEL, CHECK and GC answer code 11 (try again
 //! later) and STATUS answers code 50 (not available).
 //!
-//! Per ADD ([`PodNetwork::add`]): validate the netns path and ifname; calls for one container id
-//! are serialised, different pods run concurrently; allocate IPs; create the veth (pod end
+//! Per ADD ([`PodNetwork::add`]): validate the netns path and ifname; calls for one attachment
+//! (container ID, ifname) are serialised, different attachments run concurrently; the ADD runs
+//! within its [`inflight::Budget`] (the plugin's deadline, its connection, a later DEL of the
+//! attachment, the agent stopping) and is rolled back when that runs out; allocate IPs; create the veth (pod end
 //! directly in the pod netns, host end named from namespace/pod, MTU from the plan, explicit
 //! MACs, addresses, default routes via the gateway IPs, TX checksum off with the netdev datapath);
 //! host end made inert for the host stack (no ARP, no IPv6); attach it to the bridge with the
@@ -22,7 +24,7 @@
 //! |---|---|
 //! | 3 | CHECK of an attachment the agent does not know |
 //! | 4 | missing or invalid CNI_NETNS / CNI_IFNAME / CNI_CONTAINERID (e.g. netns does not exist) |
-//! | 11 | agent bootstrap not complete: try again later |
+//! | 11 | agent bootstrap not complete or stopping, or the ADD was abandoned and rolled back: try again later |
 //! | 50 | STATUS: agent bootstrap not complete |
 //! | 110 | the interface name is already taken inside the pod netns |
 //! | 111 | a pod CIDR is exhausted |
@@ -34,6 +36,7 @@
 //! | 117 | the host-side veth name is taken by another interface |
 
 mod attach;
+pub mod inflight;
 pub mod locks;
 pub mod ofports;
 pub use weft_plan::record as pods;
@@ -49,7 +52,7 @@ use weft_cni::error::code as spec;
 use weft_cni::rpc::{method, server, CniRequest, CniResponse};
 use weft_cni::CniError;
 
-pub use attach::{AttachError, PodNetwork, PodNetworkConfig, RebuildReport};
+pub use attach::{AttachError, PodNetwork, PodNetworkConfig, RebuildReport, ROLLBACK_TIMEOUT};
 
 use crate::config::AgentConfig;
 use crate::mtu::MtuPlan;
@@ -115,6 +118,7 @@ pub trait CniObserver: Send + Sync + std::fmt::Debug {
 pub struct CniService {
     network: OnceLock<Arc<PodNetwork>>,
     observer: OnceLock<Arc<dyn CniObserver>>,
+    inflight: inflight::Inflight,
 }
 
 impl CniService {
@@ -156,6 +160,36 @@ impl CniService {
         result
     }
 
+    /// Stops taking requests and abandons every ADD in flight (each rolls back), at once.
+    pub fn begin_stop(&self) {
+        self.inflight.stop();
+    }
+
+    /// Stops taking requests (each new one answers code 11), abandons every ADD in flight (each
+    /// rolls back) and waits at most `grace` for the requests already taken to answer. Returns
+    /// how many were still running at the end.
+    pub async fn stop(&self, grace: Duration) -> usize {
+        self.inflight.stop();
+        let running = self.inflight.active();
+        let started = Instant::now();
+        let left = self.inflight.drained(grace).await;
+        // Answered is not written: the answers go out before the process may exit.
+        let unwritten = server::wait_answers_written(
+            grace
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(200)),
+        )
+        .await;
+        tracing::info!(
+            running,
+            left,
+            unwritten,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "cni requests in flight drained"
+        );
+        left
+    }
+
     /// The pod network, or code 11 while bootstrap runs.
     fn network(&self) -> Result<&Arc<PodNetwork>, CniError> {
         self.network.get().ok_or_else(|| {
@@ -176,7 +210,19 @@ impl CniService {
             let result = async {
                 let request: CniRequest = params.one()?;
                 let network = ctx.network().map_err(rpc_error)?;
-                let result = network.add(&request).await.map_err(rpc_error)?;
+                let ticket = ctx
+                    .inflight
+                    .begin_add(
+                        request_key(&request),
+                        request.started_unix_ms,
+                        request.deadline_unix_ms,
+                        server::peer_gone(),
+                    )
+                    .map_err(|why| rpc_error(abandoned("add", &request, why)))?;
+                let result = network
+                    .add(&request, ticket.budget())
+                    .await
+                    .map_err(rpc_error)?;
                 Ok::<_, ErrorObjectOwned>(CniResponse {
                     result: Some(result),
                 })
@@ -189,6 +235,10 @@ impl CniService {
             let result = async {
                 let request: CniRequest = params.one()?;
                 let network = ctx.network().map_err(rpc_error)?;
+                let _ticket = ctx
+                    .inflight
+                    .begin_del(request_key(&request), request.started_unix_ms)
+                    .map_err(|why| rpc_error(abandoned("del", &request, why)))?;
                 network.del(&request).await.map_err(rpc_error)?;
                 Ok::<_, ErrorObjectOwned>(CniResponse::default())
             }
@@ -200,6 +250,10 @@ impl CniService {
             let result = async {
                 let request: CniRequest = params.one()?;
                 let network = ctx.network().map_err(rpc_error)?;
+                let _ticket = ctx
+                    .inflight
+                    .begin_other()
+                    .map_err(|why| rpc_error(abandoned("check", &request, why)))?;
                 network.check(&request).await.map_err(rpc_error)?;
                 Ok::<_, ErrorObjectOwned>(CniResponse::default())
             }
@@ -219,6 +273,10 @@ impl CniService {
         let _ = module.register_async_method(method::GC, |params, ctx, _| async move {
             let request: CniRequest = params.one()?;
             let network = ctx.network().map_err(rpc_error)?;
+            let _ticket = ctx
+                .inflight
+                .begin_other()
+                .map_err(|why| rpc_error(abandoned("gc", &request, why)))?;
             network.gc(&request).await.map_err(rpc_error)?;
             Ok::<_, ErrorObjectOwned>(CniResponse::default())
         });
@@ -232,6 +290,32 @@ impl CniService {
         let module = self.rpc_module();
         Ok(tokio::spawn(server::serve(listener, module)))
     }
+}
+
+/// The attachment a request names: (container ID, ifname).
+fn request_key(request: &CniRequest) -> inflight::Key {
+    (
+        request.container_id.clone().unwrap_or_default(),
+        request.ifname.clone().unwrap_or_default(),
+    )
+}
+
+/// Code 11 for a request refused or abandoned before it ran.
+fn abandoned(verb: &str, request: &CniRequest, why: inflight::Abandon) -> CniError {
+    tracing::warn!(
+        verb, container = request.container_id.as_deref().unwrap_or(""),
+        ifname = request.ifname.as_deref().unwrap_or(""), reason = %why,
+        "{verb} abandoned before it started"
+    );
+    CniError::new(
+        spec::TRY_AGAIN_LATER,
+        format!("{verb} abandoned: {why}"),
+        format!(
+            "container {} interface {}: {why}",
+            request.container_id.as_deref().unwrap_or(""),
+            request.ifname.as_deref().unwrap_or("")
+        ),
+    )
 }
 
 fn rpc_error(err: CniError) -> ErrorObjectOwned {

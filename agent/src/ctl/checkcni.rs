@@ -1,7 +1,9 @@
-//! `weftctl check cni` (field report 4): the CNI config directory in the order a container
-//! runtime and Multus with `"multusConfigFile": "auto"` read it, what each would choose, every
-//! file that would win over Weft's, and the exact Multus settings that pin Weft. Works without
-//! the agent: it only reads `cniConfDir`.
+//! `weftctl check cni` (field report 4, issue 13 part 4): the CNI config directory in sorted
+//! order, what each consumer loads by its own rule ([`crate::cniconf::Consumer`]: containerd
+//! stops at the first file even when it is invalid, CRI-O skips invalid files, Multus "auto"
+//! takes the first `.conf`/`.conflist` valid or not, podman goes by network name), every file
+//! that keeps Weft's from being loaded, and the exact Multus settings that pin Weft. Works
+//! without the agent: it only reads `cniConfDir`.
 
 use std::path::Path;
 
@@ -20,9 +22,9 @@ pub struct CniFileEntry {
     pub file: String,
     /// Network name inside.
     pub network: Option<String>,
-    /// Whether a runtime accepts it.
+    /// Whether libcni accepts it.
     pub valid: bool,
-    /// `chosen`, `beats weft`, `weft`, `ignored (invalid)` or empty.
+    /// Which consumers load it, why it is invalid, whether it keeps Weft's from loading.
     pub note: String,
 }
 
@@ -46,8 +48,12 @@ pub struct CniCheck {
     pub dir: String,
     /// Files in load order.
     pub files: Vec<CniFileEntry>,
-    /// What a container runtime (and Multus "auto") would load.
+    /// What containerd would load (the strictest rule).
     pub runtime_choice: Option<String>,
+    /// What each consumer loads.
+    pub consumers: Vec<cniconf::ConsumerChoice>,
+    /// One line per consumer that does not load Weft's file.
+    pub problems: Vec<String>,
     /// Whether Weft's file is there.
     pub weft_present: bool,
     /// Whether Weft's file is the one chosen.
@@ -81,21 +87,25 @@ pub fn analyse(dir: &Path, order: &LoadOrder) -> CniCheck {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let note = if order.chosen.as_deref() == Some(f.name.as_str()) {
-                if f.name == CONFLIST_NAME {
-                    "chosen (weft)".to_string()
-                } else {
-                    "chosen: wins over weft".to_string()
-                }
-            } else if order.ahead_of_weft.contains(&f.name) {
-                "would win over weft".to_string()
-            } else if f.name == CONFLIST_NAME {
-                "weft".to_string()
-            } else if !f.valid {
-                "ignored (invalid)".to_string()
-            } else {
-                String::new()
-            };
+            let loaded_by: Vec<&str> = order
+                .consumers
+                .iter()
+                .filter(|c| c.loads.as_deref() == Some(f.name.as_str()))
+                .map(|c| c.consumer.label())
+                .collect();
+            let mut parts = Vec::new();
+            if let Some(problem) = &f.problem {
+                parts.push(format!("invalid: {problem}"));
+            }
+            if !loaded_by.is_empty() {
+                parts.push(format!("loaded by {}", loaded_by.join(", ")));
+            }
+            if order.ahead_of_weft.contains(&f.name) {
+                parts.push("keeps weft from loading".to_string());
+            } else if f.name == CONFLIST_NAME && loaded_by.is_empty() {
+                parts.push("weft (not loaded)".to_string());
+            }
+            let note = parts.join("; ");
             CniFileEntry {
                 order: i + 1,
                 file: f.name.clone(),
@@ -109,6 +119,8 @@ pub fn analyse(dir: &Path, order: &LoadOrder) -> CniCheck {
         dir: dir.display().to_string(),
         files,
         runtime_choice: order.chosen.clone(),
+        consumers: order.consumers.clone(),
+        problems: order.problems(),
         weft_present: order.order.iter().any(|f| f.name == CONFLIST_NAME),
         weft_wins: order.weft_wins(),
         ahead_of_weft: order.ahead_of_weft.clone(),
@@ -136,13 +148,17 @@ pub fn table(check: &CniCheck) -> String {
     let mut out = format!("CNI config directory {}\n", check.dir);
     out.push_str(&t.render());
     out.push('\n');
-    let choice = check
-        .runtime_choice
-        .as_deref()
-        .unwrap_or("nothing (no valid file)");
-    out.push_str(&format!(
-        "A container runtime loads:           {choice}\nMultus \"multusConfigFile\": \"auto\" uses: {choice}\n"
-    ));
+    for c in &check.consumers {
+        let what = match (&c.failure, &c.loads) {
+            (Some(failure), _) => format!("FAILS: {failure}"),
+            (None, Some(file)) => format!("loads {file}"),
+            (None, None) => "loads nothing (no valid file)".to_string(),
+        };
+        out.push_str(&format!(
+            "{:<24} {what}\n",
+            format!("{}:", c.consumer.label())
+        ));
+    }
     if !check.weft_present {
         out.push_str(&format!(
             "PROBLEM: {CONFLIST_NAME} is missing: run `weft-agent install-cni` (the DaemonSet's init container)\n"
@@ -151,9 +167,20 @@ pub fn table(check: &CniCheck) -> String {
         out.push_str("OK: Weft's config is the one loaded\n");
     }
     for name in &check.ahead_of_weft {
+        let valid = check.files.iter().any(|f| &f.file == name && f.valid);
+        let effect = if valid {
+            "a valid config ahead of Weft's (the first such file is what containerd and cri-o load)"
+        } else {
+            "it is invalid, and containerd stops at it: no network at all"
+        };
         out.push_str(&format!(
-            "PROBLEM: {name} sorts before {CONFLIST_NAME} and would be used instead of Weft\n"
+            "PROBLEM: {name} sorts before {CONFLIST_NAME}: {effect}\n"
         ));
+    }
+    if check.weft_present {
+        for problem in &check.problems {
+            out.push_str(&format!("PROBLEM: {problem}\n"));
+        }
     }
     let pin = &check.multus_pin;
     out.push_str(&format!(
@@ -183,15 +210,28 @@ mod tests {
         ]);
         let check = analyse(Path::new("/etc/cni/net.d"), &order);
         assert!(check.has_problems());
-        assert_eq!(check.runtime_choice.as_deref(), Some("05-other.conflist"));
+        // containerd stops at the broken first file: it loads nothing at all.
+        assert_eq!(check.runtime_choice, None);
         let notes: Vec<&str> = check.files.iter().map(|f| f.note.as_str()).collect();
         assert_eq!(
             notes,
-            ["ignored (invalid)", "chosen: wins over weft", "weft"]
+            [
+                "invalid: not a json object; loaded by containerd (go-cni), multus \"auto\"; keeps weft from loading",
+                "loaded by cri-o (ocicni); keeps weft from loading",
+                "loaded by podman (network weft)"
+            ]
         );
         let text = table(&check);
         assert!(
             text.contains("PROBLEM: 05-other.conflist sorts before 10-weft.conflist"),
+            "{text}"
+        );
+        assert!(
+            text.contains("containerd (go-cni):     FAILS: 01-broken.conf is invalid"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cri-o (ocicni):          loads 05-other.conflist"),
             "{text}"
         );
         assert!(

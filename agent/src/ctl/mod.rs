@@ -404,7 +404,15 @@ async fn execute(
             let info: AgentInfo = client.call(method::AGENT_INFO, &empty).await?;
             match kind {
                 ProbeKind::Live => Ok(Outcome::ok(format!("alive ({})\n", info.phase))),
-                ProbeKind::Ready if info.ready => Ok(Outcome::ok("ready\n".into())),
+                // The conflist watch's problems (another CNI config would be loaded instead of
+                // Weft's) make the node not ready: its pods would not get Weft's network.
+                ProbeKind::Ready if info.ready && conflist_problems(&info).is_empty() => {
+                    Ok(Outcome::ok("ready\n".into()))
+                }
+                ProbeKind::Ready if info.ready => Err(CtlError::Probe(format!(
+                    "cni config: {}",
+                    conflist_problems(&info).join("; ")
+                ))),
                 ProbeKind::Ready => Err(CtlError::Probe(format!(
                     "agent not ready: phase {}",
                     info.phase
@@ -412,6 +420,21 @@ async fn execute(
             }
         }
     }
+}
+
+/// The problems the agent's conflist watch reports (status section `cniConfig`).
+fn conflist_problems(info: &AgentInfo) -> Vec<String> {
+    info.sections
+        .get("cniConfig")
+        .and_then(|section| section.get("problems"))
+        .and_then(serde_json::Value::as_array)
+        .map(|problems| {
+            problems
+                .iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Pretty JSON with a final newline.

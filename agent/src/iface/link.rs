@@ -114,6 +114,29 @@ fn kind_name(kind: &InfoKind) -> String {
     kind.to_string()
 }
 
+/// Every interface of the namespace `handle` is in.
+pub async fn list(
+    handle: &rtnetlink::Handle,
+    netns: &Path,
+) -> Result<Vec<InterfaceInfo>, IfaceError> {
+    let mut links = handle.link().get().execute();
+    let mut found = Vec::new();
+    loop {
+        match links.try_next().await {
+            Ok(Some(msg)) => found.push(InterfaceInfo::from_message(&msg)),
+            Ok(None) => return Ok(found),
+            Err(err) => {
+                return Err(IfaceError::Link {
+                    action: "list",
+                    ifname: String::new(),
+                    netns: netns.to_path_buf(),
+                    source: netlink_io(err),
+                })
+            }
+        }
+    }
+}
+
 /// Looks an interface up by name through `handle`; `Ok(None)` when it does not exist.
 pub async fn get_by_name(
     handle: &rtnetlink::Handle,

@@ -27,8 +27,8 @@ pub use veth::{
     DeleteOutcome, Mismatch, PodInterfaces, PodRoute, PodVeth, PodVethSpec, VethManager,
 };
 pub use weft_plan::pod::{
-    host_mac, host_veth_name, legacy_host_veth_name, pod_mac, stable_mac, validate_ifname,
-    InvalidIfname, HOST_VETH_PREFIX, MAX_IFNAME_LEN,
+    host_mac, host_veth_name, is_host_veth_name, legacy_host_veth_name, pod_mac, stable_mac,
+    validate_ifname, InvalidIfname, HOST_VETH_PREFIX, MAX_IFNAME_LEN,
 };
 pub use weft_plan::MacAddr;
 

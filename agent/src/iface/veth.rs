@@ -433,6 +433,16 @@ impl VethManager {
         get_by_name(&self.host_nl, self.host.path(), name).await
     }
 
+    /// Every veth of the node's namespace whose name has the shape of a host veth
+    /// ([`super::is_host_veth_name`]).
+    pub async fn host_veths(&self) -> Result<Vec<InterfaceInfo>, IfaceError> {
+        Ok(super::link::list(&self.host_nl, self.host.path())
+            .await?
+            .into_iter()
+            .filter(|link| link.is_veth() && super::is_host_veth_name(&link.name))
+            .collect())
+    }
+
     /// Creates the pod's veth as `spec` says. Steps: one request creates both ends (host end
     /// here, pod end directly in `pod` with `IFLA_NET_NS_FD`, MACs and MTU set at creation);
     /// then in the pod: DAD off for IPv6, TX checksum off if asked; the host end gets the

@@ -569,6 +569,12 @@ pub async fn bootstrap(
         .rebuild()
         .await
         .map_err(|e| BootstrapError::Rebuild(e.to_string()))?;
+    if !rebuild.swept.is_empty() {
+        tracing::warn!(
+            swept = rebuild.swept.len(),
+            "start sweep removed half-made attachments"
+        );
+    }
     for reason in &rebuild.unreadable {
         tracing::warn!(%reason, "ignoring unreadable pod port");
     }
@@ -589,7 +595,7 @@ pub async fn bootstrap(
     let stale_rounds = flows.delete_stale_rounds().await?;
     ovs.set_flow_restore_wait(false).await.map_err(ovs_err)?;
     tracing::info!(
-        round, pods = rebuild.pods, released = ?rebuild.released, ?stale_rounds,
+        round, pods = rebuild.pods, released = ?rebuild.released, swept = rebuild.swept.len(), ?stale_rounds,
         "pipeline installed, flow-restore-wait cleared"
     );
     Ok(Bootstrapped {

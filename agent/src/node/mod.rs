@@ -105,7 +105,7 @@ pub struct RunOptions {
 /// Runs the agent until `shutdown` completes.
 pub async fn run(
     config: AgentConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     run_with(config, shutdown, RunOptions::default()).await
 }
@@ -113,14 +113,30 @@ pub async fn run(
 /// [`run`] with flag options.
 pub async fn run_with(
     config: AgentConfig,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
     options: RunOptions,
 ) -> Result<(), AgentError> {
-    tokio::pin!(shutdown);
     tracing::info!(node = %config.node_name, bridge = %config.ovs_bridge, "weft-agent starting");
     // Served at once: STATUS answers "not ready" (50) and ADD "try again later" (11) until
     // bootstrap completes.
     let service = CniService::new();
+    // The stop signal reaches the CNI server at once, even while the loop below is busy (an
+    // OVSDB call can take long when ovsdb-server stalls): the ADDs in flight roll back now.
+    let (stopping, mut stop_rx) = tokio::sync::watch::channel(false);
+    let _signal = {
+        let service = Arc::clone(&service);
+        AbortOnDrop(tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("stop signal: cni requests in flight are rolled back");
+            service.begin_stop();
+            stopping.send_replace(true);
+        }))
+    };
+    let stop_rx_outer = stop_rx.clone();
+    let shutdown = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    tokio::pin!(shutdown);
     let server = service.serve(&config.cni_socket)?;
     tracing::info!(socket = %config.cni_socket.display(), "cni socket served (not ready yet)");
     let _server = AbortOnDrop(server);
@@ -154,6 +170,7 @@ pub async fn run_with(
         .set_phase(crate::api::types::Phase::WaitingForNode);
 
     let kube = k8s::client(&config.kubeconfig).await?;
+    let _conflist_watch = start_conflist_watch(&config, &ops.state, &kube);
     let view = NodeView::start(kube.clone(), &config.node_name);
     let peers_view = PeersView::start(kube.clone(), &config.node_name);
     let boot_error = |source| AgentError::Bootstrap {
@@ -262,110 +279,129 @@ pub async fn run_with(
     let mut replays = booted.network.flows().replays();
     let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     resync.tick().await;
-    loop {
-        let (check_bridge, check_gateway) = tokio::select! {
-            () = &mut shutdown => break,
-            // ovs-vswitchd restarted: its tunnel neighbours are gone with it; set them now.
-            Ok(()) = replays.changed() => {
-                if let Some(reconciler) = peer_reconciler.as_mut() {
-                    if let Some(view) = peers_view.current() {
-                        reconciler.after_replay(&view).await;
-                    }
-                }
-                (false, false)
-            }
-            changed = underlay.changed() => {
-                if changed.is_ok() {
-                    replan_pending = underlay.borrow_and_update().clone().or(replan_pending);
-                }
-                (false, false)
-            }
-            _ = resync.tick() => {
-                if let Some(reconciler) = peer_reconciler.as_mut() {
-                    if let Some(view) = peers_view.current() {
-                        reconciler.reconcile(&view).await;
-                    }
-                }
-                (true, true)
-            }
-            changed = peer_changes.changed() => {
-                if changed.is_ok() {
-                    let view = peer_changes.borrow_and_update().clone();
-                    if let Some(view) = view {
-                        if let Some(reconciler) = peer_reconciler.as_mut() {
-                            reconciler.reconcile(&view).await;
+    // The loop is raced with the stop signal as a whole: a convergence step waiting for a
+    // stalled ovsdb-server must not hold the exit up (what it was doing is idempotent and
+    // converges on the next start, as after a crash).
+    let mut stop_outer = stop_rx_outer;
+    let main_loop = async {
+        loop {
+            let (check_bridge, check_gateway) = tokio::select! {
+                () = &mut shutdown => break,
+                // ovs-vswitchd restarted: its tunnel neighbours are gone with it; set them now.
+                Ok(()) = replays.changed() => {
+                    if let Some(reconciler) = peer_reconciler.as_mut() {
+                        if let Some(view) = peers_view.current() {
+                            reconciler.after_replay(&view).await;
                         }
-                        host_state.set_peers(crate::hoststate::peer_specs(&view, family));
                     }
-                }
-                (false, false)
-            }
-            changed = node_changes.changed() => {
-                if changed.is_ok() {
-                    let cidrs = node_changes.borrow().as_ref().map(|n| n.pod_cidrs.clone());
-                    if cidrs.as_ref() != Some(&node.pod_cidrs) {
-                        tracing::warn!(old = ?node.pod_cidrs, new = ?cidrs, "node podCIDRs changed; restart the agent to apply");
-                    }
-                }
-                (false, false)
-            }
-            event = events.recv() => match event {
-                Ok(CacheEvent::Resynced { .. }) => (true, true),
-                Ok(CacheEvent::Changed { changes, .. }) => {
-                    let gw = gateway_uuid(&client, &booted.gateway);
-                    let touches_gateway = changes.iter().any(|c| {
-                        c.table == "Interface" && gw.as_ref().is_none_or(|u| *u == c.uuid)
-                    });
-                    (true, touches_gateway)
-                }
-                Ok(CacheEvent::Disconnected { error }) => {
-                    tracing::warn!(%error, "ovsdb connection lost, reconnecting");
                     (false, false)
                 }
-                Err(RecvError::Lagged(_)) => (true, true),
-                Err(RecvError::Closed) => break,
-            },
-        };
-        if let Some(lowered) = replan_pending.take() {
-            let settled = replan::follow(
-                &config,
-                &ovs,
-                &mut booted,
-                &lowered,
-                &node_events,
-                ops.state.metrics(),
-            )
-            .await;
-            ops.state.update_node(node_state(&booted, &node.pod_cidrs));
-            if !settled {
-                // Retried on the next resync tick.
-                replan_pending = Some(lowered);
+                changed = underlay.changed() => {
+                    if changed.is_ok() {
+                        replan_pending = underlay.borrow_and_update().clone().or(replan_pending);
+                    }
+                    (false, false)
+                }
+                _ = resync.tick() => {
+                    if let Some(reconciler) = peer_reconciler.as_mut() {
+                        if let Some(view) = peers_view.current() {
+                            reconciler.reconcile(&view).await;
+                        }
+                    }
+                    (true, true)
+                }
+                changed = peer_changes.changed() => {
+                    if changed.is_ok() {
+                        let view = peer_changes.borrow_and_update().clone();
+                        if let Some(view) = view {
+                            if let Some(reconciler) = peer_reconciler.as_mut() {
+                                reconciler.reconcile(&view).await;
+                            }
+                            host_state.set_peers(crate::hoststate::peer_specs(&view, family));
+                        }
+                    }
+                    (false, false)
+                }
+                changed = node_changes.changed() => {
+                    if changed.is_ok() {
+                        let cidrs = node_changes.borrow().as_ref().map(|n| n.pod_cidrs.clone());
+                        if cidrs.as_ref() != Some(&node.pod_cidrs) {
+                            tracing::warn!(old = ?node.pod_cidrs, new = ?cidrs, "node podCIDRs changed; restart the agent to apply");
+                        }
+                    }
+                    (false, false)
+                }
+                event = events.recv() => match event {
+                    Ok(CacheEvent::Resynced { .. }) => (true, true),
+                    Ok(CacheEvent::Changed { changes, .. }) => {
+                        let gw = gateway_uuid(&client, &booted.gateway);
+                        let touches_gateway = changes.iter().any(|c| {
+                            c.table == "Interface" && gw.as_ref().is_none_or(|u| *u == c.uuid)
+                        });
+                        (true, touches_gateway)
+                    }
+                    Ok(CacheEvent::Disconnected { error }) => {
+                        tracing::warn!(%error, "ovsdb connection lost, reconnecting");
+                        (false, false)
+                    }
+                    Err(RecvError::Lagged(_)) => (true, true),
+                    Err(RecvError::Closed) => break,
+                },
+            };
+            if let Some(lowered) = replan_pending.take() {
+                let settled = replan::follow(
+                    &config,
+                    &ovs,
+                    &mut booted,
+                    &lowered,
+                    &node_events,
+                    ops.state.metrics(),
+                )
+                .await;
+                ops.state.update_node(node_state(&booted, &node.pod_cidrs));
+                if !settled {
+                    // Retried on the next resync tick.
+                    replan_pending = Some(lowered);
+                }
             }
-        }
-        if check_bridge && !bridge_in_cache(&config, &client) {
-            if let Err(error) = converge_bridge(&config, &ovs).await {
-                // Outages are normal (ovsdb-server restart): the next resync retries.
-                tracing::warn!(%error, bridge = %config.ovs_bridge, "cannot converge bridge, will retry");
+            if check_bridge && !bridge_in_cache(&config, &client) {
+                if let Err(error) = converge_bridge(&config, &ovs).await {
+                    // Outages are normal (ovsdb-server restart): the next resync retries.
+                    tracing::warn!(%error, bridge = %config.ovs_bridge, "cannot converge bridge, will retry");
+                }
             }
-        }
-        if check_gateway {
-            converge_gateway(&config, &ovs, &booted.gateway).await;
-            if let Some(ns) = &host {
-                // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
-                if let Some(spec) = &booted.uplink.uplink {
-                    converge_uplink(
-                        &ovs,
-                        booted.network.flows(),
-                        ns,
-                        spec,
-                        crate::uplink::Target::Attached,
-                    )
-                    .await;
+            if check_gateway {
+                converge_gateway(&config, &ovs, &booted.gateway).await;
+                if let Some(ns) = &host {
+                    // ovs-vswitchd recreates the internal port's tap without addresses: re-converge.
+                    if let Some(spec) = &booted.uplink.uplink {
+                        converge_uplink(
+                            &ovs,
+                            booted.network.flows(),
+                            ns,
+                            spec,
+                            crate::uplink::Target::Attached,
+                        )
+                        .await;
+                    }
                 }
             }
         }
+    };
+    tokio::select! {
+        () = main_loop => {}
+        _ = stop_outer.wait_for(|s| *s) => {}
     }
     tracing::info!("weft-agent stopping");
+    // Every CNI request in flight answers (an ADD is rolled back) before anything else stops:
+    // no half-made pod is left behind (issue 13).
+    let left = service.stop(CNI_DRAIN).await;
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "cni requests still running at exit; the next start sweeps what they leave"
+        );
+    }
     if options.restore_uplink {
         if let (Some(ns), Some(spec)) = (&host, &booted.uplink.uplink) {
             converge_uplink(
@@ -380,6 +416,53 @@ pub async fn run_with(
     }
     let _ = std::fs::remove_file(&config.cni_socket);
     Ok(())
+}
+
+/// How long a stopping agent waits for the CNI requests in flight (an ADD's rollback is
+/// bounded by [`crate::cniserver::ROLLBACK_TIMEOUT`]-long OVSDB calls).
+const CNI_DRAIN: Duration = Duration::from_secs(10);
+
+/// Starts the conflist watch when `cniConfWatch` is on ([`crate::cniwatch`]); the task stops
+/// when the returned guard is dropped.
+fn start_conflist_watch(
+    config: &AgentConfig,
+    api: &crate::api::ApiState,
+    kube: &kube::Client,
+) -> Option<AbortOnDrop> {
+    if !config.cni_conf_watch {
+        return None;
+    }
+    let Some(cni_version) = config.conflist_cni_version() else {
+        tracing::warn!(cni_version = %config.cni_version, "conflist watch off: invalid cniVersion");
+        return None;
+    };
+    let input = crate::cniconf::ConflistInput {
+        agent_socket: config.cni_socket.clone(),
+        chained: config.cni_chained_plugins.clone(),
+        cni_version,
+    };
+    let watch = Arc::new(
+        crate::cniwatch::ConflistWatch::new(config.cni_conf_dir.clone(), input).with_events(
+            Box::new(NodeEvents(crate::hoststate::KubeDriftSink::new(
+                kube.clone(),
+                &config.node_name,
+            ))),
+        ),
+    );
+    api.metrics()
+        .register(Arc::clone(&watch) as Arc<dyn crate::metrics::MetricFamilies>);
+    api.add_section(Arc::clone(&watch) as Arc<dyn crate::api::StatusSection>);
+    tracing::info!(dir = %config.cni_conf_dir.display(), "conflist watch started");
+    Some(AbortOnDrop(tokio::spawn(watch.run())))
+}
+
+/// Node Events of the conflist watch, through the host-state reconciler's event recorder.
+struct NodeEvents(crate::hoststate::KubeDriftSink);
+
+impl crate::cniwatch::EventSink for NodeEvents {
+    fn warn(&self, reason: &str, note: String) {
+        self.0.publish(reason, "Check", note);
+    }
 }
 
 /// How long the start waits for the first complete list of peer Nodes.

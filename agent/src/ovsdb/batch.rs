@@ -12,6 +12,9 @@
 //!   bad job fails exactly its own caller and the others still succeed.
 //! - A caller whose batch task is gone (runtime shut down, a panic) gets [`BatchGone`]; later
 //!   callers start a new batch task.
+//! - A job whose caller stopped waiting before its batch was taken is not committed; one whose
+//!   caller left while its batch ran is handed to [`Committer::orphaned`] (to undo it) before
+//!   the next batch starts.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,7 +27,7 @@ const MAX_BATCH: usize = 64;
 /// What a [`GroupCommit`] commits.
 pub trait Committer: Send + Sync + 'static {
     /// One caller's change.
-    type Job: Send + 'static;
+    type Job: Clone + Send + Sync + 'static;
     /// What the caller gets back.
     type Output: Send + 'static;
     /// Why a whole batch failed (logged; the jobs are then run alone).
@@ -38,6 +41,13 @@ pub trait Committer: Send + Sync + 'static {
 
     /// Commits one job on its own (its batch failed); its caller gets this.
     fn alone(&self, job: Self::Job) -> impl Future<Output = Self::Output> + Send;
+
+    /// `job` was committed with `output` after its caller stopped waiting (an abandoned
+    /// request): undo what it did, if anything. Runs before the next batch.
+    fn orphaned(&self, job: &Self::Job, output: Self::Output) -> impl Future<Output = ()> + Send {
+        let _ = (job, output);
+        async {}
+    }
 }
 
 /// The batch task ended before answering (runtime shut down or a panic in the committer).
@@ -158,21 +168,37 @@ async fn drain<C: Committer>(inner: Arc<Inner<C>>) {
             queue.batches += 1;
             queue.pending.drain(..take).collect()
         };
-        let (jobs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // A caller that stopped waiting (its request was abandoned) takes its job with it.
+        let (jobs, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .filter(|(_, reply)| !reply.is_closed())
+            .unzip();
+        if jobs.is_empty() {
+            continue;
+        }
         match inner.committer.commit(&jobs).await {
             Ok(outputs) if outputs.len() == jobs.len() => {
-                for (reply, output) in replies.into_iter().zip(outputs) {
-                    // A caller that stopped waiting has nothing to be told.
-                    let _ = reply.send(output);
+                for ((job, reply), output) in jobs.iter().zip(replies).zip(outputs) {
+                    // A caller that stopped waiting meanwhile: what its job did is undone.
+                    if let Err(output) = reply.send(output) {
+                        inner.committer.orphaned(job, output).await;
+                    }
                 }
             }
             outcome => {
                 if let Err(e) = outcome {
                     tracing::debug!(jobs = jobs.len(), error = %e, "batch failed; running its jobs alone");
                 }
-                let alone = jobs.into_iter().zip(replies).map(|(job, reply)| async {
-                    let _ = reply.send(inner.committer.alone(job).await);
-                });
+                let inner = &inner;
+                let alone = jobs
+                    .into_iter()
+                    .zip(replies)
+                    .map(|(job, reply)| async move {
+                        let output = inner.committer.alone(job.clone()).await;
+                        if let Err(output) = reply.send(output) {
+                            inner.committer.orphaned(&job, output).await;
+                        }
+                    });
                 futures::future::join_all(alone).await;
             }
         }
@@ -192,6 +218,8 @@ mod tests {
         commits: AtomicU64,
         alone: AtomicU64,
         batch_sizes: Mutex<Vec<usize>>,
+        committed: Mutex<Vec<i64>>,
+        orphaned: Mutex<Vec<(i64, i64)>>,
     }
 
     impl Committer for Recorder {
@@ -202,11 +230,20 @@ mod tests {
         async fn commit(&self, jobs: &[i64]) -> Result<Vec<Self::Output>, String> {
             self.commits.fetch_add(1, Ordering::SeqCst);
             self.batch_sizes.lock().unwrap().push(jobs.len());
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Job 3 commits slowly, so its caller can leave in the middle.
+            let ms = if jobs.contains(&3) { 300 } else { 50 };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             if let Some(bad) = jobs.iter().find(|j| **j < 0) {
                 return Err(format!("job {bad} is bad"));
             }
+            self.committed.lock().unwrap().extend(jobs);
             Ok(jobs.iter().map(|j| Ok(j * 10)).collect())
+        }
+
+        async fn orphaned(&self, job: &i64, output: Self::Output) {
+            if let Ok(out) = output {
+                self.orphaned.lock().unwrap().push((*job, out));
+            }
         }
 
         async fn alone(&self, job: i64) -> Self::Output {
@@ -236,6 +273,39 @@ mod tests {
         assert_eq!(group.committer().alone.load(Ordering::SeqCst), 0);
         let sizes = group.committer().batch_sizes.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 64, "{sizes:?}");
+    }
+
+    /// A caller that leaves before its batch is taken takes its job with it; one that leaves
+    /// while its batch runs gets its committed job handed to `orphaned`, before the next batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_of_callers_that_left_are_skipped_or_orphaned() {
+        let group = GroupCommit::new(Recorder::default());
+        // 1 is committing (50 ms); 2 queues behind it and its caller leaves at once.
+        let running = {
+            let group = group.clone();
+            tokio::spawn(async move { group.submit(1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let left_early = tokio::time::timeout(Duration::from_millis(5), group.submit(2)).await;
+        assert!(left_early.is_err(), "still queued");
+        // 3's caller leaves while 3 is being committed (from ~50 ms to ~350 ms).
+        let left_late = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_millis(150), group.submit(3)).await
+            })
+        };
+        assert_eq!(running.await.unwrap(), Ok(Ok(10)));
+        assert!(left_late.await.unwrap().is_err(), "left during its commit");
+        // A later job runs once the orphan was handled.
+        assert_eq!(group.submit(4).await, Ok(Ok(40)));
+        let recorder = group.committer();
+        assert_eq!(
+            *recorder.committed.lock().unwrap(),
+            vec![1, 3, 4],
+            "2 was never committed"
+        );
+        assert_eq!(*recorder.orphaned.lock().unwrap(), vec![(3, 30)]);
     }
 
     #[tokio::test]

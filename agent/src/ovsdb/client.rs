@@ -11,6 +11,8 @@
 //!   If no connection comes in time it fails with [`OvsdbError::NotConnected`] and is guaranteed
 //!   never to be sent later; once sent, a missing reply gives [`OvsdbError::Timeout`].
 //! - During an outage the cache keeps the last known state; [`Client::state`] tells it is stale.
+//! - A caller's deadline ([`with_deadline`], e.g. a CNI ADD's) bounds each call it makes as well,
+//!   with the same guarantees; a call whose future is dropped before it was sent is never sent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -152,6 +154,35 @@ impl Shared {
             generation = *g;
         });
         generation
+    }
+}
+
+tokio::task_local! {
+    /// The deadline of the calling request, set by [`with_deadline`].
+    static CALL_DEADLINE: Instant;
+}
+
+/// Runs `fut` with every OVSDB call it makes (on this task) bounded by `deadline` as well as by
+/// the call timeout: a call still waiting for a connection at the deadline fails with
+/// [`OvsdbError::NotConnected`] and is guaranteed never to be sent later. Used by CNI ADD, so
+/// nothing a runtime gave up on reaches OVSDB afterwards.
+pub async fn with_deadline<F: std::future::Future>(deadline: Instant, fut: F) -> F::Output {
+    CALL_DEADLINE.scope(deadline, fut).await
+}
+
+/// The deadline of the current task's [`with_deadline`] scope, if any.
+pub fn current_deadline() -> Option<Instant> {
+    CALL_DEADLINE.try_with(|d| *d).ok()
+}
+
+/// Marks a call abandoned when its future is dropped before the connection task took it.
+struct AbandonOnDrop(Arc<AtomicU8>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -318,7 +349,13 @@ impl Client {
         params: Value,
         timeout: Duration,
     ) -> Result<Value> {
+        // A caller's deadline ([`with_deadline`]) bounds every call it makes.
+        let timeout = CALL_DEADLINE
+            .try_with(|deadline| deadline.saturating_duration_since(Instant::now()))
+            .map_or(timeout, |left| left.min(timeout));
         let state = Arc::new(AtomicU8::new(QUEUED));
+        // Dropped while still queued (the caller's future was cancelled): never sent later.
+        let _abandon = AbandonOnDrop(state.clone());
         let (reply, reply_rx) = oneshot::channel();
         let command = Command {
             method: method.to_owned(),

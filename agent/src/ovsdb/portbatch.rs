@@ -25,6 +25,9 @@ pub enum PortJob {
         bridge: String,
         /// The port.
         spec: PortSpec,
+        /// The deadline of the caller's request ([`super::client::with_deadline`]): the batch
+        /// holding this job is bounded by it, so an abandoned creation never reaches OVSDB.
+        deadline: Option<tokio::time::Instant>,
     },
     /// Delete the port row `uuid` named `name`.
     Delete {
@@ -77,7 +80,7 @@ impl Committer for PortCommitter {
         let mut deletes = Vec::with_capacity(jobs.len());
         for (index, job) in jobs.iter().enumerate() {
             match job {
-                PortJob::Create { bridge, spec } => {
+                PortJob::Create { bridge, spec, .. } => {
                     ops.extend(insert_port_ops(bridge, spec, &index.to_string()));
                     deletes.push(None);
                 }
@@ -91,7 +94,20 @@ impl Committer for PortCommitter {
             "weft: {} port changes",
             jobs.len()
         )));
-        let out = self.ovs.client().transact(ops).await?;
+        // The batch is bounded by the earliest deadline of its creations; if that cuts it off,
+        // each job then runs alone under its own deadline.
+        let deadline = jobs
+            .iter()
+            .filter_map(|job| match job {
+                PortJob::Create { deadline, .. } => *deadline,
+                PortJob::Delete { .. } => None,
+            })
+            .min();
+        let transact = self.ovs.client().transact(ops);
+        let out = match deadline {
+            Some(deadline) => super::client::with_deadline(deadline, transact).await?,
+            None => transact.await?,
+        };
         Ok(jobs
             .iter()
             .enumerate()
@@ -99,13 +115,36 @@ impl Committer for PortCommitter {
             .collect())
     }
 
+    /// A port created for a caller that left (its ADD was abandoned) is deleted again, on the
+    /// same connection, so after the creation.
+    async fn orphaned(&self, job: &PortJob, output: Result<PortDone>) {
+        if let (PortJob::Create { spec, .. }, Ok(PortDone::Created(uuid))) = (job, output) {
+            let ops = delete_port_ops(&uuid, &spec.name);
+            match self.ovs.client().transact(ops.into()).await {
+                Ok(_) => {
+                    tracing::info!(port = %spec.name, "port created for an abandoned add deleted")
+                }
+                Err(error) => {
+                    tracing::warn!(port = %spec.name, %error, "cannot delete the port created for an abandoned add; a del or the next start removes it")
+                }
+            }
+        }
+    }
+
     async fn alone(&self, job: PortJob) -> Result<PortDone> {
         match job {
-            PortJob::Create { bridge, spec } => self
-                .ovs
-                .ensure_port(&bridge, &spec)
-                .await
-                .map(PortDone::Created),
+            PortJob::Create {
+                bridge,
+                spec,
+                deadline,
+            } => {
+                let ensure = self.ovs.ensure_port(&bridge, &spec);
+                match deadline {
+                    Some(deadline) => super::client::with_deadline(deadline, ensure).await,
+                    None => ensure.await,
+                }
+                .map(PortDone::Created)
+            }
             PortJob::Delete { name, .. } => {
                 self.ovs.delete_port(&name).await.map(PortDone::Deleted)
             }
@@ -164,6 +203,7 @@ impl PortBatcher {
         let job = PortJob::Create {
             bridge: bridge.to_owned(),
             spec: spec.clone(),
+            deadline: super::client::current_deadline(),
         };
         match self.group.submit(job).await.map_err(gone)?? {
             PortDone::Created(uuid) => Ok(uuid),

@@ -88,6 +88,25 @@ pub struct CniRequest {
     pub prev_result: Option<CniResult>,
     /// `cni.dev/valid-attachments` (GC only).
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// When the plugin started this call, in milliseconds since the Unix epoch. A DEL wins over
+    /// every ADD of the same attachment the runtime started before it, whatever order the agent
+    /// sees them in. `None` from older plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_ms: Option<u64>,
+    /// When the plugin gives up waiting for the answer (its `agentTimeoutSeconds` after it
+    /// started), in milliseconds since the Unix epoch. The agent stops an ADD still running
+    /// shortly before and rolls it back, so nothing the runtime was told failed is finished
+    /// later. `None` from older plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_unix_ms: Option<u64>,
+}
+
+/// Milliseconds since the Unix epoch now (the clock [`CniRequest::started_unix_ms`] and
+/// [`CniRequest::deadline_unix_ms`] are on).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl CniRequest {

@@ -23,15 +23,17 @@
 //! ```
 //!
 //! Requests on one connection are handled concurrently; answers are written as they complete
-//! (JSON-RPC ids pair them up). A request runs to completion even if the client disconnects, so
-//! an ADD is never abandoned half-way because the plugin timed out.
+//! (JSON-RPC ids pair them up). A method learns that its caller went away (the plugin timed out
+//! or was killed by its runtime: the connection reached end of file) through [`peer_gone`]; the
+//! agent then cancels and rolls back an ADD instead of finishing it for nobody. A client must
+//! therefore keep its connection open until it has its answers (the plugin does).
 
 use std::time::Duration;
 
 use jsonrpsee::Methods;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::framing::{write_frame, FrameError, FrameReader};
 
@@ -41,6 +43,54 @@ const PARSE_ERROR: &str =
 /// Answer to JSON that is not a single JSON-RPC request.
 const INVALID_REQUEST: &str =
     r#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid request"},"id":null}"#;
+
+tokio::task_local! {
+    /// Turns `true` once the peer of the connection the current request came on closed it.
+    static PEER_GONE: watch::Receiver<bool>;
+}
+
+/// Inside a method served by [`serve_connection`]: a receiver that turns `true` once the caller
+/// closed its connection (gave up on the answer). `None` outside such a call (tests calling the
+/// method directly).
+pub fn peer_gone() -> Option<watch::Receiver<bool>> {
+    PEER_GONE.try_with(watch::Receiver::clone).ok()
+}
+
+/// Requests received by [`serve_connection`] in this process whose answers are not written
+/// yet (a stopping server waits for them: [`wait_answers_written`]).
+static UNWRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one request in [`UNWRITTEN`] until dropped (answer written, or the socket broke).
+struct Unwritten;
+
+impl Unwritten {
+    fn new() -> Self {
+        UNWRITTEN.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Unwritten
+    }
+}
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        UNWRITTEN.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Requests received in this process whose answers are not written yet.
+pub fn unwritten_answers() -> usize {
+    UNWRITTEN.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Waits (polling, at most `timeout`) until every request received in this process has its
+/// answer written or its socket broken, so a stopping server does not exit with answers still
+/// queued. Returns how many are still unwritten.
+pub async fn wait_answers_written(timeout: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while unwritten_answers() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    unwritten_answers()
+}
 
 /// Serves one connection until the peer closes it and every answer has been written.
 ///
@@ -53,11 +103,14 @@ where
     let methods = methods.into();
     let (read, mut write) = tokio::io::split(stream);
     let mut reader = FrameReader::new(read);
-    let (answers, mut outbox) = mpsc::channel::<String>(16);
+    let (answers, mut outbox) = mpsc::channel::<(String, Unwritten)>(16);
+    let (gone, gone_rx) = watch::channel(false);
 
     let writer = tokio::spawn(async move {
-        while let Some(answer) = outbox.recv().await {
-            write_frame(&mut write, &answer).await?;
+        while let Some((answer, unwritten)) = outbox.recv().await {
+            let written = write_frame(&mut write, &answer).await;
+            drop(unwritten);
+            written?;
         }
         Ok::<(), FrameError>(())
     });
@@ -67,16 +120,20 @@ where
             Ok(Some(frame)) => {
                 let methods = methods.clone();
                 let answers = answers.clone();
+                let gone_rx = gone_rx.clone();
+                let unwritten = Unwritten::new();
                 tokio::spawn(async move {
-                    let answer = answer(&methods, &frame).await;
+                    let answer = PEER_GONE.scope(gone_rx, answer(&methods, &frame)).await;
                     // The writer only goes away when the socket broke; nothing left to do then.
-                    let _ = answers.send(answer).await;
+                    let _ = answers.send((answer, unwritten)).await;
                 });
             }
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         }
     };
+    // End of file or a broken socket: nobody will read the answers still being worked on.
+    gone.send_replace(true);
     drop(answers);
     let write_result = writer
         .await
@@ -154,5 +211,36 @@ mod tests {
         write.shutdown().await.unwrap();
         assert!(served.await.unwrap().is_ok());
         assert_eq!(lines.next_line().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_method_learns_that_its_caller_closed_the_connection() {
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<bool>();
+        let seen_tx = std::sync::Mutex::new(Some(seen_tx));
+        let mut module = RpcModule::new(seen_tx);
+        module
+            .register_async_method("wait", |_, ctx, _| async move {
+                let mut gone = peer_gone().expect("served by serve_connection");
+                let closed =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), gone.wait_for(|g| *g))
+                        .await
+                        .is_ok();
+                if let Some(tx) = ctx.lock().unwrap().take() {
+                    let _ = tx.send(closed);
+                }
+                Ok::<_, jsonrpsee::types::ErrorObjectOwned>(())
+            })
+            .unwrap();
+        let (client, server) = tokio::io::duplex(4096);
+        let served = tokio::spawn(serve_connection(server, module));
+        let (_read, mut write) = tokio::io::split(client);
+        write
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"wait\"}\n")
+            .await
+            .unwrap();
+        write.shutdown().await.unwrap();
+        assert!(seen_rx.await.unwrap(), "the method saw the caller go");
+        let _ = served.await;
+        assert!(peer_gone().is_none(), "no connection outside a served call");
     }
 }

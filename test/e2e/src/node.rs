@@ -361,6 +361,22 @@ impl Node {
         }
     }
 
+    /// Sends `signal` to the running agent (e.g. SIGSTOP to stall it, SIGTERM to stop it while
+    /// requests are in flight).
+    pub fn signal_agent(&self, signal: Signal) -> Result<()> {
+        let pid = self.agent_pid().context("no agent running")?;
+        kill(Pid::from_raw(i32::try_from(pid)?), signal)
+            .with_context(|| format!("cannot send {signal} to weft-agent {pid}"))
+    }
+
+    /// Waits up to `timeout` for the agent to exit by itself and forgets it; its exit status
+    /// (None if it still ran: then it is stopped).
+    pub fn wait_agent_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let status = self.agent.as_mut()?.wait_exit(timeout);
+        self.agent = None;
+        status
+    }
+
     /// Whether the agent process is still running.
     pub fn agent_running(&mut self) -> bool {
         self.agent.as_mut().is_some_and(AgentProcess::running)

@@ -615,15 +615,28 @@ fn check_cni_flags_a_foreign_conflist_and_prints_the_multus_pin() -> Result<()> 
     };
     let table = run("table")?;
     ensure!(table.code == 3, "{table:?}");
+    // Runs of spaces (table alignment) collapsed to one.
+    let squeezed = table
+        .stdout
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     for expected in [
-        "PROBLEM: 05-other.conflist sorts before 10-weft.conflist and would be used instead of Weft",
-        "A container runtime loads:           05-other.conflist",
-        "Multus \"multusConfigFile\": \"auto\" uses: 05-other.conflist",
+        "PROBLEM: 05-other.conflist sorts before 10-weft.conflist: a valid config ahead of Weft's",
+        "containerd (go-cni): loads 05-other.conflist",
+        "cri-o (ocicni): loads 05-other.conflist",
+        "multus \"auto\": loads 05-other.conflist",
+        "podman (network weft): loads 10-weft.conflist",
         "\"multusMasterCNI\": \"10-weft.conflist\"",
         "--multus-master-cni-file-name=10-weft.conflist",
         "\"clusterNetwork\": \"weft\"",
     ] {
-        ensure!(table.stdout.contains(expected), "missing {expected:?} in:\n{}", table.stdout);
+        ensure!(
+            squeezed.contains(expected),
+            "missing {expected:?} in:\n{}",
+            table.stdout
+        );
     }
     let json = run("json")?;
     ensure!(json.code == 3, "{json:?}");
@@ -648,6 +661,27 @@ fn check_cni_flags_a_foreign_conflist_and_prints_the_multus_pin() -> Result<()> 
         "{yaml:?}"
     );
     std::fs::remove_file(net_d.join("05-other.conflist"))?;
+    ensure!(run("table")?.code == 0);
+    // An invalid file first: containerd stops there and loads no network at all (it does not
+    // skip to Weft's, as CRI-O does); Multus "auto" takes it too (issue 13 part 4).
+    write(&net_d.join("01-broken.conflist"), "{\"name\":")?;
+    let broken = run("table")?;
+    ensure!(broken.code == 3, "{broken:?}");
+    let squeezed = broken
+        .stdout
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for expected in [
+        "containerd (go-cni): FAILS: 01-broken.conflist is invalid (not a json object): nothing is loaded",
+        "cri-o (ocicni): loads 10-weft.conflist",
+        "multus \"auto\": FAILS: 01-broken.conflist is invalid",
+        "PROBLEM: 01-broken.conflist sorts before 10-weft.conflist: it is invalid, and containerd stops at it",
+    ] {
+        ensure!(squeezed.contains(expected), "missing {expected:?} in:\n{}", broken.stdout);
+    }
+    std::fs::remove_file(net_d.join("01-broken.conflist"))?;
     ensure!(run("table")?.code == 0);
     let missing = Command::new(&bin)
         .args([
