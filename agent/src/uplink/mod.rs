@@ -476,6 +476,11 @@ impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
 
     /// Runs every attach step after `Recorded` (each idempotent) with the journal's snapshot.
     async fn attach(&mut self, mut j: Journal) -> Result<(), UplinkError> {
+        // Re-converging a finished attach (every resync, every vswitchd restart) is routine:
+        // logged at DEBUG; the first attach (and one with a new MTU) at INFO.
+        let was_attached = j.operation == Operation::Attach
+            && j.mtu == self.spec.mtu
+            && AttachStep::ALL.iter().all(|s| j.attach.contains(s));
         if j.operation != Operation::Attach || j.mtu != self.spec.mtu {
             j.operation = Operation::Attach;
             j.detach.clear();
@@ -594,7 +599,11 @@ impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
         if self.attach_done(&mut j, AttachStep::RoutesMoved)?.is_err() {
             return Ok(());
         }
-        tracing::info!(nic = %uplink, host = %nic.name, mtu, "uplink attached to bridge {}", self.spec.bridge);
+        if was_attached {
+            tracing::debug!(nic = %uplink, host = %nic.name, mtu, "uplink attached to bridge {}", self.spec.bridge);
+        } else {
+            tracing::info!(nic = %uplink, host = %nic.name, mtu, "uplink attached to bridge {}", self.spec.bridge);
+        }
         Ok(())
     }
 
