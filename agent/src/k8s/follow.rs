@@ -39,6 +39,8 @@ pub(crate) async fn follow_nodes(
     ));
     while let Some(event) = events.next().await {
         match &event {
+            // `Init` comes before the list request: no answer from the server yet.
+            Ok(Event::Init) => {}
             Ok(_) => {
                 health.contact_ok();
                 let ended = failures.succeeded();

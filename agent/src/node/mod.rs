@@ -141,12 +141,18 @@ pub async fn run_with(
     ops.state.set_ovs(ovs.clone());
     let mut events = client.subscribe();
     converge_bridge(&config, &ovs).await.map_err(ovsdb_error)?;
-    // A half-done uplink attach can leave the node IP unusable: undo it before the API server
-    // is needed (the bootstrap attaches again).
+    // A half-done uplink attach, or a finished one whose internal port lost the node IP (OVS
+    // restarted while the agent was down), leaves the node IP unusable: undo it before the API
+    // server is needed (the bootstrap attaches again).
     if let Ok(host) = Netns::current() {
-        if let Err(error) =
-            crate::uplink::recover_unfinished(&ovs, &host, &config.data_dir, &config.ovs_bridge)
-                .await
+        if let Err(error) = crate::uplink::recover_unfinished(
+            &ovs,
+            &host,
+            &config.data_dir,
+            &config.ovs_bridge,
+            config.ovs_datapath_type == crate::ovsdb::DatapathType::Netdev,
+        )
+        .await
         {
             tracing::warn!(%error, "cannot undo the unfinished uplink operation; the bootstrap retries");
         }
