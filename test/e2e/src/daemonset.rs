@@ -944,56 +944,6 @@ impl Supervisor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_weft_daemonset_template_is_read_from_the_manifest() {
-        let t = PodTemplate::weft().unwrap();
-        assert!(t.host_network);
-        assert_eq!(t.init_containers.len(), 1);
-        assert_eq!(t.init_containers[0].name, "install-cni");
-        let names: Vec<&str> = t.containers.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["weft-ovs", "weft-agent"]);
-        let agent = &t.containers[1];
-        assert!(agent.privileged);
-        assert!(agent.env.contains(&(
-            "NODE_NAME".to_string(),
-            EnvValue::Field("spec.nodeName".into())
-        )));
-        let ready = agent.readiness.as_ref().unwrap();
-        assert_eq!(ready.period, Duration::from_secs(10));
-        assert_eq!(ready.failure_threshold, 3);
-        assert!(agent
-            .mounts
-            .iter()
-            .any(|m| m.path == "/var/run/netns"
-                && m.propagation.as_deref() == Some("HostToContainer")));
-        assert!(t.config_maps["weft-config"].contains_key("weft-agent.conf"));
-        // Every mounted volume exists; /lib/modules is optional on the node.
-        for c in t.init_containers.iter().chain(&t.containers) {
-            for m in &c.mounts {
-                assert!(t.volumes.contains_key(&m.volume), "{}", m.volume);
-            }
-        }
-        assert_eq!(
-            t.volumes["host-lib-modules"],
-            Volume::HostPath {
-                path: "/lib/modules".into(),
-                kind: "DirectoryOrCreate".into()
-            }
-        );
-    }
-
-    #[test]
-    fn yaml_fields_are_replaced_or_appended() {
-        let text = "a: 1\n# b: x\nb: 2\n";
-        assert_eq!(set_yaml_field(text, "b", "3"), "a: 1\n# b: x\nb: 3\n");
-        assert_eq!(set_yaml_field(text, "c", "4"), "a: 1\n# b: x\nb: 2\nc: 4\n");
-    }
-}
-
 /// A node of a [`DaemonSetCluster`]: a network namespace on the underlay, its Node object,
 /// its root, and the DaemonSet's pod on it. Fields drop in order: pod (containers), namespace,
 /// root directory.
@@ -1296,5 +1246,55 @@ impl DaemonSetCluster {
             .map(|n| n.pod.logs())
             .collect::<Vec<_>>()
             .join("\n---\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weft_daemonset_template_is_read_from_the_manifest() {
+        let t = PodTemplate::weft().unwrap();
+        assert!(t.host_network);
+        assert_eq!(t.init_containers.len(), 1);
+        assert_eq!(t.init_containers[0].name, "install-cni");
+        let names: Vec<&str> = t.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["weft-ovs", "weft-agent"]);
+        let agent = &t.containers[1];
+        assert!(agent.privileged);
+        assert!(agent.env.contains(&(
+            "NODE_NAME".to_string(),
+            EnvValue::Field("spec.nodeName".into())
+        )));
+        let ready = agent.readiness.as_ref().unwrap();
+        assert_eq!(ready.period, Duration::from_secs(10));
+        assert_eq!(ready.failure_threshold, 3);
+        assert!(agent
+            .mounts
+            .iter()
+            .any(|m| m.path == "/var/run/netns"
+                && m.propagation.as_deref() == Some("HostToContainer")));
+        assert!(t.config_maps["weft-config"].contains_key("weft-agent.conf"));
+        // Every mounted volume exists; /lib/modules is optional on the node.
+        for c in t.init_containers.iter().chain(&t.containers) {
+            for m in &c.mounts {
+                assert!(t.volumes.contains_key(&m.volume), "{}", m.volume);
+            }
+        }
+        assert_eq!(
+            t.volumes["host-lib-modules"],
+            Volume::HostPath {
+                path: "/lib/modules".into(),
+                kind: "DirectoryOrCreate".into()
+            }
+        );
+    }
+
+    #[test]
+    fn yaml_fields_are_replaced_or_appended() {
+        let text = "a: 1\n# b: x\nb: 2\n";
+        assert_eq!(set_yaml_field(text, "b", "3"), "a: 1\n# b: x\nb: 3\n");
+        assert_eq!(set_yaml_field(text, "c", "4"), "a: 1\n# b: x\nb: 2\nc: 4\n");
     }
 }

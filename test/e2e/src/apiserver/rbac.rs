@@ -217,7 +217,7 @@ impl Subject {
     fn matches(&self, user: &UserInfo, binding_namespace: &str) -> bool {
         match self.kind.as_str() {
             "User" => self.name == user.name,
-            "Group" => user.groups.iter().any(|g| *g == self.name),
+            "Group" => user.groups.contains(&self.name),
             "ServiceAccount" => {
                 // A RoleBinding's ServiceAccount subject without a namespace means its own.
                 let ns = if self.namespace.is_empty() {
