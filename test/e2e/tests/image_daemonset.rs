@@ -5,7 +5,8 @@
 //! install-cni, weft-ovs and weft-agent with the manifest's commands, env, volumes, privileges
 //! and probes, the agents under the manifest's RBAC. Pods on the two nodes talk (ping, TCP);
 //! a rolling update to a new image tag (node by node: the pod deleted with its grace period and
-//! created again from the new tag, OVS included) keeps the pods' addresses and traffic.
+//! created again from the new tag, OVS included) keeps the pods' addresses and traffic; a
+//! crashed ovs-vswitchd restarts its container and traffic comes back.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,34 @@ fn daemonset_from_the_manifest_runs_two_nodes_and_rolls_to_a_new_image() -> Resu
             );
         }
     }
+    // ovs-vswitchd dies: weft-start-ovs exits, the runner restarts the container
+    // (restartPolicy Always), and the running agent replays its flows.
+    let ovs = n2.pod.name_of("weft-ovs");
+    cluster.scratch.engine.run(&[
+        "exec",
+        &ovs,
+        "sh",
+        "-c",
+        "kill -KILL $(cat /var/run/openvswitch/ovs-vswitchd.pid)",
+    ])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n2.pod.statuses()["weft-ovs"].restarts == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "weft-ovs not restarted: {:#?}",
+            n2.pod.statuses()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ping(&a.netns, b_ip).is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "no traffic after the weft-ovs restart:\n{}",
+            logs(&cluster)
+        );
+    }
+    ensure!(n2.pod.statuses()["weft-agent"].restarts == 0);
     let refused = cluster.api.forbidden_requests();
     ensure!(refused.is_empty(), "requests refused by RBAC: {refused:?}");
     for (node, pod) in [(n1, &a), (n2, &b), (n1, &c)] {
