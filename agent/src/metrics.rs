@@ -21,6 +21,10 @@
 //! | `weft_host_missing_pod_veths`, `weft_host_unrouted_peer_cidrs` | gauge | |
 //! | `weft_mtu_mismatches` | gauge | |
 //! | `weft_mtu_replans_total` | counter | `result` (applied, refused, failed): the underlay's MTU followed down live |
+//! | `weft_kube_connected`, `weft_kube_last_contact_timestamp_seconds` | gauge | ([`crate::k8s::health`]) |
+//! | `weft_kube_request_failures_total` | counter | |
+//! | `weft_node_annotations_in_sync`, `weft_node_annotations_last_publish_timestamp_seconds` | gauge | |
+//! | `weft_node_annotation_publishes_total` | counter | `result` (ok, error) |
 //! | `weft_mode` | gauge (1) | `mode` |
 //! | `weft_ready` | gauge | |
 //! | `weft_agent_info` | gauge (1) | `version`, `node`, `datapath` |

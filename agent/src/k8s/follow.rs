@@ -12,20 +12,24 @@ use kube::{Api, Client};
 
 use super::backoff::WatchBackoff;
 use super::convert::node_info;
+use super::health::{FailureLog, KubeHealth, LogLevel};
 use weft_plan::view::NodeInfo;
 
 /// Follows the Nodes `config` selects and calls `publish` with all of them by name after each
 /// complete (re)list and after every change. Nodes that do not convert are logged and left out.
 ///
-/// Runs until its task is dropped. Errors are logged and retried with backoff; kube's watcher
+/// Every event and error is recorded in `health`. Runs until its task is dropped. Errors are
+/// retried with backoff and logged with backoff too ([`FailureLog`]); kube's watcher
 /// resumes from the last resourceVersion, and relists after 410 Gone, so `publish` always sees
 /// a set consistent with some resourceVersion of the API server.
 pub(crate) async fn follow_nodes(
     client: Client,
     config: watcher::Config,
     what: &str,
+    health: &KubeHealth,
     mut publish: impl FnMut(&BTreeMap<String, NodeInfo>),
 ) {
+    let mut failures = FailureLog::default();
     let api: Api<Node> = Api::all(client);
     let mut nodes = BTreeMap::new();
     let mut relisted = BTreeMap::new();
@@ -34,6 +38,33 @@ pub(crate) async fn follow_nodes(
         WatchBackoff::default()
     ));
     while let Some(event) = events.next().await {
+        match &event {
+            // `Init` comes before the list request: no answer from the server yet.
+            Ok(Event::Init) => {}
+            Ok(_) => {
+                health.contact_ok();
+                let ended = failures.succeeded();
+                if ended > 0 {
+                    tracing::info!(watch = what, failures = ended, "node watch recovered");
+                }
+            }
+            // A 410 is an answer: the server is there.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => health.contact_ok(),
+            Err(e) => {
+                let message = e.to_string();
+                health.contact_failed(&message);
+                match failures.failed(&message, std::time::Instant::now()) {
+                    LogLevel::Warn => tracing::warn!(
+                        watch = what, error = %message, attempts = failures.failures(),
+                        "node watch failed, retrying with backoff"
+                    ),
+                    LogLevel::Debug => tracing::debug!(
+                        watch = what, error = %message, attempts = failures.failures(),
+                        "node watch failed, retrying with backoff"
+                    ),
+                }
+            }
+        }
         match event {
             Ok(Event::Init) => relisted.clear(),
             Ok(Event::InitApply(node)) => insert(&mut relisted, &node),
@@ -54,7 +85,7 @@ pub(crate) async fn follow_nodes(
             Err(watcher::Error::WatchError(status)) if status.code == 410 => {
                 tracing::info!(watch = what, "node watch expired (410 Gone), relisting");
             }
-            Err(e) => tracing::warn!(watch = what, error = %e, "node watch failed, retrying"),
+            Err(_) => {}
         }
     }
 }

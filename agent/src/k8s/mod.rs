@@ -7,6 +7,7 @@
 mod backoff;
 pub mod convert;
 mod follow;
+pub mod health;
 pub mod node;
 pub mod peers;
 
@@ -19,6 +20,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 pub use convert::{node_info, NodeInfoError};
+pub use health::KubeHealth;
 pub use node::{LocalNode, NodeInfo, NodeView};
 pub use peers::{PeerNodes, PeersView};
 pub use weft_plan::names::FIELD_MANAGER;

@@ -6,7 +6,10 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
 use super::follow::follow_nodes;
+use super::health::KubeHealth;
 use super::K8sError;
 pub use weft_plan::view::{LocalNode, NodeInfo};
 
@@ -25,12 +28,17 @@ pub struct NodeView {
 impl NodeView {
     /// Starts watching Node `name` (a watch on `metadata.name=NAME`) on the current runtime.
     pub fn start(client: Client, name: &str) -> Self {
+        Self::start_with(client, name, KubeHealth::new())
+    }
+
+    /// [`NodeView::start`], recording the watch's successes and failures in `health`.
+    pub fn start_with(client: Client, name: &str, health: Arc<KubeHealth>) -> Self {
         let (tx, rx) = watch::channel(None);
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let node_name = name.to_string();
         let mut logged: Option<Vec<IpNet>> = None;
         let task = tokio::spawn(async move {
-            follow_nodes(client, config, "own node", move |nodes| {
+            follow_nodes(client, config, "own node", &health, move |nodes| {
                 let node = nodes.get(&node_name).cloned();
                 let cidrs = node.as_ref().map(|n| n.pod_cidrs.clone()).unwrap_or_default();
                 if logged.as_ref() != Some(&cidrs) {

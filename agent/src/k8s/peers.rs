@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use super::health::KubeHealth;
+
 use kube::runtime::watcher;
 use kube::Client;
 use tokio::sync::watch;
@@ -23,10 +25,15 @@ pub struct PeersView {
 impl PeersView {
     /// Starts watching all Nodes, leaving out `own_name`, on the current runtime.
     pub fn start(client: Client, own_name: &str) -> Self {
+        Self::start_with(client, own_name, KubeHealth::new())
+    }
+
+    /// [`PeersView::start`], recording the watch's successes and failures in `health`.
+    pub fn start_with(client: Client, own_name: &str, health: Arc<KubeHealth>) -> Self {
         let (tx, rx) = watch::channel(None);
         let own = own_name.to_string();
         let task = tokio::spawn(async move {
-            follow_nodes_into(client, own, tx).await;
+            follow_nodes_into(client, own, tx, &health).await;
         });
         Self { rx, task }
     }
@@ -48,17 +55,28 @@ impl Drop for PeersView {
     }
 }
 
-async fn follow_nodes_into(client: Client, own: String, tx: watch::Sender<Option<PeerNodes>>) {
-    super::follow::follow_nodes(client, watcher::Config::default(), "peer nodes", |nodes| {
-        let mut peers = nodes.clone();
-        peers.remove(&own);
-        tx.send_if_modified(|current| {
-            let changed = current.as_deref() != Some(&peers);
-            if changed {
-                *current = Some(Arc::new(peers));
-            }
-            changed
-        });
-    })
+async fn follow_nodes_into(
+    client: Client,
+    own: String,
+    tx: watch::Sender<Option<PeerNodes>>,
+    health: &KubeHealth,
+) {
+    super::follow::follow_nodes(
+        client,
+        watcher::Config::default(),
+        "peer nodes",
+        health,
+        |nodes| {
+            let mut peers = nodes.clone();
+            peers.remove(&own);
+            tx.send_if_modified(|current| {
+                let changed = current.as_deref() != Some(&peers);
+                if changed {
+                    *current = Some(Arc::new(peers));
+                }
+                changed
+            });
+        },
+    )
     .await;
 }

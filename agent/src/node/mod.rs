@@ -13,6 +13,7 @@
 //! a periodic backstop, and converges with idempotent operations. OpenFlow reconnects
 //! (ovs-vswitchd restarts) are handled by the flow set's replay hook ([`crate::flows`]).
 
+pub mod annotations;
 pub mod bootstrap;
 pub mod dpfeatures;
 pub mod hoststate;
@@ -156,12 +157,18 @@ pub async fn run_with(
     ops.state.set_ovs(ovs.clone());
     let mut events = client.subscribe();
     converge_bridge(&config, &ovs).await.map_err(ovsdb_error)?;
-    // A half-done uplink attach can leave the node IP unusable: undo it before the API server
-    // is needed (the bootstrap attaches again).
+    // A half-done uplink attach, or a finished one whose internal port lost the node IP (OVS
+    // restarted while the agent was down), leaves the node IP unusable: undo it before the API
+    // server is needed (the bootstrap attaches again).
     if let Ok(host) = Netns::current() {
-        if let Err(error) =
-            crate::uplink::recover_unfinished(&ovs, &host, &config.data_dir, &config.ovs_bridge)
-                .await
+        if let Err(error) = crate::uplink::recover_unfinished(
+            &ovs,
+            &host,
+            &config.data_dir,
+            &config.ovs_bridge,
+            config.ovs_datapath_type == crate::ovsdb::DatapathType::Netdev,
+        )
+        .await
         {
             tracing::warn!(%error, "cannot undo the unfinished uplink operation; the bootstrap retries");
         }
@@ -171,8 +178,17 @@ pub async fn run_with(
 
     let kube = k8s::client(&config.kubeconfig).await?;
     let _conflist_watch = start_conflist_watch(&config, &ops.state, &kube);
-    let view = NodeView::start(kube.clone(), &config.node_name);
-    let peers_view = PeersView::start(kube.clone(), &config.node_name);
+    // The API server connection as the watches and the annotation publisher see it: agentinfo
+    // section `kubernetes` and the weft_kube_* / weft_node_annotation* metrics.
+    let kube_health = k8s::KubeHealth::new();
+    ops.state
+        .metrics()
+        .register(Arc::clone(&kube_health) as Arc<dyn crate::metrics::MetricFamilies>);
+    ops.state
+        .add_section(Arc::new(KubeSection(Arc::clone(&kube_health))));
+    let view = NodeView::start_with(kube.clone(), &config.node_name, Arc::clone(&kube_health));
+    let peers_view =
+        PeersView::start_with(kube.clone(), &config.node_name, Arc::clone(&kube_health));
     let boot_error = |source| AgentError::Bootstrap {
         node: config.node_name.clone(),
         source,
@@ -231,7 +247,7 @@ pub async fn run_with(
     let host = Netns::current().ok();
     let mut node_changes = view.subscribe();
     let mut peer_changes = peers_view.subscribe();
-    let annotations: BTreeMap<String, Option<String>> = [
+    let annotations: BTreeMap<String, String> = [
         booted
             .transport
             .address
@@ -243,15 +259,19 @@ pub async fn run_with(
     ]
     .into_iter()
     .flatten()
-    .map(|(key, value)| (key.to_string(), Some(value)))
+    .map(|(key, value)| (key.to_string(), value))
     .collect();
-    if !annotations.is_empty() {
-        tokio::spawn(publish_annotations(
+    // Kept equal to `annotations` on every own-Node event and resync, not published once.
+    let _annotations = (!annotations.is_empty()).then(|| {
+        AbortOnDrop(tokio::spawn(annotations::reconcile(
             kube.clone(),
             config.node_name.clone(),
             annotations,
-        ));
-    }
+            view.subscribe(),
+            Arc::clone(&kube_health),
+            RESYNC_INTERVAL,
+        )))
+    });
     // Peer flows in both modes: through the tunnel (encap) or on the underlay to the peers'
     // uplink MACs (noEncap with the uplink attached). Their host routes are the host-state
     // reconciler's.
@@ -471,27 +491,17 @@ const PEERS_WAIT: Duration = Duration::from_secs(10);
 /// How long the start waits for the host-state reconciler's first pass before serving CNI.
 const HOST_FIRST_PASS_WAIT: Duration = Duration::from_secs(5);
 
-/// Publishes `annotations` on the own Node (the transport address,
-/// [`peers::TRANSPORT_ADDRESS_ANNOTATION`], and with the uplink attached its MAC,
-/// [`peers::UPLINK_MAC_ANNOTATION`]), retrying with backoff until the API server takes them.
-async fn publish_annotations(
-    kube: kube::Client,
-    node: String,
-    annotations: BTreeMap<String, Option<String>>,
-) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match k8s::patch_node_annotations(&kube, &node, &annotations).await {
-            Ok(_) => {
-                tracing::info!(%node, ?annotations, "node annotations published");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot publish node annotations, will retry");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
+/// The `kubernetes` section of `agent_info`: the API server connection and the Node
+/// annotations ([`k8s::health::KubeStatus`]).
+struct KubeSection(Arc<k8s::KubeHealth>);
+
+impl crate::api::StatusSection for KubeSection {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn value(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.status()).unwrap_or_default()
     }
 }
 

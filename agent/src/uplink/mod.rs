@@ -309,7 +309,9 @@ pub fn record_nic_mtu(journal: &std::path::Path, mtu: u32) -> Result<(), UplinkE
 
 /// Run before the agent needs the network (the API server may well be reached through this
 /// NIC): an attach or detach that this boot's journal shows unfinished is undone, back to the
-/// plain NIC with its name, addresses and routes. A crash mid-attach (e.g. after the rename,
+/// plain NIC with its name, addresses and routes; so is a finished attach that ovs-vswitchd's
+/// restart while the agent was down left unusable (`userspace_datapath` with flow-restore-wait
+/// still set, or the node's addresses gone from the internal port). A crash mid-attach (e.g. after the rename,
 /// with the node IP on a NIC that no longer answers ARP) must not cut the agent off from the
 /// API server it needs before it can converge. A finished attach is left alone (restarts keep
 /// the datapath); the bootstrap attaches again when the mode wants it.
@@ -318,6 +320,7 @@ pub async fn recover_unfinished(
     host: &crate::netns::Netns,
     data_dir: &std::path::Path,
     bridge: &str,
+    userspace_datapath: bool,
 ) -> Result<Option<Outcome>, UplinkError> {
     let path = journal::path_in(data_dir);
     let Some(j) = journal::load(&path)? else {
@@ -325,10 +328,27 @@ pub async fn recover_unfinished(
     };
     let finished =
         j.operation == Operation::Attach && AttachStep::ALL.iter().all(|s| j.attach.contains(s));
-    if finished || j.boot_id != journal::boot_id() {
+    if j.boot_id != journal::boot_id() {
         return Ok(None);
     }
     let kernel = Kernel::open(host.clone()).await?;
+    if finished {
+        // A finished attach on a userspace datapath that ovs-vswitchd restarted while the agent
+        // was down (a DaemonSet rolling update restarts both): the netdev datapath starts empty
+        // and, with flow-restore-wait set, stays without flows until the agent installs them,
+        // and the internal port's tap may be recreated without the node's addresses. The node
+        // IP is unusable until the bootstrap, which needs the API server first: detach now, the
+        // bootstrap attaches again. (The kernel datapath keeps its flows across a vswitchd
+        // restart: nothing to do there.)
+        let restarted = userspace_datapath && ovs.flow_restore_wait().await.unwrap_or(false);
+        let lost = match kernel.snapshot(&j.nic.name).await {
+            Ok(now) => !j.nic.addresses.iter().all(|a| now.addresses.contains(a)),
+            Err(_) => true,
+        };
+        if !restarted && !lost {
+            return Ok(None);
+        }
+    }
     let spec = UplinkSpec {
         nic: j.nic.name.clone(),
         bridge: bridge.to_string(),
@@ -337,10 +357,17 @@ pub async fn recover_unfinished(
         flows: Vec::new(),
     };
     let outcome = converge(ovs, &NoFlows, &kernel, &spec, Target::Detached).await?;
-    tracing::warn!(
-        operation = ?j.operation, done = ?j.attach, steps = ?outcome.ran, nic = %spec.nic,
-        "unfinished uplink operation found at start (killed mid-way?): nic restored before reaching the api server"
-    );
+    if finished {
+        tracing::warn!(
+            steps = ?outcome.ran, nic = %spec.nic,
+            "uplink attached but ovs-vswitchd restarted while the agent was down (no flows, or the node addresses gone from the internal port): nic restored before reaching the api server"
+        );
+    } else {
+        tracing::warn!(
+            operation = ?j.operation, done = ?j.attach, steps = ?outcome.ran, nic = %spec.nic,
+            "unfinished uplink operation found at start (killed mid-way?): nic restored before reaching the api server"
+        );
+    }
     Ok(Some(outcome))
 }
 
@@ -476,6 +503,11 @@ impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
 
     /// Runs every attach step after `Recorded` (each idempotent) with the journal's snapshot.
     async fn attach(&mut self, mut j: Journal) -> Result<(), UplinkError> {
+        // Re-converging a finished attach (every resync, every vswitchd restart) is routine:
+        // logged at DEBUG; the first attach (and one with a new MTU) at INFO.
+        let was_attached = j.operation == Operation::Attach
+            && j.mtu == self.spec.mtu
+            && AttachStep::ALL.iter().all(|s| j.attach.contains(s));
         if j.operation != Operation::Attach || j.mtu != self.spec.mtu {
             j.operation = Operation::Attach;
             j.detach.clear();
@@ -594,7 +626,11 @@ impl<O: UplinkOvs, F: UplinkFlows, K: UplinkKernel> Run<'_, O, F, K> {
         if self.attach_done(&mut j, AttachStep::RoutesMoved)?.is_err() {
             return Ok(());
         }
-        tracing::info!(nic = %uplink, host = %nic.name, mtu, "uplink attached to bridge {}", self.spec.bridge);
+        if was_attached {
+            tracing::debug!(nic = %uplink, host = %nic.name, mtu, "uplink attached to bridge {}", self.spec.bridge);
+        } else {
+            tracing::info!(nic = %uplink, host = %nic.name, mtu, "uplink attached to bridge {}", self.spec.bridge);
+        }
         Ok(())
     }
 

@@ -23,7 +23,15 @@
 //!
 //! `dryRun` runs a write on a throwaway copy of the store.
 //!
-//! Simplifications: no authentication or admission; namespaces need not exist; deletion is
+//! Every request is authenticated by its bearer token and authorized by RBAC ([`rbac`]) against
+//! the ClusterRoles, Roles and bindings of build/yamls/weft.yml (and the bootstrap discovery
+//! policy): the harness writes an admin kubeconfig ([`ApiServer::write_kubeconfig`],
+//! `system:masters`) for itself and a ServiceAccount one
+//! ([`ApiServer::write_service_account_kubeconfig`]) for each agent, so a permission the
+//! manifest lacks fails the agent as on a real cluster (403 Forbidden, recorded in
+//! [`ApiServer::forbidden_requests`]).
+//!
+//! Simplifications: tokens are random strings, not signed JWTs; no admission; namespaces need not exist; deletion is
 //! immediate (no grace period, finalizers are not waited for); lists always return the latest
 //! state in one page (`limit`, `continue` and `resourceVersionMatch` are ignored); a watch from a
 //! resourceVersion newer than the store's waits for it instead of failing; server-side apply is
@@ -36,6 +44,7 @@
 
 mod http;
 pub mod patch;
+pub mod rbac;
 pub mod selector;
 pub mod store;
 
@@ -54,8 +63,19 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::task::{JoinHandle, JoinSet};
 
+use rbac::{Attributes, Rbac, UserInfo};
 pub use store::ApiError;
 use store::{find_resource, ResourceId, Scope, Store};
+
+/// 32 random hex digits from the kernel's random pool.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Tunables of a test API server.
 #[derive(Debug, Clone)]
@@ -70,6 +90,9 @@ pub struct ApiServerOptions {
     /// inside a node's namespace (an agent) cannot reach the test's own loopback, so the lab
     /// and node tests listen inside the node's namespace.
     pub netns: Option<String>,
+    /// The roles and bindings requests are authorized against (default: the bootstrap
+    /// discovery policy plus build/yamls/weft.yml's RBAC objects).
+    pub rbac: Rbac,
 }
 
 impl Default for ApiServerOptions {
@@ -79,6 +102,7 @@ impl Default for ApiServerOptions {
             history_limit: 1000,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             netns: None,
+            rbac: Rbac::weft_manifest(),
         }
     }
 }
@@ -90,9 +114,44 @@ struct Shared {
     changed: tokio::sync::watch::Sender<u64>,
     bookmark_interval: Duration,
     requests: Mutex<HashMap<(String, String), u64>>,
+    rbac: Rbac,
+    /// Bearer token -> user.
+    tokens: Mutex<HashMap<String, UserInfo>>,
+    /// Every request refused with 403: "user: message".
+    forbidden: Mutex<Vec<String>>,
 }
 
 impl Shared {
+    /// Authenticates the request's bearer token and authorizes `attrs` for its user: 401 for an
+    /// unknown token, 403 (recorded) for anything the RBAC objects do not grant.
+    fn authorize(&self, headers: &hyper::HeaderMap, attrs: &Attributes) -> Result<(), ApiError> {
+        let token = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let user = match token {
+            None => UserInfo::anonymous(),
+            Some(t) => {
+                let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                tokens
+                    .get(t)
+                    .cloned()
+                    .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?
+            }
+        };
+        if self.rbac.allows(&user, attrs) {
+            return Ok(());
+        }
+        let message = attrs.forbidden_message(&user);
+        tracing::warn!(user = %user.name, "test API server: {message}");
+        self.forbidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message.clone());
+        Err(ApiError::new(403, "Forbidden", message))
+    }
+
     /// Runs a change on the store and wakes the watches.
     fn mutate<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,6 +238,9 @@ impl ApiServer {
             changed,
             bookmark_interval: options.bookmark_interval,
             requests: Mutex::new(HashMap::new()),
+            rbac: options.rbac,
+            tokens: Mutex::new(HashMap::from([(random_token(), UserInfo::admin())])),
+            forbidden: Mutex::new(Vec::new()),
         });
         let listener = bind(options.listen, options.netns.as_deref())
             .with_context(|| format!("binding the test API server to {}", options.listen))?;
@@ -204,15 +266,60 @@ impl ApiServer {
         self.addr
     }
 
-    /// Writes a kubeconfig pointing at this server (no credentials) to `path`.
+    /// Writes a kubeconfig pointing at this server with the admin's token (`system:masters`:
+    /// the test harness acting as a cluster admin) to `path`.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
+        let token = self.token_of(&UserInfo::admin());
+        self.write_kubeconfig_with_token(path, &token)
+    }
+
+    /// Writes a kubeconfig for ServiceAccount `namespace/name` (as the kubelet mounts its token
+    /// into a pod): requests are authorized by RBAC as `system:serviceaccount:NS:NAME`.
+    pub fn write_service_account_kubeconfig(
+        &self,
+        path: &Path,
+        namespace: &str,
+        name: &str,
+    ) -> Result<()> {
+        let token = self.service_account_token(namespace, name);
+        self.write_kubeconfig_with_token(path, &token)
+    }
+
+    /// Writes a kubeconfig pointing at this server with `token` (any string: unknown tokens get
+    /// 401) to `path`.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> Result<()> {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: weft-test\n  cluster:\n    \
              server: {}\ncontexts:\n- name: weft-test\n  context:\n    cluster: weft-test\n    \
-             user: weft-test\ncurrent-context: weft-test\nusers:\n- name: weft-test\n  user: {{}}\n",
+             user: weft-test\ncurrent-context: weft-test\nusers:\n- name: weft-test\n  user:\n    \
+             token: {token}\n",
             self.url()
         );
         std::fs::write(path, text).with_context(|| format!("writing kubeconfig {}", path.display()))
+    }
+
+    /// A bearer token for ServiceAccount `namespace/name` (the same one on every call).
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.token_of(&UserInfo::service_account(namespace, name))
+    }
+
+    fn token_of(&self, user: &UserInfo) -> String {
+        let mut tokens = self.shared.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, _)) = tokens.iter().find(|(_, u)| *u == user) {
+            return t.clone();
+        }
+        let t = random_token();
+        tokens.insert(t.clone(), user.clone());
+        t
+    }
+
+    /// The message of every request refused with 403 Forbidden so far.
+    pub fn forbidden_requests(&self) -> Vec<String> {
+        self.shared
+            .forbidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether the server accepts connections.

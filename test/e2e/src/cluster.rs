@@ -197,7 +197,13 @@ impl Cluster {
             ..ApiServerOptions::default()
         })?;
         let kubeconfig_dir = tempfile::tempdir()?;
-        api.write_kubeconfig(&kubeconfig_dir.path().join("kubeconfig"))?;
+        // The agents' identity: the DaemonSet's ServiceAccount, authorized by weft.yml's RBAC.
+        let (sa_ns, sa) = crate::apiserver::rbac::weft_agent_service_account();
+        api.write_service_account_kubeconfig(
+            &kubeconfig_dir.path().join("kubeconfig"),
+            &sa_ns,
+            &sa,
+        )?;
         let mut cluster = Cluster {
             nodes: Vec::new(),
             router: None,

@@ -339,7 +339,7 @@ fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
 }
 
 /// Lazily unmounts every mount point at or below `dir` (deepest first).
-pub(crate) fn unmount_under(dir: &Path) {
+pub fn unmount_under(dir: &Path) {
     let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod containerd;
 pub mod cri;
+pub mod daemonset;
 pub mod datapath;
 pub mod images;
 pub mod kubeproxy;

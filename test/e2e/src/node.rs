@@ -279,7 +279,9 @@ impl Node {
         let dir = ovs.rundir().join("agent");
         std::fs::create_dir_all(&dir)?;
         let kubeconfig = dir.join("kubeconfig");
-        api.write_kubeconfig(&kubeconfig)?;
+        // The agent's identity: the DaemonSet's ServiceAccount, authorized by weft.yml's RBAC.
+        let (sa_ns, sa) = crate::apiserver::rbac::weft_agent_service_account();
+        api.write_service_account_kubeconfig(&kubeconfig, &sa_ns, &sa)?;
         let cni_socket = dir.join("run").join("cni.sock");
         let data_dir = dir.join("data");
         let config = dir.join("weft-agent.conf");

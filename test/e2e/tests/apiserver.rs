@@ -563,3 +563,118 @@ async fn streaming_list_watch_sends_initial_events_then_changes() -> Result<()> 
     assert_eq!(server.request_count("list", "nodes"), 0, "no list call");
     Ok(())
 }
+
+/// A kube client authenticated with `token`.
+async fn client_with_token(server: &ApiServer, token: &str) -> Result<Client> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig_with_token(&path, token)?;
+    let kc = Kubeconfig::read_from(&path)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+#[tokio::test]
+async fn rbac_grants_the_agent_service_account_only_what_weft_yml_does() -> Result<()> {
+    let server = ApiServer::start()?;
+    let (ns, sa) = weft_e2e::apiserver::rbac::weft_agent_service_account();
+    let admin_nodes: Api<Node> = Api::all(client(&server).await?);
+    admin_nodes
+        .create(&PostParams::default(), &node("rbac-1", json!({})))
+        .await?;
+    let agent = client_with_token(&server, &server.service_account_token(&ns, &sa)).await?;
+    let nodes: Api<Node> = Api::all(agent.clone());
+
+    // Granted: list, watch and patch Nodes, create events.k8s.io Events.
+    assert_eq!(nodes.list(&ListParams::default()).await?.items.len(), 1);
+    let mut w = pin!(nodes.watch(&WatchParams::default(), "0").await?);
+    assert!(matches!(
+        next_event(&mut w, Duration::from_secs(5)).await?,
+        WatchEvent::Added(_)
+    ));
+    let patch = json!({"metadata": {"annotations": {"weft.dev/x": "1"}}});
+    nodes
+        .patch("rbac-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(agent.clone(), "default");
+    let ev: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "rbac-ev"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "weft.dev/agent", "reportingInstance": "n", "action": "Test",
+        "reason": "Test", "type": "Normal"
+    }))?;
+    events.create(&PostParams::default(), &ev).await?;
+    assert!(server.forbidden_requests().is_empty());
+
+    // Not granted: get (only list/watch), delete, update, the status subresource, Pods,
+    // core/v1 Events; each a 403 Forbidden Status naming the user.
+    let user = format!("system:serviceaccount:{ns}:{sa}");
+    let forbidden = |r: Result<(), kube::Error>, what: &str| -> Result<()> {
+        let e = r.err().with_context(|| format!("{what} must be refused"))?;
+        let kube::Error::Api(s) = &e else {
+            bail!("{what}: {e}");
+        };
+        assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"), "{what}");
+        assert!(s.message.contains(&user), "{what}: {}", s.message);
+        Ok(())
+    };
+    forbidden(nodes.get("rbac-1").await.map(|_| ()), "get node")?;
+    forbidden(
+        nodes
+            .delete("rbac-1", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "delete node",
+    )?;
+    let n = admin_nodes.get("rbac-1").await?;
+    forbidden(
+        nodes
+            .replace("rbac-1", &PostParams::default(), &n)
+            .await
+            .map(|_| ()),
+        "update node",
+    )?;
+    forbidden(
+        nodes
+            .patch_status("rbac-1", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+        "patch node status",
+    )?;
+    let pods: Api<Pod> = Api::all(agent.clone());
+    forbidden(
+        pods.list(&ListParams::default()).await.map(|_| ()),
+        "list pods",
+    )?;
+    let core_events: Api<Event> = Api::namespaced(agent, "default");
+    forbidden(
+        core_events.list(&ListParams::default()).await.map(|_| ()),
+        "list core events",
+    )?;
+    assert_eq!(server.forbidden_requests().len(), 6);
+
+    // Another ServiceAccount gets nothing but discovery; an unknown token is 401.
+    let other = client_with_token(&server, &server.service_account_token("default", &sa)).await?;
+    let other_nodes: Api<Node> = Api::all(other.clone());
+    assert_eq!(
+        other_nodes
+            .list(&ListParams::default())
+            .await
+            .err()
+            .as_ref()
+            .and_then(api_code),
+        Some((403, "Forbidden".to_string()))
+    );
+    other.apiserver_version().await?;
+    let stranger: Api<Node> = Api::all(client_with_token(&server, "not-a-token").await?);
+    assert_eq!(
+        stranger
+            .list(&ListParams::default())
+            .await
+            .err()
+            .as_ref()
+            .and_then(api_code),
+        Some((401, "Unauthorized".to_string()))
+    );
+    Ok(())
+}

@@ -44,6 +44,9 @@ fn cross_node(tunnel: &str, pod_mtu: u32) -> Result<()> {
     for node in [n1, n2] {
         check_mtus(node, pod_mtu)?;
     }
+    // The agents ran as the DaemonSet's ServiceAccount under weft.yml's RBAC: nothing refused.
+    let refused = cluster.api.forbidden_requests();
+    ensure!(refused.is_empty(), "requests refused by RBAC: {refused:?}");
     Ok(())
 }
 

@@ -104,3 +104,171 @@ fn noencap_cross_node() -> Result<()> {
     );
     Ok(())
 }
+
+mod ops_support;
+
+/// The `kubernetes` section of `weftctl get agentinfo` of the agent reading `config`.
+fn kube_status(config: &std::path::Path) -> Result<serde_json::Value> {
+    let ctl = ops_support::Ctl::new(config)?;
+    let info = ctl.expect(0, &["get", "agentinfo", "-o", "json"])?.json()?;
+    Ok(info["sections"]["kubernetes"].clone())
+}
+
+/// A metric sample of the agent in namespace `ns` (metrics on 127.0.0.1:9476).
+fn metric(ns: &str, name: &str) -> Result<f64> {
+    let samples = ops_support::scrape(ns, "127.0.0.1:9476")?.samples;
+    samples
+        .get(name)
+        .copied()
+        .with_context(|| format!("no {name} in {samples:?}"))
+}
+
+/// node-2's `weft.dev/uplink-mac` annotation as the API server stores it.
+fn uplink_mac_annotation(cluster: &Cluster, name: &str) -> Result<Option<String>> {
+    let node = cluster
+        .api
+        .get_node(name)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(node["metadata"]["annotations"]["weft.dev/uplink-mac"]
+        .as_str()
+        .map(str::to_string))
+}
+
+fn peer_flow_to(node: &ClusterNode, mac: &str) -> Result<bool> {
+    Ok(node
+        .flows_of_category(PEER)?
+        .iter()
+        .any(|f| f.contains(&format!("set_field:{mac}->eth_dst"))))
+}
+
+#[test]
+fn noencap_node_annotations_are_reconciled_and_health_is_honest() -> Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions {
+        mode: "noEncap".into(),
+        extra_config: "metricsBindAddress: 127.0.0.1:9476\n".into(),
+        ..ClusterOptions::encap(2, "geneve")
+    })?;
+    let (n2_name, n2_ns, n2_config) = {
+        let n2 = cluster.node(2)?;
+        (n2.name.clone(), n2.netns().to_string(), n2.config.clone())
+    };
+    let mac2 = link_mac(&n2_ns, UPLINK)?;
+    let restored = |cluster: &Cluster, what: &str, timeout: Duration| -> Result<()> {
+        eventually(what, timeout, || {
+            Ok(uplink_mac_annotation(cluster, &n2_name)?.as_deref() == Some(mac2.as_str()))
+        })
+        .with_context(|| cluster.agent_logs())
+    };
+    restored(&cluster, "node-2's uplink mac on its node", WAIT)?;
+    let n1 = cluster.node(1)?;
+    eventually("node-1's peer flows to node-2", WAIT, || {
+        peer_flow_to(n1, &mac2)
+    })
+    .with_context(|| cluster.agent_logs())?;
+    let (a, _) = n1.add_pod("a")?;
+    let (_b, b_ip) = cluster.node(2)?.add_pod("b")?;
+    ping(&a.netns, b_ip).with_context(|| cluster.agent_logs())?;
+    let status = kube_status(&n2_config)?;
+    ensure!(
+        status["apiServer"] == "connected" && status["annotationsInSync"] == true,
+        "{status}"
+    );
+    let published = status["annotationsPublishedUnix"]
+        .as_u64()
+        .context("annotationsPublishedUnix")?;
+    ensure!(metric(&n2_ns, "weft_kube_connected")? == 1.0);
+    ensure!(metric(&n2_ns, "weft_node_annotations_in_sync")? == 1.0);
+
+    // A user removes the annotations: node-2's agent writes them back (on the watch event, well
+    // before the 30 s resync), and node-1 keeps its peer flows.
+    let patch = |cluster: &Cluster, annotations: serde_json::Value| -> Result<()> {
+        cluster
+            .api
+            .patch_node(
+                &n2_name,
+                serde_json::json!({"metadata": {"annotations": annotations}}),
+            )
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    patch(
+        &cluster,
+        serde_json::json!({"weft.dev/uplink-mac": null, "weft.dev/transport-address": null}),
+    )?;
+    restored(
+        &cluster,
+        "node-2's annotations restored",
+        Duration::from_secs(5),
+    )?;
+    // A user edits one to a wrong value: restored too.
+    patch(
+        &cluster,
+        serde_json::json!({"weft.dev/uplink-mac": "02:00:00:00:00:01"}),
+    )?;
+    restored(
+        &cluster,
+        "node-2's edited annotation restored",
+        Duration::from_secs(5),
+    )?;
+    let n1 = cluster.node(1)?;
+    eventually("node-1's peer flows to node-2 again", WAIT, || {
+        peer_flow_to(n1, &mac2)
+    })
+    .with_context(|| cluster.agent_logs())?;
+    ping(&a.netns, b_ip).context("pod a -> pod b after the annotations came back")?;
+    ensure!(
+        cluster
+            .node(2)?
+            .agent_log()
+            .contains("node annotations restored"),
+        "{}",
+        cluster.agent_logs()
+    );
+
+    // The API server goes away: the agents say so (agentinfo, metrics) and stay ready; an
+    // annotation lost meanwhile (a restore from an old backup) comes back after it returns.
+    cluster.api.stop();
+    eventually("node-2 to report the API server disconnected", WAIT, || {
+        Ok(kube_status(&n2_config)?["apiServer"] == "disconnected")
+    })
+    .with_context(|| cluster.agent_logs())?;
+    ensure!(metric(&n2_ns, "weft_kube_connected")? == 0.0);
+    ensure!(
+        metric(&n2_ns, "weft_ready")? == 1.0,
+        "the agent stays ready"
+    );
+    ping(&a.netns, b_ip).context("pod traffic while the API server is down")?;
+    // Long enough for several watch retries.
+    std::thread::sleep(Duration::from_secs(5));
+    patch(&cluster, serde_json::json!({"weft.dev/uplink-mac": null}))?;
+    cluster.api.restart()?;
+    restored(
+        &cluster,
+        "node-2's annotation back after the restore",
+        Duration::from_secs(20),
+    )?;
+    eventually("node-2 connected again", WAIT, || {
+        let s = kube_status(&n2_config)?;
+        Ok(s["apiServer"] == "connected" && s["annotationsInSync"] == true)
+    })
+    .with_context(|| cluster.agent_logs())?;
+    let status = kube_status(&n2_config)?;
+    ensure!(
+        status["annotationsPublishedUnix"].as_u64() >= Some(published)
+            && status["annotationPublishes"].as_u64() >= Some(4),
+        "{status}"
+    );
+    ensure!(metric(&n2_ns, "weft_kube_request_failures_total")? >= 1.0);
+    // Repeated failures were logged with backoff, not on every attempt (each of the two
+    // watches: the first failure, and a change of error message at most).
+    let log = cluster.node(2)?.agent_log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("node watch failed") && l.contains("WARN"))
+        .count();
+    ensure!(warnings <= 4, "{warnings} watch failure warnings:\n{log}");
+    ping(&a.netns, b_ip).context("pod a -> pod b at the end")?;
+    let refused = cluster.api.forbidden_requests();
+    ensure!(refused.is_empty(), "requests refused by RBAC: {refused:?}");
+    Ok(())
+}

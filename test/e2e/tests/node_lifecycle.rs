@@ -210,5 +210,8 @@ fn agent_restart_between_add_and_del_keeps_pods_and_del_cleans_up() -> Result<()
     for pod in first.iter().chain(&second) {
         node.del(pod)?;
     }
+    // The agent ran as the DaemonSet's ServiceAccount under weft.yml's RBAC: nothing refused.
+    let refused = node.api.forbidden_requests();
+    ensure!(refused.is_empty(), "requests refused by RBAC: {refused:?}");
     assert_clean(&node)
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::patch::PatchType;
+use super::rbac::Attributes;
 use super::selector::Selectors;
 use super::store::{find_resource, ApiError, Change, ChangeType, ResourceId, Scope, RESOURCES};
 use super::Shared;
@@ -64,11 +65,61 @@ pub async fn handle(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    let response = match route(&segments) {
+    let route = route(&segments);
+    let attrs = attributes(route.as_ref(), req.method(), req.uri().path(), &query);
+    if let Err(e) = shared.authorize(req.headers(), &attrs) {
+        return Ok(error_response(&e));
+    }
+    let response = match route {
         None => Err(not_served()),
         Some(route) => serve(shared, req, route, query).await,
     };
     Ok(response.unwrap_or_else(|e| error_response(&e)))
+}
+
+/// The request in the authorizer's terms (the verb as the real server derives it).
+fn attributes(
+    route: Option<&Route>,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> Attributes {
+    let Some(Route::Objects(t)) = route else {
+        return Attributes::NonResource {
+            verb: method.as_str().to_lowercase(),
+            path: path.to_string(),
+        };
+    };
+    let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
+    let verb = match (method, t.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        (m, _) => {
+            return Attributes::NonResource {
+                verb: m.as_str().to_lowercase(),
+                path: path.to_string(),
+            }
+        }
+    };
+    let r = &RESOURCES[t.res];
+    Attributes::Resource {
+        verb: verb.to_string(),
+        group: r.group.to_string(),
+        resource: r.plural.to_string(),
+        subresource: if t.status {
+            "status".into()
+        } else {
+            String::new()
+        },
+        namespace: t.namespace.clone().unwrap_or_default(),
+        name: t.name.clone().unwrap_or_default(),
+    }
 }
 
 fn not_served() -> ApiError {

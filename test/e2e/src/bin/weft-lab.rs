@@ -19,7 +19,7 @@ use weft_e2e::node::{Node, NodeOptions, Pod, BRIDGE, NODE_IP4, NODE_IP6};
 
 const USAGE: &str = "usage: weft-lab up --state FILE [--pods-per-node N] \
      [--ip-family ipv4|ipv6|dual] [--nodes N] [--mode encap|noEncap] [--tunnel geneve|vxlan|gre] \
-     [--runtime plugin|containerd]";
+     [--runtime plugin|containerd|image]";
 
 struct Args {
     state: PathBuf,
@@ -90,9 +90,9 @@ fn parse_args() -> Result<Args> {
             parsed.tunnel
         );
     }
-    if !["plugin", "containerd"].contains(&parsed.runtime.as_str()) {
+    if !["plugin", "containerd", "image"].contains(&parsed.runtime.as_str()) {
         bail!(
-            "--runtime {:?}: expected plugin or containerd",
+            "--runtime {:?}: expected plugin, containerd or image",
             parsed.runtime
         );
     }
@@ -102,6 +102,9 @@ fn parse_args() -> Result<Args> {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let multi = args.nodes > 1 || args.mode != "encap" || args.tunnel != "geneve";
+    if args.runtime == "image" {
+        return image_lab(&args);
+    }
     if args.runtime == "containerd" {
         if multi {
             bail!("--runtime containerd: the multi-node lab runs plugin pods only (for now)");
@@ -245,6 +248,89 @@ fn multi_node(args: &Args) -> Result<()> {
     for (index, pod, _) in &pods {
         if let Ok(node) = cluster.node(*index) {
             if let Err(err) = node.plugin("DEL", &pod.call()) {
+                eprintln!("DEL {}: {err:#}", pod.name);
+            }
+        }
+    }
+    drop(pods);
+    drop(cluster);
+    let _ = std::fs::remove_file(&args.state);
+    println!("lab is down");
+    Ok(())
+}
+
+/// The lab from the image and the manifest (`build/lab up --image`): the Weft image built by
+/// `build/image` from the binaries next to this one, and the DaemonSet of build/yamls/weft.yml
+/// run on each node through podman as the kubelet would ([`weft_e2e::daemonset`]); pods wired by
+/// the plugin install-cni put on the node. IPv4, encap (the manifest's ConfigMap, netdev).
+fn image_lab(args: &Args) -> Result<()> {
+    use weft_e2e::daemonset::{DaemonSetCluster, Scratch};
+    if args.mode != "encap" || args.tunnel != "geneve" {
+        bail!("--image runs the manifest's ConfigMap as is (encap, geneve)");
+    }
+    let mut signals = Signals::install()?;
+    let bins = weft_e2e::node::Binaries::locate()?;
+    let dir = bins
+        .agent
+        .parent()
+        .context("no directory for the agent binary")?
+        .to_path_buf();
+    let scratch = Scratch::new()?;
+    println!(
+        "== building the image (build/image --bins {})",
+        dir.display()
+    );
+    let (image, _) = scratch.engine.build_weft_image(&dir, "lab")?;
+    let cluster = DaemonSetCluster::start(scratch, args.nodes, &image)?;
+    println!(
+        "== cluster: {} nodes running the DaemonSet of build/yamls/weft.yml from {image}",
+        args.nodes
+    );
+    let mut pods = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        println!(
+            "node {} ip {} podCIDR {} (netns {}, hostPaths under {})",
+            node.node.name,
+            node.node.ip,
+            node.pod_cidr,
+            node.node.netns,
+            node.node.root.display()
+        );
+        for p in 1..=args.pods {
+            let name = format!("n{}-pod-{p}", i + 1);
+            let (pod, ip) = node.add_pod(&name).with_context(|| format!("ADD {name}"))?;
+            pods.push((i + 1, pod, ip));
+        }
+    }
+    println!("== pods");
+    for (node, pod, ip) in &pods {
+        println!("{:<10} node {node} netns {:<24} {ip}", pod.name, pod.netns);
+    }
+    print!("{}", pod_matrix(&pods));
+    let first = cluster.node(1)?;
+    let state = json!({
+        "pid": std::process::id(),
+        "node": cluster.nodes.iter().map(|n| n.node.name.clone()).collect::<Vec<_>>().join(","),
+        "netns": first.node.netns,
+        "rundir": first.node.host_path("/var/run/openvswitch"),
+        "pods": pods.iter().map(|(_, p, ip)| json!({
+            "name": p.name, "netns": p.netns, "ips": [ip],
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&args.state, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("cannot write {}", args.state.display()))?;
+    println!("lab is up (state: {})", args.state.display());
+    let (_, result) = switch_files(&args.state);
+    while let Event::SwitchMode = signals.next() {
+        write_result(
+            &result,
+            "error\nswitch-mode is not supported by the --image lab\n",
+        )?;
+    }
+    println!("== taking the lab down");
+    for (index, pod, _) in &pods {
+        if let Ok(node) = cluster.node(*index) {
+            if let Err(err) = node.del_pod(pod) {
                 eprintln!("DEL {}: {err:#}", pod.name);
             }
         }
