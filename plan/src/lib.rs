@@ -17,6 +17,7 @@ pub mod mtu;
 pub mod names;
 pub mod peers;
 pub mod pod;
+pub mod policy;
 pub mod record;
 pub mod transport;
 pub mod tunnel;

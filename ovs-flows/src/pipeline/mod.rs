@@ -18,6 +18,7 @@ mod forwarding;
 mod nd;
 pub mod noencap;
 mod peer;
+pub mod policy;
 pub mod regs;
 mod spoofguard;
 mod table;
