@@ -141,6 +141,11 @@ pub struct AgentConfig {
     /// Period of the host-state reconciler's full resync (routes, rules, neighbours, sysctls,
     /// links), the backstop behind its netlink events: a duration like `30s`, `500ms`, `2m`.
     pub host_resync_interval: String,
+    /// NetworkPolicy: how long CNI ADD waits for a new pod's policy to be realized (its Pod
+    /// object seen, its policy flows installed) before answering anyway. The pod stays isolated
+    /// (fail closed) until its policy is realized, however long that takes; past this wait the
+    /// agent logs it and counts it in `weft_policy_pod_object_late_total`. A duration like `10s`.
+    pub network_policy_pod_wait: String,
 }
 
 /// The `trafficEncapMode` key.
@@ -198,6 +203,7 @@ impl Default for AgentConfig {
             reconcile_pod_mtu: false,
             no_snat: false,
             host_resync_interval: "30s".into(),
+            network_policy_pod_wait: "10s".into(),
         }
     }
 }
@@ -407,6 +413,13 @@ impl AgentConfig {
                 "must be a duration of at least 1s, like 30s, 1500ms or 2m",
             ),
         }
+        if parse_duration(&self.network_policy_pod_wait).is_none() {
+            problem(
+                "networkPolicyPodWait",
+                &self.network_policy_pod_wait,
+                "must be a duration, like 10s, 1500ms or 1m",
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -447,6 +460,11 @@ impl AgentConfig {
     /// The bridge's OpenFlow management socket inside the OVS run directory.
     pub fn bridge_mgmt_socket(&self) -> PathBuf {
         self.ovs_run_dir.join(format!("{}.mgmt", self.ovs_bridge))
+    }
+
+    /// `networkPolicyPodWait` as a duration (10 s if it does not parse; validation rejects that).
+    pub fn network_policy_pod_wait(&self) -> std::time::Duration {
+        parse_duration(&self.network_policy_pod_wait).unwrap_or(std::time::Duration::from_secs(10))
     }
 
     /// `hostResyncInterval` as a duration (30 s if it does not parse; validation rejects that).

@@ -385,12 +385,14 @@ impl crate::flows::FlowObserver for Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Appends a family's HELP and TYPE lines.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+/// Appends a histogram's buckets, sum and count with `labels` (`k="v"`, or empty).
+pub fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
     let mut cumulative = 0;
     for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
         cumulative += count;

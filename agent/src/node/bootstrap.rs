@@ -582,6 +582,16 @@ pub async fn bootstrap(
     .await;
     uplink.pods = pods;
     uplink.fixed = fixed;
+    // The NetworkPolicy realized by the previous run goes into this round's first bundle: no
+    // isolated pod is open while the old round is deleted and the view is listed again.
+    if let Some(policy) = super::policy::load_saved(&config.data_dir) {
+        tracing::info!(
+            rules = policy.rules.len(),
+            held = policy.unknown.len(),
+            "networkpolicy of the previous run preset"
+        );
+        flows.preset_policy(policy);
+    }
     let rejected = flows.install_all(network.local_pods()).await?;
     for (pod, reason) in rejected {
         tracing::warn!(pod = %pod.key(), ofport = pod.ofport, %reason, "pod left without flows");
