@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod client;
 pub mod host;
 pub mod mtu;
+pub mod netpol;
 pub mod redact;
 pub mod trace;
 pub mod types;
@@ -758,6 +759,11 @@ pub fn rpc_module(state: &Arc<ApiState>) -> RpcModule<Arc<ApiState>> {
         &mut module,
         method::TRACE_PACKET,
         |s, req: TraceRequest| async move { s.trace_packet(&req).await },
+    );
+    register(
+        &mut module,
+        method::NETWORK_POLICIES,
+        |s, _: IgnoredAny| async move { s.network_policies().await },
     );
     register(
         &mut module,

@@ -26,6 +26,8 @@ pub mod method {
     pub const TRACE_PACKET: &str = "trace_packet";
     /// [`super::SupportBundle`].
     pub const SUPPORT_BUNDLE: &str = "support_bundle";
+    /// [`crate::api::netpol::PolicyReport`].
+    pub const NETWORK_POLICIES: &str = "network_policies";
 }
 
 /// JSON-RPC error codes of the agent API (positive, like the CNI server's).

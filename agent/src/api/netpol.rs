@@ -1,0 +1,349 @@
+//! `network_policies`: the NetworkPolicy realized on this node (`weftctl get networkpolicy`):
+//! every policy selecting a local pod, its compiled rules with their peers, ports, applied-to
+//! pods, flow counts and counters read back from the flow stats, the pods held (no Pod object
+//! yet) and the drops per direction.
+//!
+//! A rule's flows are the policy flows whose cookie object is the rule's id. Its `sessions` are
+//! the packets of the flows that decide on it (`conj_id=ID`: only a connection's first packet
+//! goes through the policy tables), its packets and bytes those of its other non-conjunction
+//! flows (per-rule accounting of established traffic, when the pipeline has it), else the
+//! sessions' packets.
+
+use std::collections::BTreeMap;
+
+use ovs_flows::ofp::FlowStatsRequest;
+use ovs_flows::pipeline::{Category, Cookie, CookieFilter};
+use serde::{Deserialize, Serialize};
+use weft_plan::policy::{CompiledPolicy, CompiledRule};
+
+use super::{ApiError, ApiState};
+
+/// The report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyReport {
+    /// Policies selecting at least one local pod.
+    pub policies: Vec<PolicyEntry>,
+    /// Local pods held (isolated both ways) until their Pod object is seen.
+    pub held: Vec<String>,
+    /// Local pods isolated for ingress.
+    pub isolated_ingress: Vec<String>,
+    /// Local pods isolated for egress.
+    pub isolated_egress: Vec<String>,
+    /// Policy flows installed (all rules, isolation and holds).
+    pub flows: usize,
+    /// Packets and bytes dropped by policy, per direction.
+    pub drops: Vec<DropCounter>,
+}
+
+/// One policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyEntry {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Local pods it selects (`namespace/name`).
+    pub applied_to: Vec<String>,
+    /// Its compiled rules.
+    pub rules: Vec<RuleEntry>,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleEntry {
+    /// Rule id (conjunction id, cookie object).
+    pub id: u32,
+    /// `ingress` / `egress`.
+    pub direction: String,
+    /// Index in the policy's `spec.ingress` / `spec.egress`.
+    pub index: usize,
+    /// Peer prefixes.
+    pub peers: Vec<String>,
+    /// Ports (`TCP/80`, `UDP/1000-2000`; empty: all).
+    pub ports: Vec<String>,
+    /// Local pods it applies to.
+    pub applied_to: Vec<String>,
+    /// Flows installed for it.
+    pub flows: usize,
+    /// Connections it allowed.
+    pub sessions: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Drops of one direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DropCounter {
+    /// `ingress` / `egress`.
+    pub direction: String,
+    /// Packets dropped.
+    pub packets: u64,
+    /// Bytes dropped.
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    flows: usize,
+    sessions: u64,
+    packets: u64,
+    bytes: u64,
+    other_packets: bool,
+}
+
+impl ApiState {
+    /// `network_policies`.
+    pub async fn network_policies(&self) -> Result<PolicyReport, ApiError> {
+        let node = self.node("networkpolicy")?;
+        let policy = node.flows.installed_policy();
+        let names: BTreeMap<u32, String> = node
+            .flows
+            .policy_pods()
+            .into_iter()
+            .map(|p| (p.ofport, format!("{}/{}", p.namespace, p.name)))
+            .collect();
+        let filter = CookieFilter::category(Category::Policy);
+        let entries = node
+            .flows
+            .dump(&FlowStatsRequest {
+                cookie: filter.cookie,
+                cookie_mask: filter.mask,
+                ..FlowStatsRequest::default()
+            })
+            .await
+            .map_err(|e| ApiError::Failed(e.to_string()))?;
+        let mut counters: BTreeMap<u64, Counters> = BTreeMap::new();
+        let mut drops: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+        for entry in &entries {
+            let Some(cookie) = Cookie::from_u64(entry.flow.cookie) else {
+                continue;
+            };
+            let packets = entry.stats.packet_count.unwrap_or(0);
+            let bytes = entry.stats.byte_count.unwrap_or(0);
+            if entry.flow.actions.is_empty() {
+                if let Some(direction) = crate::node::policy::direction_of_table(entry.flow.table) {
+                    let slot = drops.entry(direction).or_default();
+                    slot.0 += packets;
+                    slot.1 += bytes;
+                }
+            }
+            let c = counters.entry(cookie.object).or_default();
+            c.flows += 1;
+            let text = entry.flow.to_string();
+            if text.contains("conj_id=") {
+                c.sessions += packets;
+            } else if !text.contains("conjunction(") && !entry.flow.actions.is_empty() {
+                c.other_packets = true;
+                c.packets += packets;
+                c.bytes += bytes;
+            }
+        }
+        Ok(report(&policy, &names, &counters, drops, entries.len()))
+    }
+}
+
+fn report(
+    policy: &CompiledPolicy,
+    names: &BTreeMap<u32, String>,
+    counters: &BTreeMap<u64, Counters>,
+    drops: BTreeMap<&'static str, (u64, u64)>,
+    flows: usize,
+) -> PolicyReport {
+    let pods = |ports: &mut dyn Iterator<Item = &u32>| -> Vec<String> {
+        ports
+            .map(|p| {
+                names
+                    .get(p)
+                    .cloned()
+                    .unwrap_or_else(|| format!("ofport {p}"))
+            })
+            .collect()
+    };
+    let rule_entry = |rule: &CompiledRule| {
+        let c = counters.get(&u64::from(rule.id));
+        RuleEntry {
+            id: rule.id,
+            direction: rule.direction().name().to_string(),
+            index: rule.key.index,
+            peers: rule.peers.iter().map(ToString::to_string).collect(),
+            ports: rule
+                .ports
+                .iter()
+                .map(|p| {
+                    if p.start == p.end {
+                        format!("{}/{}", p.protocol, p.start)
+                    } else {
+                        format!("{}/{}-{}", p.protocol, p.start, p.end)
+                    }
+                })
+                .collect(),
+            applied_to: pods(&mut rule.applied_to.iter()),
+            flows: c.map_or(0, |c| c.flows),
+            sessions: c.map_or(0, |c| c.sessions),
+            packets: c.map_or(0, |c| {
+                if c.other_packets {
+                    c.packets
+                } else {
+                    c.sessions
+                }
+            }),
+            bytes: c.map_or(0, |c| c.bytes),
+        }
+    };
+    let policies = policy
+        .applied
+        .iter()
+        .map(|(key, applied)| {
+            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+            PolicyEntry {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                applied_to: pods(&mut applied.iter()),
+                rules: policy
+                    .rules
+                    .values()
+                    .filter(|r| r.key.namespace == namespace && r.key.name == name)
+                    .map(rule_entry)
+                    .collect(),
+            }
+        })
+        .collect();
+    PolicyReport {
+        policies,
+        held: pods(&mut policy.unknown.iter()),
+        isolated_ingress: pods(&mut policy.isolated_ingress.iter()),
+        isolated_egress: pods(&mut policy.isolated_egress.iter()),
+        flows,
+        drops: drops
+            .into_iter()
+            .map(|(direction, (packets, bytes))| DropCounter {
+                direction: direction.to_string(),
+                packets,
+                bytes,
+            })
+            .collect(),
+    }
+}
+
+/// `weftctl get networkpolicy` as a table.
+pub fn table(report: &PolicyReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if report.policies.is_empty() {
+        out.push_str("No NetworkPolicy selects a pod of this node.\n");
+    }
+    for p in &report.policies {
+        let _ = writeln!(
+            out,
+            "{}/{}  applied to: {}",
+            p.namespace,
+            p.name,
+            p.applied_to.join(", ")
+        );
+        for r in &p.rules {
+            let _ = writeln!(
+                out,
+                "  {} rule {} (id {:#x}): peers [{}] ports [{}] pods [{}] flows {} sessions {} packets {} bytes {}",
+                r.direction,
+                r.index,
+                r.id,
+                r.peers.join(", "),
+                if r.ports.is_empty() { "all".to_string() } else { r.ports.join(", ") },
+                r.applied_to.join(", "),
+                r.flows,
+                r.sessions,
+                r.packets,
+                r.bytes
+            );
+        }
+        if p.rules.is_empty() {
+            out.push_str("  (no rule: everything it isolates is denied)\n");
+        }
+    }
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let _ = writeln!(out, "isolated ingress: {}", list(&report.isolated_ingress));
+    let _ = writeln!(out, "isolated egress: {}", list(&report.isolated_egress));
+    let _ = writeln!(out, "held (no Pod object yet): {}", list(&report.held));
+    let _ = write!(out, "policy flows: {}", report.flows);
+    for d in &report.drops {
+        let _ = write!(
+            out,
+            "  dropped {}: {} packets {} bytes",
+            d.direction, d.packets, d.bytes
+        );
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use weft_plan::policy::{Direction, PortRange, Protocol, RuleKey};
+
+    #[test]
+    fn report_names_pods_and_sums_rule_counters() {
+        let mut policy = CompiledPolicy::default();
+        policy.rules.insert(
+            9,
+            CompiledRule {
+                id: 9,
+                key: RuleKey {
+                    namespace: "x".into(),
+                    name: "allow".into(),
+                    direction: Direction::Ingress,
+                    index: 0,
+                },
+                peers: BTreeSet::from(["10.0.0.0/24".parse().unwrap()]),
+                ports: vec![PortRange {
+                    protocol: Protocol::Tcp,
+                    start: 80,
+                    end: 81,
+                }],
+                applied_to: BTreeSet::from([3]),
+            },
+        );
+        policy.applied.insert("x/allow".into(), BTreeSet::from([3]));
+        policy.isolated_ingress.insert(3);
+        policy.unknown.insert(4);
+        let names = BTreeMap::from([(3, "x/a".to_string())]);
+        let counters = BTreeMap::from([(
+            9,
+            Counters {
+                flows: 4,
+                sessions: 2,
+                packets: 0,
+                bytes: 0,
+                other_packets: false,
+            },
+        )]);
+        let drops = BTreeMap::from([("ingress", (5, 300))]);
+        let r = report(&policy, &names, &counters, drops, 11);
+        assert_eq!(r.policies.len(), 1);
+        assert_eq!(r.policies[0].applied_to, ["x/a"]);
+        let rule = &r.policies[0].rules[0];
+        assert_eq!(rule.ports, ["TCP/80-81"]);
+        assert_eq!(rule.peers, ["10.0.0.0/24"]);
+        assert_eq!((rule.flows, rule.sessions, rule.packets), (4, 2, 2));
+        assert_eq!(r.held, ["ofport 4"]);
+        let text = table(&r);
+        assert!(text.contains("x/allow  applied to: x/a"), "{text}");
+        assert!(
+            text.contains("dropped ingress: 5 packets 300 bytes"),
+            "{text}"
+        );
+    }
+}
