@@ -20,6 +20,7 @@ const NXAST_RESUBMIT_TABLE: u16 = 14;
 const NXAST_OUTPUT_REG: u16 = 15;
 const NXAST_LEARN: u16 = 16;
 const NXAST_CONTROLLER: u16 = 20;
+const NXAST_CONJUNCTION: u16 = 34;
 const NXAST_CT: u16 = 35;
 const NXAST_NAT: u16 = 36;
 const NXAST_CONTROLLER2: u16 = 37;
@@ -115,6 +116,18 @@ pub(crate) fn encode(a: &Action, out: &mut Vec<u8>) {
         }
         Action::Ct(ct) => encode_ct(ct, out),
         Action::Learn(l) => encode_learn(l, out),
+        Action::Conjunction {
+            id,
+            clause,
+            n_clauses,
+        } => {
+            // struct nx_action_conjunction: clause (0-based), n_clauses, id.
+            let start = begin(out, NXAST_CONJUNCTION);
+            out.push(clause.saturating_sub(1));
+            out.push(*n_clauses);
+            put_u32(out, *id);
+            finish(out, start, 16);
+        }
         // Standard actions and instructions are encoded by the caller.
         _ => {}
     }
@@ -357,6 +370,22 @@ pub(crate) fn decode(body: &[u8], depth: usize) -> Result<Action, CodecError> {
             Action::CheckPktLarger {
                 pkt_len,
                 dst: subfield(field, ofs, 1)?,
+            }
+        }
+        NXAST_CONJUNCTION => {
+            let clause = b.u8()?;
+            let n_clauses = b.u8()?;
+            let id = b.u32()?;
+            if !(2..=64).contains(&n_clauses) || clause >= n_clauses {
+                return Err(CodecError::BadValue {
+                    what: "conjunction",
+                    detail: format!("clause {clause} of {n_clauses}"),
+                });
+            }
+            Action::Conjunction {
+                id,
+                clause: clause + 1,
+                n_clauses,
             }
         }
         NXAST_CT => Action::Ct(decode_ct(&mut b, depth)?),

@@ -67,6 +67,18 @@ pub enum Action {
         /// The one-bit destination.
         dst: SubField,
     },
+    /// One clause of a conjunctive match (`conjunction(ID,K/N)`, `clause` 1-based as printed):
+    /// the packet matched clause `clause` of the `n_clauses` of conjunction `id`; when every
+    /// clause matched, the flow matching `conj_id=ID` applies. A flow with this action has no
+    /// other actions (several conjunction actions are fine).
+    Conjunction {
+        /// The conjunction id (the `conj_id` the completing flow matches).
+        id: u32,
+        /// This clause, 1..=n_clauses.
+        clause: u8,
+        /// The number of clauses (2..=64).
+        n_clauses: u8,
+    },
     /// Instruction: write the metadata bits in `mask` (`write_metadata:0x5/0xff`).
     WriteMetadata {
         /// Value.
@@ -419,6 +431,11 @@ impl fmt::Display for Action {
             Action::CheckPktLarger { pkt_len, dst } => {
                 write!(f, "check_pkt_larger({pkt_len})->{dst}")
             }
+            Action::Conjunction {
+                id,
+                clause,
+                n_clauses,
+            } => write!(f, "conjunction({id},{clause}/{n_clauses})"),
             Action::WriteMetadata { value, mask } => {
                 write!(f, "write_metadata:{}", c_hex(u128::from(*value)))?;
                 if *mask != u64::MAX {

@@ -49,6 +49,12 @@ pub enum Field {
     UdpSrc,
     /// UDP destination port.
     UdpDst,
+    /// SCTP source port.
+    SctpSrc,
+    /// SCTP destination port.
+    SctpDst,
+    /// The conjunction id of a completed conjunctive match (`conj_id`, match only).
+    ConjId,
     /// ICMPv4 type.
     Icmpv4Type,
     /// ICMPv4 code.
@@ -126,12 +132,12 @@ impl Field {
         use Field::*;
         // Kept compact by hand: rustfmt would put one name per line.
         #[rustfmt::skip]
-        const FIXED: [Field; 40] = [
+        const FIXED: [Field; 43] = [
             InPort, InPortOxm, EthSrc, EthDst, EthType, VlanTci, IpProto, Ipv4Src, Ipv4Dst,
             Ipv6Src, Ipv6Dst, TcpSrc, TcpDst, UdpSrc, UdpDst, Icmpv4Type, Icmpv4Code, Icmpv6Type,
             Icmpv6Code, ArpOp, ArpSpa, ArpTpa, ArpSha, ArpTha, NdTarget, NdSll, NdTll, NdReserved,
             NdOptionsType, CtState, CtZone, CtMark, CtLabel, TunId, TunSrc, TunDst, TunIpv6Src,
-            TunIpv6Dst, Metadata, PktMark,
+            TunIpv6Dst, Metadata, PktMark, SctpSrc, SctpDst, ConjId,
         ];
         FIXED
             .into_iter()
@@ -159,6 +165,9 @@ impl Field {
             TcpDst => (B, 14, 2),
             UdpSrc => (B, 15, 2),
             UdpDst => (B, 16, 2),
+            SctpSrc => (B, 17, 2),
+            SctpDst => (B, 18, 2),
+            ConjId => (N1, 37, 4),
             Icmpv4Type => (B, 19, 1),
             Icmpv4Code => (B, 20, 1),
             ArpOp => (B, 21, 2),
@@ -260,6 +269,9 @@ impl Field {
             TcpDst => "tcp_dst",
             UdpSrc => "udp_src",
             UdpDst => "udp_dst",
+            SctpSrc => "sctp_src",
+            SctpDst => "sctp_dst",
+            ConjId => "conj_id",
             Icmpv4Type => "icmp_type",
             Icmpv4Code => "icmp_code",
             Icmpv6Type => "icmpv6_type",
@@ -310,6 +322,9 @@ impl Field {
             TcpDst => "NXM_OF_TCP_DST",
             UdpSrc => "NXM_OF_UDP_SRC",
             UdpDst => "NXM_OF_UDP_DST",
+            SctpSrc => "OXM_OF_SCTP_SRC",
+            SctpDst => "OXM_OF_SCTP_DST",
+            ConjId => "NXM_NX_CONJ_ID",
             Icmpv4Type => "NXM_OF_ICMP_TYPE",
             Icmpv4Code => "NXM_OF_ICMP_CODE",
             Icmpv6Type => "NXM_NX_ICMPV6_TYPE",
@@ -350,8 +365,9 @@ impl Field {
             EthSrc | EthDst | ArpSha | ArpTha | NdSll | NdTll => ValueFormat::Mac,
             Ipv4Src | Ipv4Dst | ArpSpa | ArpTpa | TunSrc | TunDst => ValueFormat::Ipv4,
             Ipv6Src | Ipv6Dst | NdTarget | TunIpv6Src | TunIpv6Dst => ValueFormat::Ipv6,
-            IpProto | TcpSrc | TcpDst | UdpSrc | UdpDst | Icmpv4Type | Icmpv4Code | Icmpv6Type
-            | Icmpv6Code | ArpOp | CtZone | NdReserved | NdOptionsType => ValueFormat::Decimal,
+            IpProto | TcpSrc | TcpDst | UdpSrc | UdpDst | SctpSrc | SctpDst | ConjId
+            | Icmpv4Type | Icmpv4Code | Icmpv6Type | Icmpv6Code | ArpOp | CtZone | NdReserved
+            | NdOptionsType => ValueFormat::Decimal,
             CtState => ValueFormat::CtState,
             EthType | VlanTci | CtMark | CtLabel | Reg(_) | Xreg(_) | TunId | Metadata
             | PktMark => ValueFormat::Hex,

@@ -248,6 +248,26 @@ impl Match {
         self.field_masked(Field::Ipv6Dst, ip6(net.network()), ip6(net.netmask()))
     }
 
+    /// `sctp_dst` (`tp_dst` with `sctp`/`sctp6`).
+    pub fn sctp_dst(self, p: u16) -> Self {
+        self.field(Field::SctpDst, u128::from(p))
+    }
+
+    /// `sctp_dst` with a mask.
+    pub fn sctp_dst_masked(self, p: u16, mask: u16) -> Self {
+        self.field_masked(Field::SctpDst, u128::from(p), u128::from(mask))
+    }
+
+    /// `sctp6`.
+    pub fn sctp6(self) -> Self {
+        self.ipv6().ip_proto(132)
+    }
+
+    /// `conj_id=ID`: the packet completed conjunctive match `ID`.
+    pub fn conj_id(self, id: u32) -> Self {
+        self.field(Field::ConjId, u128::from(id))
+    }
+
     /// TCP source port (needs `tcp()`/`tcp6()`).
     pub fn tcp_src(self, p: u16) -> Self {
         self.field(Field::TcpSrc, u128::from(p))
@@ -503,6 +523,9 @@ impl fmt::Display for Match {
         if let Some((v, m)) = g(PktMark) {
             hex_masked(&mut s, "pkt_mark", v, m, PktMark.all_ones());
         }
+        if let Some((v, _)) = g(ConjId) {
+            let _ = write!(s, "conj_id={v},");
+        }
         if let Some((v, m)) = g(CtState) {
             let _ = write!(
                 s,
@@ -663,6 +686,8 @@ impl fmt::Display for Match {
             (UdpSrc, "tp_src"),
             (TcpDst, "tp_dst"),
             (UdpDst, "tp_dst"),
+            (SctpSrc, "tp_src"),
+            (SctpDst, "tp_dst"),
         ];
         for (field, name) in l4 {
             if let Some((v, m)) = g(field) {

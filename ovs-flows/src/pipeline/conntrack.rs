@@ -14,7 +14,10 @@
 //! ([`reply_to_gateway`]), the host undoes its NAT and sends them on to the client through the
 //! gateway, where they match the client's own (pod-origin) connection as replies.
 
-use super::regs::{SourceKind, CONNECTION_ORIGIN, CT_ORIGIN_MAC, CT_ZONE, ORIGIN_MAC};
+use super::regs::{
+    SourceKind, CONNECTION_ORIGIN, CT_EGRESS_RULE, CT_INGRESS_RULE, CT_ORIGIN_MAC, CT_ZONE,
+    EGRESS_RULE_ID, INGRESS_RULE_ID, ORIGIN_MAC,
+};
 use super::tables::{
     CONNTRACK_COMMIT, CONNTRACK_STATE, CONNTRACK_ZONE, L2_FORWARDING_CALC, L3_FORWARDING,
 };
@@ -96,6 +99,8 @@ pub(super) fn base(ctx: &Ctx<'_>) -> Vec<Flow> {
                 commit(vec![
                     Action::move_bits(super::regs::SOURCE_KIND.subfield(), CONNECTION_ORIGIN),
                     Action::move_bits(ORIGIN_MAC, CT_ORIGIN_MAC),
+                    Action::move_bits(EGRESS_RULE_ID.subfield(), CT_EGRESS_RULE),
+                    Action::move_bits(INGRESS_RULE_ID.subfield(), CT_INGRESS_RULE),
                 ]),
                 ctx.goto_next(&CONNTRACK_COMMIT),
             ],

@@ -306,6 +306,7 @@ pub fn base_flows(cfg: &NodeConfig) -> Vec<Flow> {
     flows.extend(nd::base(&ctx));
     flows.extend(forwarding::base(&ctx));
     flows.extend(conntrack::base(&ctx));
+    flows.extend(policy::base(&ctx));
     flows
 }
 

@@ -155,7 +155,7 @@ mod tests {
             [
                 "cookie=0x1040000000007, table=70, priority=200,ip,nw_dst=10.244.2.0/24 actions=set_field:52:54:00:00:00:10->eth_src,set_field:52:54:00:00:00:20->eth_dst,goto_table:71",
                 "cookie=0x1040000000007, table=70, priority=200,ipv6,ipv6_dst=fd00:10:244:2::/64 actions=set_field:52:54:00:00:00:10->eth_src,set_field:52:54:00:00:00:20->eth_dst,goto_table:71",
-                "cookie=0x1040000000007, table=80, priority=200,dl_dst=52:54:00:00:00:20 actions=set_field:0x8002->reg1,goto_table:100",
+                "cookie=0x1040000000007, table=80, priority=200,dl_dst=52:54:00:00:00:20 actions=set_field:0x8002->reg1,goto_table:90",
             ]
         );
     }

@@ -255,7 +255,7 @@ mod tests {
                 "cookie=0x2050000000000, table=20, priority=200,in_port=32768 \
                  actions=set_field:0x3/0xf->reg0,goto_table:40",
                 "cookie=0x2050000000000, table=80, priority=200,dl_dst=02:77:65:66:74:01 \
-                 actions=set_field:0x8000->reg1,goto_table:100",
+                 actions=set_field:0x8000->reg1,goto_table:90",
             ]
         );
     }

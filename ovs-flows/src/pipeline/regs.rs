@@ -8,7 +8,9 @@
 //! | `reg0[9..15]`   | reserved         | (later waves)      | single-bit marks (e.g. packet too big) |
 //! | `reg1`          | [`TARGET_OFPORT`]| L2ForwardingCalc   | the OpenFlow port the packet leaves by |
 //! | `reg1`          | [`ND_SCRATCH`]   | NeighborDiscovery  | an advertisement's flags and option type, copied into the packet (it leaves by `IN_PORT`, never reaching L2ForwardingCalc) |
-//! | `reg2`..`reg5`  | reserved         | (later waves)      | service/endpoint, policy conjunction ids |
+//! | `reg2`..`reg3`  | reserved         | (later waves)      | service/endpoint                     |
+//! | `reg4`          | [`EGRESS_RULE_ID`] | EgressRule       | the egress rule that allowed a new connection (0: none) |
+//! | `reg5`          | [`INGRESS_RULE_ID`] | IngressRule     | the ingress rule that allowed a new connection (0: none) |
 //! | `xreg3[0..47]`  | [`ORIGIN_MAC`]   | Classifier (uplink)| the source MAC a packet entered by the uplink with |
 //!
 //! Conntrack (one zone, [`CT_ZONE`], for all pod traffic):
@@ -18,7 +20,8 @@
 //! | `ct_mark[0..3]`    | [`CONNECTION_ORIGIN`] | ConntrackCommit | where the connection's first packet entered, a [`SourceKind`] value |
 //! | `ct_mark[4]`       | reserved              | (Service LB)    | the connection is load-balanced by the pipeline (kube-proxy replacement) |
 //! | `ct_mark[5]`       | reserved              | (NetworkPolicy) | the connection is allowed by policy |
-//! | `ct_label[0..63]`  | reserved              | (NetworkPolicy) | ingress / egress rule ids          |
+//! | `ct_label[0..31]`  | [`CT_EGRESS_RULE`]    | ConntrackCommit | the egress rule that allowed the connection (from [`EGRESS_RULE_ID`]) |
+//! | `ct_label[32..63]` | [`CT_INGRESS_RULE`]   | ConntrackCommit | the ingress rule that allowed the connection (from [`INGRESS_RULE_ID`]) |
 //! | `ct_label[64..111]`| [`CT_ORIGIN_MAC`]     | ConntrackCommit | the uplink-origin connection's peer MAC (replies go back to it) |
 //!
 //! Later waves add their fields here, never elsewhere, so two features can never reuse the
@@ -81,6 +84,38 @@ pub const TARGET_OFPORT: RegField = RegField {
     reg: 1,
     start: 0,
     end: 31,
+};
+
+/// `reg4`: the id of the egress NetworkPolicy rule that allowed a connection's first packet
+/// (loaded by its EgressRule `conj_id` flow; 0 when none had to), committed into
+/// [`CT_EGRESS_RULE`].
+pub const EGRESS_RULE_ID: RegField = RegField {
+    reg: 4,
+    start: 0,
+    end: 31,
+};
+
+/// `reg5`: the id of the ingress NetworkPolicy rule that allowed a connection's first packet,
+/// committed into [`CT_INGRESS_RULE`].
+pub const INGRESS_RULE_ID: RegField = RegField {
+    reg: 5,
+    start: 0,
+    end: 31,
+};
+
+/// `ct_label[0..31]`: the egress rule that allowed the connection (per-rule counters of
+/// established traffic match it).
+pub const CT_EGRESS_RULE: SubField = SubField {
+    field: Field::CtLabel,
+    ofs: 0,
+    n_bits: 32,
+};
+
+/// `ct_label[32..63]`: the ingress rule that allowed the connection.
+pub const CT_INGRESS_RULE: SubField = SubField {
+    field: Field::CtLabel,
+    ofs: 32,
+    n_bits: 32,
 };
 
 /// `xreg3[0..47]` (`OXM_OF_PKT_REG3`): the source MAC of a packet that entered by the uplink,
@@ -210,7 +245,13 @@ mod tests {
 
     #[test]
     fn allocations_do_not_overlap() {
-        let all = [SOURCE_KIND, ND_REPLY, TARGET_OFPORT];
+        let all = [
+            SOURCE_KIND,
+            ND_REPLY,
+            TARGET_OFPORT,
+            EGRESS_RULE_ID,
+            INGRESS_RULE_ID,
+        ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert!(

@@ -153,6 +153,12 @@ pub mod tables {
     pub const CONNTRACK_ZONE: TableDecl = decl("ConntrackZone", Stage::Conntrack, Miss::Next);
     /// Drops `+inv`; established and related packets skip the later pre-routing stages.
     pub const CONNTRACK_STATE: TableDecl = decl("ConntrackState", Stage::Conntrack, Miss::Next);
+    /// NetworkPolicy egress rules (conjunctive matches) for a connection's first packet: an
+    /// allowed packet skips [`EGRESS_DEFAULT`].
+    pub const EGRESS_RULE: TableDecl = decl("EgressRule", Stage::EgressSecurity, Miss::Next);
+    /// Drops what no egress rule allowed, for the local pods isolated for egress.
+    pub const EGRESS_DEFAULT: TableDecl =
+        decl("EgressDefaultRule", Stage::EgressSecurity, Miss::Next);
     /// Routing by destination IP: local pods, the gateway, peers (issue 4).
     pub const L3_FORWARDING: TableDecl = decl("L3Forwarding", Stage::Routing, Miss::Drop);
     /// Decrements the TTL / hop limit of routed packets.
@@ -160,15 +166,26 @@ pub mod tables {
     /// Target OpenFlow port by destination MAC into `reg1`.
     pub const L2_FORWARDING_CALC: TableDecl =
         decl("L2ForwardingCalc", Stage::Switching, Miss::Next);
+    /// NetworkPolicy ingress rules for a connection's first packet (established and related
+    /// packets pass): an allowed packet skips [`INGRESS_DEFAULT`].
+    pub const INGRESS_RULE: TableDecl = decl("IngressRule", Stage::IngressSecurity, Miss::Next);
+    /// Drops what no ingress rule allowed, for the local pods isolated for ingress.
+    pub const INGRESS_DEFAULT: TableDecl =
+        decl("IngressDefaultRule", Stage::IngressSecurity, Miss::Next);
     /// Commits new connections with their origin in `ct_mark` (and an uplink peer's MAC in
     /// `ct_label`).
     pub const CONNTRACK_COMMIT: TableDecl =
         decl("ConntrackCommit", Stage::ConntrackCommit, Miss::Next);
+    /// Per-rule counters of established traffic: the egress rule id in `ct_label[0..31]`.
+    pub const EGRESS_METRIC: TableDecl = decl("EgressMetric", Stage::ConntrackCommit, Miss::Next);
+    /// Per-rule counters of established traffic: the ingress rule id in `ct_label[32..63]`.
+    pub const INGRESS_METRIC: TableDecl = decl("IngressMetric", Stage::ConntrackCommit, Miss::Next);
     /// Outputs to the port in `reg1`.
     pub const OUTPUT: TableDecl = decl("Output", Stage::Output, Miss::Drop);
 
-    /// Every table declared today (wave 1 and the conntrack stages of issue 14).
-    pub const WAVE1: [TableDecl; 13] = [
+    /// Every table declared today (wave 1, the conntrack stages of issue 14, the
+    /// NetworkPolicy tables of issue 15).
+    pub const WAVE1: [TableDecl; 19] = [
         ROOT,
         ARP_SPOOF_GUARD,
         ARP_RESPONDER,
@@ -177,10 +194,16 @@ pub mod tables {
         NEIGHBOR_DISCOVERY,
         CONNTRACK_ZONE,
         CONNTRACK_STATE,
+        EGRESS_RULE,
+        EGRESS_DEFAULT,
         L3_FORWARDING,
         L3_DEC_TTL,
         L2_FORWARDING_CALC,
+        INGRESS_RULE,
+        INGRESS_DEFAULT,
         CONNTRACK_COMMIT,
+        EGRESS_METRIC,
+        INGRESS_METRIC,
         OUTPUT,
     ];
 }
@@ -277,16 +300,25 @@ mod tests {
                 ("NeighborDiscovery", 31),
                 ("ConntrackZone", 40),
                 ("ConntrackState", 41),
+                ("EgressRule", 60),
+                ("EgressDefaultRule", 61),
                 ("L3Forwarding", 70),
                 ("L3DecTTL", 71),
                 ("L2ForwardingCalc", 80),
+                ("IngressRule", 90),
+                ("IngressDefaultRule", 91),
                 ("ConntrackCommit", 100),
+                ("EgressMetric", 101),
+                ("IngressMetric", 102),
                 ("Output", 120),
             ]
         );
         assert_eq!(reg.next(&NEIGHBOR_DISCOVERY), Some(40));
-        assert_eq!(reg.next(&CONNTRACK_STATE), Some(70));
-        assert_eq!(reg.next(&L2_FORWARDING_CALC), Some(100));
+        assert_eq!(reg.next(&CONNTRACK_STATE), Some(60));
+        assert_eq!(reg.next(&EGRESS_DEFAULT), Some(70));
+        assert_eq!(reg.next(&L2_FORWARDING_CALC), Some(90));
+        assert_eq!(reg.next(&INGRESS_DEFAULT), Some(100));
+        assert_eq!(reg.next(&INGRESS_METRIC), Some(120));
         assert_eq!(reg.next(&OUTPUT), None);
         assert_eq!(&reg, Registry::wave1());
     }
@@ -297,16 +329,6 @@ mod tests {
             TableDecl {
                 name: "ServiceLB",
                 stage: Stage::ServiceLb,
-                miss: Miss::Next,
-            },
-            TableDecl {
-                name: "EgressRule",
-                stage: Stage::EgressSecurity,
-                miss: Miss::Next,
-            },
-            TableDecl {
-                name: "IngressRule",
-                stage: Stage::IngressSecurity,
                 miss: Miss::Next,
             },
             TableDecl {
@@ -334,13 +356,10 @@ mod tests {
             );
         }
         assert_eq!(full.number(&later[0]), 50);
-        assert_eq!(full.number(&later[1]), 60);
-        assert_eq!(full.number(&later[2]), 90);
-        assert_eq!(full.number(&later[3]), 110);
+        assert_eq!(full.number(&later[1]), 110);
         // Only the goto of the table before a filled stage changes.
         assert_eq!(full.next(&CONNTRACK_STATE), Some(50));
-        assert_eq!(full.next(&L2_FORWARDING_CALC), Some(90));
-        assert_eq!(full.next(&CONNTRACK_COMMIT), Some(110));
+        assert_eq!(full.next(&INGRESS_METRIC), Some(110));
         let numbers: Vec<u8> = full.tables().iter().map(|t| t.number).collect();
         assert!(
             numbers.windows(2).all(|w| w[0] < w[1]),

@@ -148,6 +148,13 @@ pub fn sample_matches() -> Vec<Match> {
         Match::new().metadata_masked(0x3, 0xff),
         Match::new().pkt_mark(7),
         Match::new().pkt_mark_masked(0x70, 0xf0),
+        // NetworkPolicy: conjunction ids, SCTP ports.
+        Match::new()
+            .conj_id(0x8000_0001)
+            .ct_state(ct_state::NEW | ct_state::TRK, 0)
+            .ip(),
+        Match::new().sctp().sctp_dst(80),
+        Match::new().sctp6().sctp_dst_masked(0x50, 0xfff0),
         // Many fields at once, to check the relative order of everything.
         Match::new()
             .tcp()
@@ -380,6 +387,18 @@ pub fn sample_actions() -> Vec<Vec<Action>> {
             ],
             ..Learn::default()
         })],
+        vec![
+            Action::Conjunction {
+                id: 7,
+                clause: 1,
+                n_clauses: 2,
+            },
+            Action::Conjunction {
+                id: 0xffff_fffe,
+                clause: 3,
+                n_clauses: 3,
+            },
+        ],
         vec![
             Action::CheckPktLarger {
                 pkt_len: 1500,

@@ -6,7 +6,10 @@
 pub mod compile;
 pub mod model;
 
-pub use compile::{compile, rule_id, CompiledPolicy, CompiledRule, PortRange, RuleId, RuleKey};
+pub use compile::{
+    any_v4, any_v6, compile, resolve_ports, rule_id, subtract, CompiledPolicy, CompiledRule,
+    PortRange, RuleId, RuleKey, Verdict,
+};
 pub use model::{
     ClusterView, Direction, LabelSelector, Labels, LocalPod, NamedPort, NetworkPolicy, Operator,
     Peer, PodInfo, PolicyTypes, Port, PortSpec, Protocol, Requirement, Rule,

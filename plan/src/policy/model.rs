@@ -216,10 +216,11 @@ pub enum Peer {
     },
 }
 
-/// A transport protocol of a [`PortSpec`].
+/// A transport protocol of a [`PortSpec`] (serialized as Kubernetes spells it: `TCP`, ...).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Protocol {
     /// TCP (the Kubernetes default).
     #[default]
