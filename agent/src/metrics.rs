@@ -393,15 +393,20 @@ pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Appends a histogram's buckets, sum and count with `labels` (`k="v"`, or empty).
 pub fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+    let (bucket, plain) = if labels.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{labels},"), format!("{{{labels}}}"))
+    };
     let mut cumulative = 0;
     for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
         cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_bucket{{{bucket}le=\"{bound}\"}} {cumulative}");
     }
     let total = histogram.count();
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+    let _ = writeln!(out, "{name}_bucket{{{bucket}le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum{plain} {}", histogram.sum);
+    let _ = writeln!(out, "{name}_count{plain} {total}");
 }
 
 /// A counter family with one label (e.g. `kind`), owned by a component.

@@ -3,16 +3,16 @@
 //! pods, flow counts and counters read back from the flow stats, the pods held (no Pod object
 //! yet) and the drops per direction.
 //!
-//! A rule's flows are the policy flows whose cookie object is the rule's id. Its `sessions` are
-//! the packets of the flows that decide on it (`conj_id=ID`: only a connection's first packet
-//! goes through the policy tables), its packets and bytes those of its other non-conjunction
-//! flows (per-rule accounting of established traffic, when the pipeline has it), else the
-//! sessions' packets.
+//! A rule's flows are its own (`conj_id`, counters) and the clause flows carrying its
+//! conjunction; its sessions, packets and bytes come from the flow stats
+//! (`ovs_flows::pipeline::policy::rule_counters`: sessions are the first packets through its
+//! `conj_id` flow, packets and bytes those of its connections both ways, by `ct_label`).
 
 use std::collections::BTreeMap;
 
 use ovs_flows::ofp::FlowStatsRequest;
-use ovs_flows::pipeline::{Category, Cookie, CookieFilter};
+use ovs_flows::pipeline::policy::{self as policy_flows, PolicyFlow};
+use ovs_flows::pipeline::{Category, CookieFilter};
 use serde::{Deserialize, Serialize};
 use weft_plan::policy::{CompiledPolicy, CompiledRule};
 
@@ -88,13 +88,13 @@ pub struct DropCounter {
     pub bytes: u64,
 }
 
-#[derive(Default)]
+/// A rule's counters and flow count.
+#[derive(Debug, Default, Clone, Copy)]
 struct Counters {
     flows: usize,
     sessions: u64,
     packets: u64,
     bytes: u64,
-    other_packets: bool,
 }
 
 impl ApiState {
@@ -118,30 +118,46 @@ impl ApiState {
             })
             .await
             .map_err(|e| ApiError::Failed(e.to_string()))?;
-        let mut counters: BTreeMap<u64, Counters> = BTreeMap::new();
-        let mut drops: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-        for entry in &entries {
-            let Some(cookie) = Cookie::from_u64(entry.flow.cookie) else {
-                continue;
-            };
-            let packets = entry.stats.packet_count.unwrap_or(0);
-            let bytes = entry.stats.byte_count.unwrap_or(0);
-            if entry.flow.actions.is_empty() {
-                if let Some(direction) = crate::node::policy::direction_of_table(entry.flow.table) {
-                    let slot = drops.entry(direction).or_default();
-                    slot.0 += packets;
-                    slot.1 += bytes;
+        let stats = entries.iter().map(|e| {
+            (
+                e.flow.cookie,
+                e.flow.table,
+                e.stats.packet_count.unwrap_or(0),
+                e.stats.byte_count.unwrap_or(0),
+            )
+        });
+        let mut counters: BTreeMap<u32, Counters> = policy_flows::rule_counters(stats)
+            .into_iter()
+            .map(|(id, c)| {
+                (
+                    id,
+                    Counters {
+                        flows: 0,
+                        sessions: c.sessions,
+                        packets: c.packets,
+                        bytes: c.bytes,
+                    },
+                )
+            })
+            .collect();
+        // A rule's flows: its own (conj_id, counters) and the clause flows carrying its
+        // conjunction, as the pipeline builds them from the installed policy.
+        for flow in policy_flows::flows(&node.flows.node(), &policy) {
+            let text = flow.to_string();
+            for id in policy.rules.keys() {
+                if PolicyFlow::from_cookie(flow.cookie) == Some(PolicyFlow::Rule(*id))
+                    || text.contains(&format!("conjunction({id},"))
+                {
+                    counters.entry(*id).or_default().flows += 1;
                 }
             }
-            let c = counters.entry(cookie.object).or_default();
-            c.flows += 1;
-            let text = entry.flow.to_string();
-            if text.contains("conj_id=") {
-                c.sessions += packets;
-            } else if !text.contains("conjunction(") && !entry.flow.actions.is_empty() {
-                c.other_packets = true;
-                c.packets += packets;
-                c.bytes += bytes;
+        }
+        let mut drops: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+        for entry in &entries {
+            if let Some(direction) = crate::node::policy::drop_direction(entry.flow.cookie) {
+                let slot = drops.entry(direction).or_default();
+                slot.0 += entry.stats.packet_count.unwrap_or(0);
+                slot.1 += entry.stats.byte_count.unwrap_or(0);
             }
         }
         Ok(report(&policy, &names, &counters, drops, entries.len()))
@@ -151,7 +167,7 @@ impl ApiState {
 fn report(
     policy: &CompiledPolicy,
     names: &BTreeMap<u32, String>,
-    counters: &BTreeMap<u64, Counters>,
+    counters: &BTreeMap<u32, Counters>,
     drops: BTreeMap<&'static str, (u64, u64)>,
     flows: usize,
 ) -> PolicyReport {
@@ -166,7 +182,7 @@ fn report(
             .collect()
     };
     let rule_entry = |rule: &CompiledRule| {
-        let c = counters.get(&u64::from(rule.id));
+        let c = counters.get(&rule.id);
         RuleEntry {
             id: rule.id,
             direction: rule.direction().name().to_string(),
@@ -186,13 +202,7 @@ fn report(
             applied_to: pods(&mut rule.applied_to.iter()),
             flows: c.map_or(0, |c| c.flows),
             sessions: c.map_or(0, |c| c.sessions),
-            packets: c.map_or(0, |c| {
-                if c.other_packets {
-                    c.packets
-                } else {
-                    c.sessions
-                }
-            }),
+            packets: c.map_or(0, |c| c.packets),
             bytes: c.map_or(0, |c| c.bytes),
         }
     };
@@ -325,9 +335,8 @@ mod tests {
             Counters {
                 flows: 4,
                 sessions: 2,
-                packets: 0,
-                bytes: 0,
-                other_packets: false,
+                packets: 7,
+                bytes: 700,
             },
         )]);
         let drops = BTreeMap::from([("ingress", (5, 300))]);
@@ -337,7 +346,7 @@ mod tests {
         let rule = &r.policies[0].rules[0];
         assert_eq!(rule.ports, ["TCP/80-81"]);
         assert_eq!(rule.peers, ["10.0.0.0/24"]);
-        assert_eq!((rule.flows, rule.sessions, rule.packets), (4, 2, 2));
+        assert_eq!((rule.flows, rule.sessions, rule.packets), (4, 2, 7));
         assert_eq!(r.held, ["ofport 4"]);
         let text = table(&r);
         assert!(text.contains("x/allow  applied to: x/a"), "{text}");

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ovs_flows::pipeline::{Category, Cookie, CookieFilter, Stage};
+use ovs_flows::pipeline::policy::PolicyFlow;
+use ovs_flows::pipeline::{Category, CookieFilter};
 use weft_plan::policy::{compile, ClusterView, CompiledPolicy, LocalPod, PodInfo};
 
 use crate::flows::FlowSet;
@@ -103,19 +104,21 @@ impl MetricFamilies for PolicyMetrics {
             out,
             "weft_policy_drops_total",
             "counter",
-            "Connections dropped by NetworkPolicy, by direction (from the drop flows' packet counters).",
+            "Packets dropped by NetworkPolicy (isolated pods' default drops), by direction.",
         );
+        for (direction, (packets, _)) in &inner.drops {
+            let _ = writeln!(
+                out,
+                "weft_policy_drops_total{{direction=\"{direction}\"}} {packets}"
+            );
+        }
         metrics::header(
             out,
             "weft_policy_drop_bytes_total",
             "counter",
             "Bytes dropped by NetworkPolicy, by direction.",
         );
-        for (direction, (packets, bytes)) in &inner.drops {
-            let _ = writeln!(
-                out,
-                "weft_policy_drops_total{{direction=\"{direction}\"}} {packets}"
-            );
+        for (direction, (_, bytes)) in &inner.drops {
             let _ = writeln!(
                 out,
                 "weft_policy_drop_bytes_total{{direction=\"{direction}\"}} {bytes}"
@@ -339,20 +342,18 @@ impl Realizer {
     }
 }
 
-/// The direction of a policy table (`egress`/`ingress`), from its stage.
-pub fn direction_of_table(table: u8) -> Option<&'static str> {
-    let within = |stage: Stage| (stage.base()..stage.base() + Stage::CAPACITY).contains(&table);
-    if within(Stage::EgressSecurity) {
-        Some("egress")
-    } else if within(Stage::IngressSecurity) {
-        Some("ingress")
-    } else {
-        None
+/// The direction of a policy flow that drops an isolated pod's unmatched traffic, from its
+/// cookie.
+pub fn drop_direction(cookie: u64) -> Option<&'static str> {
+    match PolicyFlow::from_cookie(cookie)? {
+        PolicyFlow::EgressIsolation(_) => Some("egress"),
+        PolicyFlow::IngressIsolation(_) => Some("ingress"),
+        _ => None,
     }
 }
 
-/// (packets, bytes) dropped by policy per direction: the counters of the policy flows that
-/// drop (no action).
+/// (packets, bytes) dropped by policy per direction: the counters of the isolated pods'
+/// default drop flows.
 pub async fn drop_counters(
     flows: &FlowSet,
 ) -> Result<BTreeMap<&'static str, (u64, u64)>, crate::flows::FlowError> {
@@ -367,12 +368,7 @@ pub async fn drop_counters(
     let mut out: BTreeMap<&'static str, (u64, u64)> =
         [("egress", (0, 0)), ("ingress", (0, 0))].into();
     for entry in entries {
-        if !entry.flow.actions.is_empty()
-            || Cookie::from_u64(entry.flow.cookie).is_none_or(|c| c.category != Category::Policy)
-        {
-            continue;
-        }
-        if let Some(direction) = direction_of_table(entry.flow.table) {
+        if let Some(direction) = drop_direction(entry.flow.cookie) {
             let slot = out.entry(direction).or_default();
             slot.0 += entry.stats.packet_count.unwrap_or(0);
             slot.1 += entry.stats.byte_count.unwrap_or(0);
@@ -433,15 +429,15 @@ mod tests {
     }
 
     #[test]
-    fn tables_map_to_directions() {
+    fn drop_flows_map_to_directions() {
         assert_eq!(
-            direction_of_table(Stage::EgressSecurity.base()),
+            drop_direction(PolicyFlow::EgressIsolation(3).cookie(1)),
             Some("egress")
         );
         assert_eq!(
-            direction_of_table(Stage::IngressSecurity.base() + 2),
+            drop_direction(PolicyFlow::IngressIsolation(3).cookie(1)),
             Some("ingress")
         );
-        assert_eq!(direction_of_table(0), None);
+        assert_eq!(drop_direction(PolicyFlow::Rule(9).cookie(1)), None);
     }
 }
