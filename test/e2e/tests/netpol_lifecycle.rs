@@ -203,16 +203,21 @@ fn agent_restart_never_opens_an_isolated_pod() -> Result<()> {
     // x/a and x/c live on node 1; probe them from node 2 (z/b) and node 1 (y/c) throughout.
     let targets = [pod(&pods, "x/a"), pod(&pods, "x/c")];
     let sources = [pod(&pods, "z/b"), pod(&pods, "y/c")];
+    // Every source to every target, in parallel (a denied probe waits for its timeout).
     let check_closed = |phase: &str| -> Result<()> {
+        let mut jobs = Vec::new();
         for s in &sources {
             for t in &targets {
-                ensure!(
-                    !probe(&s.pod.netns, SocketAddr::new(t.ip, 80), Proto::Tcp),
-                    "{phase}: {} reached isolated {}",
-                    s.key(),
-                    t.key()
-                );
+                let (netns, addr) = (s.pod.netns.clone(), SocketAddr::new(t.ip, 80));
+                let what = format!("{phase}: {} reached isolated {}", s.key(), t.key());
+                jobs.push((
+                    what,
+                    std::thread::spawn(move || probe(&netns, addr, Proto::Tcp)),
+                ));
             }
+        }
+        for (what, job) in jobs {
+            ensure!(!job.join().unwrap_or(true), "{what}");
         }
         Ok(())
     };
@@ -227,6 +232,12 @@ fn agent_restart_never_opens_an_isolated_pod() -> Result<()> {
     }
     cluster.nodes[0].wait_ready(Duration::from_secs(60))?;
     check_closed("agent restarted")?;
+    ensure!(
+        cluster.nodes[0]
+            .agent_log()
+            .contains("networkpolicy of the previous run preset"),
+        "the restarted agent did not preset the saved policy"
+    );
     converge(
         "deny-all in x after the restart",
         &cluster,
