@@ -5,7 +5,8 @@
 //!   its policy; CNI ADD waits `networkPolicyPodWait` for that, then answers and the pod stays
 //!   held (log, metric, `weftctl get networkpolicy`); with its Pod object the pod's very first
 //!   probes already follow the policy;
-//! - an agent restart never opens an isolated pod.
+//! - an API server outage keeps the realized policy, an ovs-vswitchd restart during it gets
+//!   the policy flows back with the replay, and an agent restart never opens an isolated pod.
 
 mod netpol_support;
 mod ops_support;
@@ -181,7 +182,7 @@ fn new_pods_are_held_until_their_policy_is_realized() -> Result<()> {
 }
 
 #[test]
-fn agent_restart_never_opens_an_isolated_pod() -> Result<()> {
+fn restarts_and_api_outage_never_open_an_isolated_pod() -> Result<()> {
     let mut cluster = Cluster::start(options())?;
     let pods = world(&cluster)?;
     create_policy(
@@ -221,6 +222,22 @@ fn agent_restart_never_opens_an_isolated_pod() -> Result<()> {
         }
         Ok(())
     };
+    // API server outage: the last realized policy stays, and an ovs-vswitchd restart during it
+    // gets every policy flow back with the replay.
+    cluster.api.stop();
+    check_closed("api server down")?;
+    cluster.nodes[0].ovs.restart_vswitchd()?;
+    check_closed("ovs-vswitchd restarted")?;
+    converge(
+        "deny-all in x after an ovs-vswitchd restart during an API server outage",
+        &cluster,
+        &pods,
+        &probes,
+        false,
+        &|_, to, _| to.ns != "x",
+        WITHIN,
+    )?;
+    cluster.api.restart()?;
     cluster.nodes[0].stop_agent();
     check_closed("agent stopped")?;
     cluster.nodes[0].start_agent()?;
