@@ -616,12 +616,14 @@ impl ApiState {
             .await
             .map_err(|e| ApiError::Failed(e.to_string()))?;
         let names = self.port_names();
-        Ok(trace::parse_trace(&bridge, &flow, &raw, &|port| {
+        let mut result = trace::parse_trace(&bridge, &flow, &raw, &|port| {
             names
                 .iter()
                 .find(|(p, _)| *p == port)
                 .map(|(_, n)| n.clone())
-        }))
+        });
+        result.policy = netpol::trace_decisions(&result, &node.flows);
+        Ok(result)
     }
 
     /// OpenFlow port -> interface name, from the OVSDB cache.

@@ -16,7 +16,9 @@ use ovs_flows::pipeline::{Category, CookieFilter};
 use serde::{Deserialize, Serialize};
 use weft_plan::policy::{CompiledPolicy, CompiledRule};
 
+use super::types::TraceResult;
 use super::{ApiError, ApiState};
+use crate::flows::FlowSet;
 
 /// The report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +243,89 @@ fn report(
     }
 }
 
+/// The NetworkPolicy decisions of a trace, in order, from the cookies of the policy flows it
+/// went through: `allowed by networkpolicy NS/NAME ingress rule N (id 0x..)`, or
+/// `dropped: pod NS/NAME is isolated for egress and no rule allows it (selected by ...)`.
+pub fn trace_decisions(trace: &TraceResult, flows: &FlowSet) -> Vec<String> {
+    let policy = flows.installed_policy();
+    let names: BTreeMap<u32, String> = flows
+        .policy_pods()
+        .into_iter()
+        .map(|p| (p.ofport, format!("{}/{}", p.namespace, p.name)))
+        .collect();
+    decisions(trace, &policy, &names)
+}
+
+fn decisions(
+    trace: &TraceResult,
+    policy: &CompiledPolicy,
+    names: &BTreeMap<u32, String>,
+) -> Vec<String> {
+    let pod = |ofport: u32| {
+        names
+            .get(&ofport)
+            .cloned()
+            .unwrap_or_else(|| format!("on ofport {ofport}"))
+    };
+    let selected_by = |ofport: u32| -> String {
+        let list: Vec<&str> = policy
+            .applied
+            .iter()
+            .filter(|(_, pods)| pods.contains(&ofport))
+            .map(|(key, _)| key.as_str())
+            .collect();
+        if list.is_empty() {
+            if policy.unknown.contains(&ofport) {
+                "held: no Pod object yet".to_string()
+            } else {
+                "no policy".to_string()
+            }
+        } else {
+            format!("selected by {}", list.join(", "))
+        }
+    };
+    let mut out = Vec::new();
+    for step in &trace.steps {
+        let Some(cookie) = step
+            .cookie
+            .as_deref()
+            .and_then(|c| u64::from_str_radix(c.trim_start_matches("0x"), 16).ok())
+        else {
+            continue;
+        };
+        let line = match PolicyFlow::from_cookie(cookie) {
+            Some(PolicyFlow::Rule(id)) => match policy.rules.get(&id) {
+                Some(rule) => format!(
+                    "allowed by networkpolicy {}/{} {} rule {} (id {id:#x})",
+                    rule.key.namespace,
+                    rule.key.name,
+                    rule.direction(),
+                    rule.key.index
+                ),
+                None => format!("allowed by rule id {id:#x} (not in the installed policy)"),
+            },
+            Some(PolicyFlow::EgressIsolation(ofport)) => format!(
+                "dropped: pod {} is isolated for egress and no rule allows it ({})",
+                pod(ofport),
+                selected_by(ofport)
+            ),
+            Some(PolicyFlow::IngressIsolation(ofport)) => format!(
+                "dropped: pod {} is isolated for ingress and no rule allows it ({})",
+                pod(ofport),
+                selected_by(ofport)
+            ),
+            Some(PolicyFlow::NodeTraffic) => {
+                "allowed: traffic with this node's own addresses".to_string()
+            }
+            _ => continue,
+        };
+        if !out.contains(&line) {
+            out.push(line);
+        }
+    }
+    out
+}
+
 /// `weftctl get networkpolicy` as a table.
 pub fn table(report: &PolicyReport) -> String {
     use std::fmt::Write as _;
@@ -348,6 +433,34 @@ mod tests {
         assert_eq!(rule.peers, ["10.0.0.0/24"]);
         assert_eq!((rule.flows, rule.sessions, rule.packets), (4, 2, 7));
         assert_eq!(r.held, ["ofport 4"]);
+        let step = |cookie: u64| crate::api::types::TraceStep {
+            depth: 0,
+            table: 90,
+            table_name: None,
+            matched: String::new(),
+            priority: None,
+            cookie: Some(format!("{cookie:#x}")),
+            actions: Vec::new(),
+        };
+        let trace = TraceResult {
+            bridge: "br-int".into(),
+            flow: String::new(),
+            steps: vec![
+                step(PolicyFlow::Rule(9).cookie(1)),
+                step(PolicyFlow::IngressIsolation(4).cookie(1)),
+            ],
+            datapath_actions: String::new(),
+            verdict: String::new(),
+            raw: String::new(),
+            policy: Vec::new(),
+        };
+        assert_eq!(
+            decisions(&trace, &policy, &names),
+            [
+                "allowed by networkpolicy x/allow ingress rule 0 (id 0x9)",
+                "dropped: pod on ofport 4 is isolated for ingress and no rule allows it (held: no Pod object yet)"
+            ]
+        );
         let text = table(&r);
         assert!(text.contains("x/allow  applied to: x/a"), "{text}");
         assert!(

@@ -433,6 +433,10 @@ pub struct TraceResult {
     pub verdict: String,
     /// The full `ofproto/trace` text.
     pub raw: String,
+    /// The NetworkPolicy decisions on the way, from the policy flows' cookies: the policy and
+    /// rule that allowed the packet, or the isolated pod whose default drop dropped it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
 }
 
 /// One file of a support bundle.

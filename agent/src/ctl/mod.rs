@@ -647,6 +647,9 @@ fn trace_table(trace: &TraceResult) -> String {
         "\nDatapath actions: {}\nVerdict: {}\n",
         trace.datapath_actions, trace.verdict
     ));
+    for decision in &trace.policy {
+        out.push_str(&format!("NetworkPolicy: {decision}\n"));
+    }
     out
 }
 

@@ -233,9 +233,22 @@ impl Realizer {
         let mut held_since: BTreeMap<u32, (Instant, bool)> = BTreeMap::new();
         let mut pending: Option<Instant> = Some(Instant::now());
         loop {
+            // Bounded: at most DEBOUNCE after the first change of a batch.
             let wake = async {
                 match pending {
-                    Some(_) => tokio::time::sleep(DEBOUNCE).await,
+                    Some(first) => tokio::time::sleep_until((first + DEBOUNCE).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // The next held pod to become late.
+            let next_late = held_since
+                .values()
+                .filter(|(_, logged)| !logged)
+                .map(|(since, _)| *since + self.pod_wait)
+                .min();
+            let late = async {
+                match next_late {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
             };
@@ -248,6 +261,10 @@ impl Realizer {
                 changed = pod_changes.changed() => {
                     if changed.is_err() { return; }
                     pending.get_or_insert_with(Instant::now);
+                    continue;
+                }
+                () = late => {
+                    self.check_late(&mut held_since);
                     continue;
                 }
                 _ = stats.tick() => {
@@ -263,7 +280,14 @@ impl Realizer {
             view_changes.borrow_and_update();
             pod_changes.borrow_and_update();
             let Some(view) = self.view.snapshot() else {
-                // Not listed yet: keep what is installed (the saved policy after a restart).
+                // Not listed yet: keep what is installed (the saved policy after a restart);
+                // pods held meanwhile still become late.
+                let held = self.flows.installed_policy().unknown;
+                let now = Instant::now();
+                held_since.retain(|ofport, _| held.contains(ofport));
+                for ofport in held {
+                    held_since.entry(ofport).or_insert((now, false));
+                }
                 continue;
             };
             let local = self.flows.policy_pods();

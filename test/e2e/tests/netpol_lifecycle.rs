@@ -159,6 +159,45 @@ fn new_pods_are_held_until_their_policy_is_realized() -> Result<()> {
         probe(&d.pod.netns, from_d_to_ya, Proto::Tcp),
         "x/d is not isolated for egress"
     );
+    // trace-packet names the rule that allows and the isolation that drops.
+    let trace = |source: &str| -> Result<Vec<String>> {
+        let run = ctl.expect(
+            0,
+            &[
+                "trace-packet",
+                "--source",
+                source,
+                "--destination",
+                "x/d",
+                "--proto",
+                "tcp",
+                "--dport",
+                "80",
+                "-o",
+                "json",
+            ],
+        )?;
+        let value = run.json()?;
+        Ok(value["policy"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect())
+    };
+    let allowed = trace("y/a")?;
+    ensure!(
+        allowed
+            .iter()
+            .any(|l| l.starts_with("allowed by networkpolicy x/d-e-from-y ingress rule 0")),
+        "trace from y/a: {allowed:?}"
+    );
+    let dropped = trace("z/a")?;
+    ensure!(
+        dropped.iter().any(|l| l
+            == "dropped: pod x/d is isolated for ingress and no rule allows it (selected by x/d-e-from-y)"),
+        "trace from z/a: {dropped:?}"
+    );
     // x/e with its Pod object first (the kubelet's order): ADD answers quickly and the very
     // first probes already follow the policy.
     let started = Instant::now();

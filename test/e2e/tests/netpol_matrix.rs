@@ -15,11 +15,14 @@ use weft_e2e::cluster::{Cluster, ClusterOptions};
 
 use netpol_support::{converge, create_policy, delete_policy, world, Probe, Proto, TestPod};
 
+/// Who may reach whom: (from, to, probe) -> allowed.
+type Allowed = Box<dyn Fn(&TestPod, &TestPod, Probe) -> bool>;
+
 /// One upstream-style case: the policies and who may reach whom.
 struct Case {
     name: &'static str,
     policies: Vec<(&'static str, &'static str, Value)>,
-    allowed: Box<dyn Fn(&TestPod, &TestPod, Probe) -> bool>,
+    allowed: Allowed,
 }
 
 const PROBES: [Probe; 3] = [(Proto::Tcp, 80), (Proto::Tcp, 81), (Proto::Udp, 80)];
