@@ -181,6 +181,16 @@ pub fn with_hold(policy: &CompiledPolicy, ofport: u32) -> CompiledPolicy {
     held
 }
 
+/// The direction (`egress`/`ingress`) of a policy flow that drops an isolated pod's unmatched
+/// traffic, from its cookie; `None` for every other flow.
+pub fn policy_drop_direction(cookie: u64) -> Option<&'static str> {
+    match policy_flows::PolicyFlow::from_cookie(cookie)? {
+        policy_flows::PolicyFlow::EgressIsolation(_) => Some("egress"),
+        policy_flows::PolicyFlow::IngressIsolation(_) => Some("ingress"),
+        _ => None,
+    }
+}
+
 /// What one policy installation did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PolicyInstall {

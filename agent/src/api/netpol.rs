@@ -156,7 +156,7 @@ impl ApiState {
         }
         let mut drops: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
         for entry in &entries {
-            if let Some(direction) = crate::node::policy::drop_direction(entry.flow.cookie) {
+            if let Some(direction) = crate::flows::policy_drop_direction(entry.flow.cookie) {
                 let slot = drops.entry(direction).or_default();
                 slot.0 += entry.stats.packet_count.unwrap_or(0);
                 slot.1 += entry.stats.byte_count.unwrap_or(0);

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ovs_flows::pipeline::policy::PolicyFlow;
 use ovs_flows::pipeline::{Category, CookieFilter};
 use weft_plan::policy::{compile, ClusterView, CompiledPolicy, LocalPod, PodInfo};
 
@@ -366,15 +365,7 @@ impl Realizer {
     }
 }
 
-/// The direction of a policy flow that drops an isolated pod's unmatched traffic, from its
-/// cookie.
-pub fn drop_direction(cookie: u64) -> Option<&'static str> {
-    match PolicyFlow::from_cookie(cookie)? {
-        PolicyFlow::EgressIsolation(_) => Some("egress"),
-        PolicyFlow::IngressIsolation(_) => Some("ingress"),
-        _ => None,
-    }
-}
+pub use crate::flows::policy_drop_direction as drop_direction;
 
 /// (packets, bytes) dropped by policy per direction: the counters of the isolated pods'
 /// default drop flows.
@@ -404,6 +395,7 @@ pub async fn drop_counters(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ovs_flows::pipeline::policy::PolicyFlow;
     use weft_plan::policy::{LabelSelector, NetworkPolicy, PolicyTypes};
 
     fn local(ns: &str, name: &str, ofport: u32) -> LocalPod {
