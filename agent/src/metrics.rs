@@ -21,6 +21,11 @@
 //! | `weft_host_missing_pod_veths`, `weft_host_unrouted_peer_cidrs` | gauge | |
 //! | `weft_mtu_mismatches` | gauge | |
 //! | `weft_mtu_replans_total` | counter | `result` (applied, refused, failed): the underlay's MTU followed down live |
+//! | `weft_policy_realization_duration_seconds` | histogram | (NetworkPolicy, `node::policy`) |
+//! | `weft_policy_realizations_total` | counter | `result` |
+//! | `weft_policy_drops_total`, `weft_policy_drop_bytes_total` | counter | `direction` |
+//! | `weft_policy_pod_object_late_total` | counter | |
+//! | `weft_policy_pods_held`, `weft_policy_rules` | gauge | |
 //! | `weft_mode` | gauge (1) | `mode` |
 //! | `weft_ready` | gauge | |
 //! | `weft_agent_info` | gauge (1) | `version`, `node`, `datapath` |
