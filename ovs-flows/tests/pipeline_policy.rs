@@ -459,6 +459,92 @@ async fn policy_allows_exactly_its_rules_on_real_traffic() -> Result<()> {
         .count();
     ensure!(drop_flows == 1);
 
+    // Services through the host (kube-proxy's DNAT, here two nft rules in the host): pod3's
+    // egress allows only client pods, so a Service whose backend is pod1 is allowed and one
+    // whose backend is pod2 is not, once the policy knows the Service range and judges the
+    // DNATed packet; without it, the ClusterIP itself is judged (and is no client pod).
+    let host = node.ovs.netns().to_string();
+    for sysctl in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.send_redirects=0",
+        &format!("net.ipv4.conf.{GATEWAY}.send_redirects=0"),
+    ] {
+        netns::exec(&host, &["sysctl", "-qw", sysctl])?;
+    }
+    let to_pod1 = format!("ip daddr 10.96.0.10 udp dport 53 dnat to {}:53", pod_ip4(1));
+    let to_pod2 = format!("ip daddr 10.96.0.20 tcp dport 80 dnat to {}:80", pod_ip4(2));
+    netns::exec(&host, &["nft", "add", "table", "ip", "npc"])?;
+    netns::exec(
+        &host,
+        &[
+            "nft",
+            "add chain ip npc pre { type nat hook prerouting priority -100; }",
+        ],
+    )?;
+    for rule in [&to_pod1, &to_pod2] {
+        netns::exec(&host, &["nft", &format!("add rule ip npc pre {rule}")])?;
+    }
+    let (p1, p3) = (node.ns(1).to_string(), node.ns(3).to_string());
+    let service = |what: &str, ns: &str, proto, to: &str, want| Probe {
+        what: what.into(),
+        ns: ns.into(),
+        proto,
+        to: to.parse().unwrap(),
+        want,
+    };
+    check(
+        "services, no service range",
+        &[
+            service(
+                "pod3 -> svc(pod1) udp",
+                &p3,
+                Proto::Udp,
+                "10.96.0.10:53",
+                false,
+            ),
+            service(
+                "pod1 -> svc(pod2) tcp",
+                &p1,
+                Proto::Tcp,
+                "10.96.0.20:80",
+                true,
+            ),
+        ],
+    )?;
+    let mut with_services = closed.clone();
+    with_services
+        .service_cidrs
+        .insert("10.96.0.0/12".parse().unwrap());
+    apply(&node, &closed, &with_services).await?;
+    check(
+        "services, with the service range",
+        &[
+            service(
+                "pod3 -> svc(pod1) udp",
+                &p3,
+                Proto::Udp,
+                "10.96.0.10:53",
+                true,
+            ),
+            service(
+                "pod3 -> svc(pod2) tcp",
+                &p3,
+                Proto::Tcp,
+                "10.96.0.20:80",
+                false,
+            ),
+            service(
+                "pod1 -> svc(pod2) tcp",
+                &p1,
+                Proto::Tcp,
+                "10.96.0.20:80",
+                true,
+            ),
+        ],
+    )?;
+    check("policy with the service range", &probes(&node, true, false))?;
+    apply(&node, &with_services, &closed).await?;
+
     // pod2 becomes a client: an incremental update (a peer clause flow per address and
     // direction, nothing else) lets it in on the named port and out from pod3.
     let client2 = compile(&view(true, "client"), &locals, &node_ips);

@@ -301,3 +301,37 @@ fn the_kernel_datapath_accepts_the_policy_flows() {
     let netdev = DatapathFeatures::parse(include_str!("data/dp-features-netdev-ovs-3.1.txt"));
     assert_eq!(netdev.missing(&needs), [], "needs: {needs:#?}");
 }
+
+#[test]
+fn with_service_ranges_egress_is_judged_after_the_hosts_dnat() {
+    let cfg = node();
+    let mut c = compiled(&view());
+    let e = rule_id(&c, "web-a", false);
+    let without = text(&policy::flows(&cfg, &c));
+    assert!(!without.iter().any(|l| l.contains("in_port=32769")));
+    c.service_cidrs.insert("10.96.0.0/12".parse().unwrap());
+    c.service_cidrs.insert("fd00:96::/108".parse().unwrap());
+    let lines = text(&policy::flows(&cfg, &c));
+    for line in [
+        // The pod's first packet to a Service range goes on to the host.
+        "cookie=0x3080500000000, table=60, priority=210,ip,nw_dst=10.96.0.0/12 actions=goto_table:70".to_string(),
+        "cookie=0x3080500000000, table=60, priority=210,ipv6,ipv6_dst=fd00:96::/108 actions=goto_table:70".to_string(),
+        // The DNATed packet back from the host with the pod's address is the pod's egress.
+        format!("cookie=0x3080100000000, table=60, priority=200,ip,in_port=32769,nw_src=10.244.1.5 actions=conjunction({e},2/3)"),
+        format!("cookie=0x3080100000000, table=60, priority=200,ipv6,in_port=32769,ipv6_src=fd00:10:244:1::5 actions=conjunction({e},2/3)"),
+        "cookie=0x3080200000005, table=61, priority=200,ip,in_port=32769,nw_src=10.244.1.5 actions=drop".to_string(),
+        "cookie=0x3080200000005, table=61, priority=200,ipv6,in_port=32769,ipv6_src=fd00:10:244:1::5 actions=drop".to_string(),
+    ] {
+        assert!(lines.contains(&line), "missing {line}\n{lines:#?}");
+    }
+    assert_eq!(
+        c.verdict(
+            weft_plan::policy::Direction::Egress,
+            5,
+            ip("10.96.0.10"),
+            Some(Protocol::Udp),
+            53
+        ),
+        weft_plan::policy::Verdict::ServiceFirstPass
+    );
+}

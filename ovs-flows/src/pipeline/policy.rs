@@ -16,7 +16,7 @@
 //! [`INGRESS_RULE_ID`] (committed into `ct_label`) and skips the default table, where the
 //! isolated pods' unmatched packets are dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -47,6 +47,8 @@ pub enum PolicyFlow {
     IngressIsolation(u32),
     /// Traffic between the pods and this node's own addresses, allowed.
     NodeTraffic,
+    /// A pod's first packet to a Service range, passed to the host (judged after its DNAT).
+    ServiceFirstPass,
 }
 
 const KIND_SHIFT: u32 = 32;
@@ -60,6 +62,7 @@ impl PolicyFlow {
             PolicyFlow::EgressIsolation(p) => (2, u64::from(p)),
             PolicyFlow::IngressIsolation(p) => (3, u64::from(p)),
             PolicyFlow::NodeTraffic => (4, 0),
+            PolicyFlow::ServiceFirstPass => (5, 0),
         };
         (kind << KIND_SHIFT) | low
     }
@@ -73,6 +76,7 @@ impl PolicyFlow {
             2 => PolicyFlow::EgressIsolation(low),
             3 => PolicyFlow::IngressIsolation(low),
             4 => PolicyFlow::NodeTraffic,
+            5 => PolicyFlow::ServiceFirstPass,
             _ => return None,
         })
     }
@@ -193,24 +197,33 @@ fn tables_of(direction: Direction) -> (&'static TableDecl, &'static TableDecl, &
     }
 }
 
-/// Flows keyed by (table, priority, match text), so that flows with one match merge their
+/// A flow's identity in its table: OpenFlow has at most one flow per (table, priority, match).
+type FlowKey = (u8, u16, Match);
+
+fn flow_key(f: &Flow) -> FlowKey {
+    (f.table, f.priority, f.matches.clone())
+}
+
+/// Flows in insertion order, one per [`FlowKey`]: flows with one match merge their
 /// conjunction actions.
 #[derive(Default)]
 struct FlowSet {
-    flows: BTreeMap<(u8, u16, String), Flow>,
+    index: HashMap<FlowKey, usize>,
+    flows: Vec<Flow>,
 }
 
 impl FlowSet {
     fn put(&mut self, flow: Flow) {
-        let key = (flow.table, flow.priority, flow.matches.to_string());
-        match self.flows.get_mut(&key) {
-            Some(existing) => {
+        match self.index.get(&flow_key(&flow)) {
+            Some(i) => {
+                let existing = &mut self.flows[*i];
                 existing.actions.extend(flow.actions);
                 existing.actions.sort_by_key(conjunction_key);
                 existing.actions.dedup();
             }
             None => {
-                self.flows.insert(key, flow);
+                self.index.insert(flow_key(&flow), self.flows.len());
+                self.flows.push(flow);
             }
         }
     }
@@ -225,7 +238,7 @@ fn conjunction_key(a: &Action) -> (u32, u8) {
 
 /// One rule's flows into `set`: its clauses and its `conj_id` and counter flows. A rule with
 /// no peer address of the node's families allows nothing and gets no flow.
-fn rule_flows(ctx: &Ctx<'_>, rule: &CompiledRule, set: &mut FlowSet) {
+fn rule_flows(ctx: &Ctx<'_>, policy: &CompiledPolicy, rule: &CompiledRule, set: &mut FlowSet) {
     let cfg = ctx.cfg;
     let direction = rule.direction();
     let (rule_table, default_table, metric_table) = tables_of(direction);
@@ -265,6 +278,11 @@ fn rule_flows(ctx: &Ctx<'_>, rule: &CompiledRule, set: &mut FlowSet) {
             Direction::Egress => Match::new().in_port(*ofport),
         };
         set.put(clause_flow(m, 2));
+        if direction == Direction::Egress {
+            for m in back_from_host(cfg, policy, *ofport) {
+                set.put(clause_flow(m, 2));
+            }
+        }
     }
     for range in &rule.ports {
         for v4 in [true, false] {
@@ -310,16 +328,26 @@ pub fn flows(cfg: &NodeConfig, policy: &CompiledPolicy) -> Vec<Flow> {
     let ctx = Ctx::new(cfg);
     let mut set = FlowSet::default();
     for rule in policy.rules.values() {
-        rule_flows(&ctx, rule, &mut set);
+        rule_flows(&ctx, policy, rule, &mut set);
     }
     for ofport in &policy.isolated_egress {
-        set.put(ctx.flow(
-            &EGRESS_DEFAULT,
-            priority::NORMAL,
-            PolicyFlow::EgressIsolation(*ofport).cookie(cfg.round),
-            Match::new().in_port(*ofport),
-            vec![],
-        ));
+        let cookie = PolicyFlow::EgressIsolation(*ofport).cookie(cfg.round);
+        let pod = Match::new().in_port(*ofport);
+        for m in std::iter::once(pod).chain(back_from_host(cfg, policy, *ofport)) {
+            set.put(ctx.flow(&EGRESS_DEFAULT, priority::NORMAL, cookie, m, vec![]));
+        }
+    }
+    let service = PolicyFlow::ServiceFirstPass.cookie(cfg.round);
+    for cidr in &policy.service_cidrs {
+        if has_family(cfg, matches!(cidr, IpNet::V4(_))) {
+            set.put(ctx.flow(
+                &EGRESS_RULE,
+                priority::EXCEPTION,
+                service,
+                address(cidr.trunc(), false),
+                vec![ctx.goto_next(&EGRESS_DEFAULT)],
+            ));
+        }
     }
     for ofport in &policy.isolated_ingress {
         set.put(ctx.flow(
@@ -351,7 +379,25 @@ pub fn flows(cfg: &NodeConfig, policy: &CompiledPolicy) -> Vec<Flow> {
             vec![ctx.goto_next(&EGRESS_DEFAULT)],
         ));
     }
-    set.flows.into_values().collect()
+    set.flows
+}
+
+/// With Service ranges configured: the pod's packets the host DNATed and sent back into the
+/// bridge by the gateway (source: one of the pod's addresses), judged for the pod's egress
+/// like its own packets.
+fn back_from_host(cfg: &NodeConfig, policy: &CompiledPolicy, ofport: u32) -> Vec<Match> {
+    if policy.service_cidrs.is_empty() {
+        return Vec::new();
+    }
+    let ips = policy
+        .pod_ips
+        .get(&ofport)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    ips.iter()
+        .filter(|ip| has_family(cfg, ip.is_ipv4()))
+        .map(|ip| address(IpNet::from(*ip), true).in_port(super::ports::GATEWAY))
+        .collect()
 }
 
 /// The flow-mod deleting every policy flow, in every round.
@@ -401,23 +447,31 @@ impl PolicyDiff {
 /// a pod entering or leaving a rule's peers changes the clause flow of its addresses, a pod
 /// becoming selected adds its applied-to clause and default drop, and no other flow.
 pub fn diff(cfg: &NodeConfig, old: &CompiledPolicy, new: &CompiledPolicy) -> PolicyDiff {
-    let key = |f: &Flow| (f.table, f.priority, f.matches.to_string());
-    let old: BTreeMap<_, Flow> = flows(cfg, old).into_iter().map(|f| (key(&f), f)).collect();
+    let old = flows(cfg, old);
+    let old_index: HashMap<FlowKey, usize> = old
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (flow_key(f), i))
+        .collect();
+    let mut kept = vec![false; old.len()];
     let mut out = PolicyDiff::default();
-    let mut seen = std::collections::BTreeSet::new();
     for f in flows(cfg, new) {
-        let k = key(&f);
-        match old.get(&k) {
+        match old_index.get(&flow_key(&f)) {
             None => out.add.push(f),
-            Some(o) if o.actions != f.actions || o.cookie != f.cookie => out.modify.push(f),
-            Some(_) => {}
+            Some(i) => {
+                kept[*i] = true;
+                let o = &old[*i];
+                if o.actions != f.actions || o.cookie != f.cookie {
+                    out.modify.push(f);
+                }
+            }
         }
-        seen.insert(k);
     }
     out.delete = old
         .into_iter()
-        .filter(|(k, _)| !seen.contains(k))
-        .map(|(_, f)| f)
+        .zip(kept)
+        .filter(|(_, kept)| !kept)
+        .map(|(f, _)| f)
         .collect();
     out
 }
@@ -509,6 +563,7 @@ mod tests {
             PolicyFlow::EgressIsolation(7),
             PolicyFlow::IngressIsolation(65000),
             PolicyFlow::NodeTraffic,
+            PolicyFlow::ServiceFirstPass,
         ] {
             assert_eq!(PolicyFlow::from_cookie(kind.cookie(3)), Some(kind));
             assert!(kind.filter().selects(kind.cookie(9)));

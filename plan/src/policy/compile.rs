@@ -102,6 +102,15 @@ pub struct CompiledPolicy {
     /// Local pods without a Pod object in the view: isolated both ways (fail closed), no rule
     /// applies to them yet.
     pub unknown: BTreeSet<u32>,
+    /// The local pods' addresses by OpenFlow port (egress is also judged on a pod's packets
+    /// that the host DNATed and sent back into the bridge by the gateway).
+    pub pod_ips: BTreeMap<u32, Vec<IpAddr>>,
+    /// Service (ClusterIP) ranges the host DNATs (kube-proxy). Not set by [`compile`]: the
+    /// agent sets it from its configuration. A pod's first packet to one of them is not judged
+    /// for egress when it leaves by the gateway (the destination is not known yet); the
+    /// DNATed packet is, when the host sends it back into the bridge with the pod's address
+    /// as source. Empty: Service addresses are judged like any address on the first pass.
+    pub service_cidrs: BTreeSet<IpNet>,
 }
 
 impl CompiledPolicy {
@@ -129,6 +138,9 @@ pub enum Verdict {
     NodeTraffic,
     /// The local pod is not isolated in this direction: allowed.
     NotIsolated,
+    /// Egress to a Service address (one of [`CompiledPolicy::service_cidrs`]): passes on its
+    /// way to the host; the DNATed packet is judged when it comes back.
+    ServiceFirstPass,
     /// Allowed by this rule (the lowest id if several allow it).
     Allowed(RuleId),
     /// The local pod is isolated and no rule allows it: dropped.
@@ -156,6 +168,9 @@ impl CompiledPolicy {
     ) -> Verdict {
         if self.node_ips.contains(&peer) {
             return Verdict::NodeTraffic;
+        }
+        if direction == Direction::Egress && self.service_cidrs.iter().any(|c| c.contains(&peer)) {
+            return Verdict::ServiceFirstPass;
         }
         if !self.isolated(direction).contains(&ofport) {
             return Verdict::NotIsolated;
@@ -204,6 +219,10 @@ pub fn rule_id(key: &RuleKey, ports: &[PortRange]) -> RuleId {
 pub fn compile(view: &ClusterView, local_pods: &[LocalPod], node_ips: &[IpAddr]) -> CompiledPolicy {
     let mut out = CompiledPolicy {
         node_ips: node_ips.iter().copied().collect(),
+        pod_ips: local_pods
+            .iter()
+            .map(|p| (p.ofport, p.ips.clone()))
+            .collect(),
         ..CompiledPolicy::default()
     };
     let pods: BTreeMap<(&str, &str), &PodInfo> = view
