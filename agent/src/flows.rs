@@ -165,8 +165,9 @@ pub struct FlowSet {
 /// A pod's policy hold: `pod` isolated both ways with no rule applying to it, as the compiler
 /// treats a local pod it has no Pod object for ([`CompiledPolicy::unknown`]). Rules that
 /// applied to an earlier pod on the same OpenFlow port no longer do.
-pub fn with_hold(policy: &CompiledPolicy, ofport: u32) -> CompiledPolicy {
+pub fn with_hold(policy: &CompiledPolicy, ofport: u32, ips: &[std::net::IpAddr]) -> CompiledPolicy {
     let mut held = policy.clone();
+    held.pod_ips.insert(ofport, ips.to_vec());
     held.unknown.insert(ofport);
     held.isolated_ingress.insert(ofport);
     held.isolated_egress.insert(ofport);
@@ -364,7 +365,7 @@ impl FlowSet {
             let mut desired = lock(&self.desired);
             pod.validate(&desired.node)?;
             let mut mods = add_all(pod_flows(&desired.node, &pod));
-            let held = with_hold(&desired.policy, pod.ofport);
+            let held = with_hold(&desired.policy, pod.ofport, &pod.ips);
             mods.extend(policy_flows::diff(&desired.node, &desired.policy, &held).flow_mods());
             desired.pods.insert(pod.ofport, pod.clone());
             (mods, held)

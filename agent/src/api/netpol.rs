@@ -317,6 +317,9 @@ fn decisions(
             Some(PolicyFlow::NodeTraffic) => {
                 "allowed: traffic with this node's own addresses".to_string()
             }
+            Some(PolicyFlow::ServiceFirstPass) => {
+                "passed to the host: a Service address, judged after the host's DNAT".to_string()
+            }
             _ => continue,
         };
         if !out.contains(&line) {

@@ -226,6 +226,7 @@ pub async fn run_with(
                 .collect(),
             data_dir: config.data_dir.clone(),
             pod_wait: config.network_policy_pod_wait(),
+            service_cidrs: config.service_cidrs(),
             metrics: policy_metrics,
         };
         AbortOnDrop(tokio::spawn(realizer.run()))

@@ -218,6 +218,8 @@ pub struct Realizer {
     pub data_dir: PathBuf,
     /// `networkPolicyPodWait`.
     pub pod_wait: Duration,
+    /// `serviceCIDRs`.
+    pub service_cidrs: Vec<ipnet::IpNet>,
     /// Metrics.
     pub metrics: Arc<PolicyMetrics>,
 }
@@ -291,7 +293,8 @@ impl Realizer {
             };
             let local = self.flows.policy_pods();
             let view = complete_view(view, &local, &self.node);
-            let compiled = compile(&view, &local, &self.node_ips);
+            let mut compiled = compile(&view, &local, &self.node_ips);
+            compiled.service_cidrs = self.service_cidrs.iter().copied().collect();
             let started = Instant::now();
             match self.flows.apply_policy(compiled.clone()).await {
                 Ok(install) => {
