@@ -167,6 +167,24 @@ pub fn load_saved(data_dir: &Path) -> Option<CompiledPolicy> {
     }
 }
 
+/// The saved policy with a hold ([`crate::flows::with_hold`]) for every local pod it does not
+/// know (not in its `pod_ips`: added after the last realization); returns those pods'
+/// OpenFlow ports too.
+pub fn preset_with_holds(
+    saved: CompiledPolicy,
+    local: &[ovs_flows::pipeline::LocalPod],
+) -> (CompiledPolicy, Vec<u32>) {
+    let mut policy = saved;
+    let mut unrealized = Vec::new();
+    for pod in local {
+        if !policy.pod_ips.contains_key(&pod.ofport) {
+            policy = crate::flows::with_hold(&policy, pod.ofport, &pod.ips);
+            unrealized.push(pod.ofport);
+        }
+    }
+    (policy, unrealized)
+}
+
 fn save(path: &Path, policy: &CompiledPolicy) {
     let tmp = path.with_extension("json.tmp");
     let result = serde_json::to_vec(policy)
@@ -432,6 +450,24 @@ mod tests {
         assert_eq!(compiled.unknown, BTreeSet::from([2]));
         assert!(!compiled.isolated_ingress.contains(&1));
         assert!(!compiled.isolated_egress.contains(&1));
+    }
+
+    #[test]
+    fn pods_the_saved_policy_does_not_know_stay_held() {
+        let mut saved = CompiledPolicy::default();
+        saved.pod_ips.insert(1, vec!["10.0.0.1".parse().unwrap()]);
+        let pod = |ofport: u32| ovs_flows::pipeline::LocalPod {
+            namespace: "x".into(),
+            name: format!("p{ofport}"),
+            ofport,
+            mac: ovs_flows::flow::MacAddr::parse("02:00:00:00:00:01").unwrap(),
+            ips: vec![format!("10.0.0.{ofport}").parse().unwrap()],
+        };
+        let (policy, unrealized) = preset_with_holds(saved, &[pod(1), pod(2)]);
+        assert_eq!(unrealized, [2]);
+        assert_eq!(policy.unknown, BTreeSet::from([2]));
+        assert!(policy.isolated_ingress.contains(&2) && policy.isolated_egress.contains(&2));
+        assert!(!policy.unknown.contains(&1));
     }
 
     #[test]
