@@ -136,6 +136,13 @@ fn new_pods_are_held_until_their_policy_is_realized() -> Result<()> {
         "late pod object not counted"
     );
     ensure!(metrics.get("weft_policy_pods_held") == 1.0);
+    let count = metrics.get("weft_policy_realization_duration_seconds_count");
+    let sum = metrics.get("weft_policy_realization_duration_seconds_sum");
+    ensure!(count >= 1.0, "no realization observed");
+    println!(
+        "node 1: {count} realizations, mean {:.1} ms from event to commit",
+        sum / count * 1000.0
+    );
     ensure!(
         node1.agent_log().contains("pod object late"),
         "no log line about the late pod object"
