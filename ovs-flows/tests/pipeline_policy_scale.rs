@@ -174,6 +174,10 @@ fn policy_scale_timings() {
     });
     let a = timed("(a) compile", || compile(&view, &locals, &node_ips));
     let d = timed("(a) diff", || policy::diff(&cfg, &base, &a));
+    let cached = timed("(a) flows + diff_flows (old flows kept)", || {
+        policy::diff_flows(flows.clone(), policy::flows(&cfg, &a))
+    });
+    assert_eq!(cached, d);
     eprintln!("(a) {} flow-mods", d.len());
 
     // (b) a pod label change entering 50 policies' peers.
@@ -182,6 +186,10 @@ fn policy_scale_timings() {
     view.pods[i].labels.insert("role".into(), "r0".into());
     let b = timed("(b) compile", || compile(&view, &locals, &node_ips));
     let d = timed("(b) diff", || policy::diff(&cfg, &base, &b));
+    let cached = timed("(b) flows + diff_flows (old flows kept)", || {
+        policy::diff_flows(flows.clone(), policy::flows(&cfg, &b))
+    });
+    assert_eq!(cached, d);
     eprintln!("(b) {} flow-mods", d.len());
 
     // (c) a new local pod selected by 50 policies.
@@ -202,5 +210,9 @@ fn policy_scale_timings() {
     });
     let c = timed("(c) compile", || compile(&view, &locals, &node_ips));
     let d = timed("(c) diff", || policy::diff(&cfg, &base, &c));
+    let cached = timed("(c) flows + diff_flows (old flows kept)", || {
+        policy::diff_flows(flows.clone(), policy::flows(&cfg, &c))
+    });
+    assert_eq!(cached, d);
     eprintln!("(c) {} flow-mods", d.len());
 }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use weft_plan::policy::{CompiledPolicy, CompiledRule, Direction, PortRange, Protocol, RuleId};
+use weft_plan::policy::{CompiledPolicy, CompiledRule, Direction, Protocol, RuleId};
 
 use super::regs::{
     CT_EGRESS_RULE, CT_INGRESS_RULE, EGRESS_RULE_ID, INGRESS_RULE_ID, TARGET_OFPORT,
@@ -167,9 +167,9 @@ pub fn port_masks(start: u16, end: u16) -> Vec<(u16, u16)> {
     out
 }
 
-/// The matches of one port range, in one family.
-fn port_matches(range: &PortRange, v4: bool) -> Vec<Match> {
-    let base = match (range.protocol, v4) {
+/// The match of one destination port block, in one family (mask 0: every port).
+fn port_match(protocol: Protocol, v4: bool, value: u16, mask: u16) -> Match {
+    let base = match (protocol, v4) {
         (Protocol::Tcp, true) => Match::new().tcp(),
         (Protocol::Tcp, false) => Match::new().tcp6(),
         (Protocol::Udp, true) => Match::new().udp(),
@@ -177,15 +177,12 @@ fn port_matches(range: &PortRange, v4: bool) -> Vec<Match> {
         (Protocol::Sctp, true) => Match::new().sctp(),
         (Protocol::Sctp, false) => Match::new().sctp6(),
     };
-    port_masks(range.start, range.end)
-        .into_iter()
-        .map(|(value, mask)| match (range.protocol, mask) {
-            (_, 0) => base.clone(),
-            (Protocol::Tcp, _) => base.clone().tcp_dst_masked(value, mask),
-            (Protocol::Udp, _) => base.clone().udp_dst_masked(value, mask),
-            (Protocol::Sctp, _) => base.clone().sctp_dst_masked(value, mask),
-        })
-        .collect()
+    match (protocol, mask) {
+        (_, 0) => base,
+        (Protocol::Tcp, _) => base.tcp_dst_masked(value, mask),
+        (Protocol::Udp, _) => base.udp_dst_masked(value, mask),
+        (Protocol::Sctp, _) => base.sctp_dst_masked(value, mask),
+    }
 }
 
 /// The tables of a direction: (rule table, default table, metric table, rule id register,
@@ -236,9 +233,75 @@ fn conjunction_key(a: &Action) -> (u32, u8) {
     }
 }
 
-/// One rule's flows into `set`: its clauses and its `conj_id` and counter flows. A rule with
-/// no peer address of the node's families allows nothing and gets no flow.
-fn rule_flows(ctx: &Ctx<'_>, policy: &CompiledPolicy, rule: &CompiledRule, set: &mut FlowSet) {
+/// A conjunction clause flow's identity, cheap to hash: the clauses of every rule are gathered
+/// first, then one flow is built per clause with all its rules' actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Clause {
+    /// A peer prefix (ingress: source, egress: destination).
+    Peer(Direction, IpNet),
+    /// A local pod the rule applies to.
+    Pod(Direction, u32),
+    /// A local pod's address on packets back from the host (egress, Service ranges set).
+    FromHost(IpAddr),
+    /// A destination port block: (protocol, IPv4?, value, mask).
+    Port(Direction, Protocol, bool, u16, u16),
+}
+
+/// Conjunction actions per clause, in first-seen order.
+#[derive(Default)]
+struct Clauses {
+    index: HashMap<Clause, usize>,
+    list: Vec<(Clause, Vec<Action>)>,
+}
+
+impl Clauses {
+    fn add(&mut self, clause: Clause, action: Action) {
+        match self.index.get(&clause) {
+            Some(i) => self.list[*i].1.push(action),
+            None => {
+                self.index.insert(clause, self.list.len());
+                self.list.push((clause, vec![action]));
+            }
+        }
+    }
+
+    /// One flow per clause.
+    fn into_flows(self, ctx: &Ctx<'_>) -> Vec<Flow> {
+        let cookie = PolicyFlow::Clause.cookie(ctx.cfg.round);
+        self.list
+            .into_iter()
+            .map(|(clause, mut actions)| {
+                actions.sort_by_key(conjunction_key);
+                actions.dedup();
+                let (direction, m) = match clause {
+                    Clause::Peer(d, net) => (d, address(net, d == Direction::Ingress)),
+                    Clause::Pod(Direction::Ingress, p) => {
+                        (Direction::Ingress, TARGET_OFPORT.matching(Match::new(), p))
+                    }
+                    Clause::Pod(Direction::Egress, p) => {
+                        (Direction::Egress, Match::new().in_port(p))
+                    }
+                    Clause::FromHost(ip) => (Direction::Egress, from_host_match(ip)),
+                    Clause::Port(d, protocol, v4, value, mask) => {
+                        (d, port_match(protocol, v4, value, mask))
+                    }
+                };
+                let (table, _, _) = tables_of(direction);
+                ctx.flow(table, priority::NORMAL, cookie, m, actions)
+            })
+            .collect()
+    }
+}
+
+/// One rule's flows: its clauses into `clauses`, its `conj_id` and counter flows into `set`.
+/// A rule with no peer address of the node's families allows nothing and gets no flow.
+fn rule_flows(
+    ctx: &Ctx<'_>,
+    policy: &CompiledPolicy,
+    rule: &CompiledRule,
+    clauses: &mut Clauses,
+    set: &mut FlowSet,
+) {
     let cfg = ctx.cfg;
     let direction = rule.direction();
     let (rule_table, default_table, metric_table) = tables_of(direction);
@@ -256,39 +319,25 @@ fn rule_flows(ctx: &Ctx<'_>, policy: &CompiledPolicy, rule: &CompiledRule, set: 
         clause,
         n_clauses,
     };
-    let clause_cookie = PolicyFlow::Clause.cookie(cfg.round);
-    let clause_flow = |m: Match, clause| {
-        ctx.flow(
-            rule_table,
-            priority::NORMAL,
-            clause_cookie,
-            m,
-            vec![conj(clause)],
-        )
-    };
     for net in peers {
-        set.put(clause_flow(
-            address(*net, direction == Direction::Ingress),
-            1,
-        ));
+        clauses.add(Clause::Peer(direction, *net), conj(1));
     }
     for ofport in &rule.applied_to {
-        let m = match direction {
-            Direction::Ingress => TARGET_OFPORT.matching(Match::new(), *ofport),
-            Direction::Egress => Match::new().in_port(*ofport),
-        };
-        set.put(clause_flow(m, 2));
+        clauses.add(Clause::Pod(direction, *ofport), conj(2));
         if direction == Direction::Egress {
-            for m in back_from_host(cfg, policy, *ofport) {
-                set.put(clause_flow(m, 2));
+            for ip in back_from_host(cfg, policy, *ofport) {
+                clauses.add(Clause::FromHost(ip), conj(2));
             }
         }
     }
     for range in &rule.ports {
         for v4 in [true, false] {
             if has_family(cfg, v4) {
-                for m in port_matches(range, v4) {
-                    set.put(clause_flow(m, 3));
+                for (value, mask) in port_masks(range.start, range.end) {
+                    clauses.add(
+                        Clause::Port(direction, range.protocol, v4, value, mask),
+                        conj(3),
+                    );
                 }
             }
         }
@@ -327,13 +376,20 @@ fn rule_flows(ctx: &Ctx<'_>, policy: &CompiledPolicy, rule: &CompiledRule, set: 
 pub fn flows(cfg: &NodeConfig, policy: &CompiledPolicy) -> Vec<Flow> {
     let ctx = Ctx::new(cfg);
     let mut set = FlowSet::default();
+    let mut clauses = Clauses::default();
     for rule in policy.rules.values() {
-        rule_flows(&ctx, policy, rule, &mut set);
+        rule_flows(&ctx, policy, rule, &mut clauses, &mut set);
+    }
+    for flow in clauses.into_flows(&ctx) {
+        set.put(flow);
     }
     for ofport in &policy.isolated_egress {
         let cookie = PolicyFlow::EgressIsolation(*ofport).cookie(cfg.round);
         let pod = Match::new().in_port(*ofport);
-        for m in std::iter::once(pod).chain(back_from_host(cfg, policy, *ofport)) {
+        let from_host = back_from_host(cfg, policy, *ofport)
+            .into_iter()
+            .map(from_host_match);
+        for m in std::iter::once(pod).chain(from_host) {
             set.put(ctx.flow(&EGRESS_DEFAULT, priority::NORMAL, cookie, m, vec![]));
         }
     }
@@ -385,7 +441,7 @@ pub fn flows(cfg: &NodeConfig, policy: &CompiledPolicy) -> Vec<Flow> {
 /// With Service ranges configured: the pod's packets the host DNATed and sent back into the
 /// bridge by the gateway (source: one of the pod's addresses), judged for the pod's egress
 /// like its own packets.
-fn back_from_host(cfg: &NodeConfig, policy: &CompiledPolicy, ofport: u32) -> Vec<Match> {
+fn back_from_host(cfg: &NodeConfig, policy: &CompiledPolicy, ofport: u32) -> Vec<IpAddr> {
     if policy.service_cidrs.is_empty() {
         return Vec::new();
     }
@@ -396,8 +452,13 @@ fn back_from_host(cfg: &NodeConfig, policy: &CompiledPolicy, ofport: u32) -> Vec
         .unwrap_or_default();
     ips.iter()
         .filter(|ip| has_family(cfg, ip.is_ipv4()))
-        .map(|ip| address(IpNet::from(*ip), true).in_port(super::ports::GATEWAY))
+        .copied()
         .collect()
+}
+
+/// A pod's address on a packet back from the host by the gateway.
+fn from_host_match(ip: IpAddr) -> Match {
+    address(IpNet::from(ip), true).in_port(super::ports::GATEWAY)
 }
 
 /// The flow-mod deleting every policy flow, in every round.
@@ -447,7 +508,12 @@ impl PolicyDiff {
 /// a pod entering or leaving a rule's peers changes the clause flow of its addresses, a pod
 /// becoming selected adds its applied-to clause and default drop, and no other flow.
 pub fn diff(cfg: &NodeConfig, old: &CompiledPolicy, new: &CompiledPolicy) -> PolicyDiff {
-    let old = flows(cfg, old);
+    diff_flows(flows(cfg, old), flows(cfg, new))
+}
+
+/// [`diff`] of two flow sets as [`flows`] returns them (a caller that keeps the installed
+/// policy flows computes only the new ones).
+pub fn diff_flows(old: Vec<Flow>, new: Vec<Flow>) -> PolicyDiff {
     let old_index: HashMap<FlowKey, usize> = old
         .iter()
         .enumerate()
@@ -455,7 +521,7 @@ pub fn diff(cfg: &NodeConfig, old: &CompiledPolicy, new: &CompiledPolicy) -> Pol
         .collect();
     let mut kept = vec![false; old.len()];
     let mut out = PolicyDiff::default();
-    for f in flows(cfg, new) {
+    for f in new {
         match old_index.get(&flow_key(&f)) {
             None => out.add.push(f),
             Some(i) => {
@@ -522,11 +588,6 @@ pub fn default_drops(stats: impl IntoIterator<Item = (u64, u64)>) -> BTreeMap<Di
         *out.entry(direction).or_insert(0) += packets;
     }
     out
-}
-
-/// An address as the `/32` or `/128` prefix a peer set holds for it.
-pub fn host_net(ip: IpAddr) -> IpNet {
-    IpNet::from(ip)
 }
 
 #[cfg(test)]

@@ -242,6 +242,13 @@ pub fn compile(view: &ClusterView, local_pods: &[LocalPod], node_ips: &[IpAddr])
             }
         }
     }
+    let mut by_namespace: ByNamespace<'_> = BTreeMap::new();
+    for pod in &view.pods {
+        by_namespace
+            .entry(pod.namespace.as_str())
+            .or_default()
+            .push(pod);
+    }
     let mut policies: Vec<&NetworkPolicy> = view.policies.iter().collect();
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut ids: BTreeMap<RuleId, (RuleKey, Vec<PortRange>)> = BTreeMap::new();
@@ -277,7 +284,7 @@ pub fn compile(view: &ClusterView, local_pods: &[LocalPod], node_ips: &[IpAddr])
                     index,
                 };
                 for (ports, peers, applied_to) in
-                    compile_rule(view, policy, rule, direction, &selected)
+                    compile_rule(view, &by_namespace, policy, rule, direction, &selected)
                 {
                     let id = allocate_id(&mut ids, &key, &ports);
                     out.rules.insert(
@@ -317,18 +324,22 @@ fn allocate_id(
     }
 }
 
+/// The view's pods by namespace.
+type ByNamespace<'v> = BTreeMap<&'v str, Vec<&'v PodInfo>>;
+
 /// One compiled rule before its id: (ports, peers, applied-to ofports).
 type Part = (Vec<PortRange>, BTreeSet<IpNet>, BTreeSet<u32>);
 
 /// Compiles one policy rule into one part per distinct resolved port set.
 fn compile_rule(
     view: &ClusterView,
+    by_namespace: &ByNamespace<'_>,
     policy: &NetworkPolicy,
     rule: &Rule,
     direction: Direction,
     selected: &[(&LocalPod, &PodInfo)],
 ) -> Vec<Part> {
-    let (peer_pods, mut blocks) = resolve_peers(view, policy, &rule.peers);
+    let (peer_pods, mut blocks) = resolve_peers(view, by_namespace, policy, &rule.peers);
     match direction {
         Direction::Ingress => {
             // Named ports resolve on the destination: each selected local pod.
@@ -390,6 +401,7 @@ fn compile_rule(
 /// excepts carved out; an empty peer list is every address of both families).
 fn resolve_peers<'v>(
     view: &'v ClusterView,
+    by_namespace: &ByNamespace<'v>,
     policy: &NetworkPolicy,
     peers: &[Peer],
 ) -> (Vec<&'v PodInfo>, BTreeSet<IpNet>) {
@@ -405,18 +417,20 @@ fn resolve_peers<'v>(
                 pod_selector,
                 namespace_selector,
             } => {
-                for pod in &view.pods {
-                    let in_namespace = match namespace_selector {
-                        None => pod.namespace == policy.namespace,
-                        Some(sel) => view
-                            .namespaces
-                            .get(&pod.namespace)
-                            .is_some_and(|labels| sel.matches(labels)),
-                    };
-                    let selected = in_namespace
-                        && pod_selector.as_ref().is_none_or(|s| s.matches(&pod.labels));
-                    if selected {
-                        pods.insert((pod.namespace.as_str(), pod.name.as_str()), pod);
+                let namespaces: Vec<&str> = match namespace_selector {
+                    None => vec![policy.namespace.as_str()],
+                    Some(sel) => view
+                        .namespaces
+                        .iter()
+                        .filter(|(_, labels)| sel.matches(labels))
+                        .map(|(name, _)| name.as_str())
+                        .collect(),
+                };
+                for ns in namespaces {
+                    for pod in by_namespace.get(ns).map(Vec::as_slice).unwrap_or_default() {
+                        if pod_selector.as_ref().is_none_or(|s| s.matches(&pod.labels)) {
+                            pods.insert((pod.namespace.as_str(), pod.name.as_str()), *pod);
+                        }
                     }
                 }
             }

@@ -76,11 +76,12 @@ fn trace_packet_follows_a_pod_to_pod_packet_across_the_tunnel() -> Result<()> {
         "routed by a flow for node-2's pod cidr: {routed:?}"
     );
     // The pod's packet through the pipeline (conntrack, then after the recirculation its
-    // state), then (native tunnelling on netdev) the encapsulated packet entering from the host
-    // port and passed to the uplink NIC.
+    // state; a new connection passes the NetworkPolicy stages 60/61 and 90/91 and the per-rule
+    // counter tables 101/102), then (native tunnelling on netdev) the encapsulated packet
+    // entering from the host port and passed to the uplink NIC.
     let tables: Vec<u64> = steps(&sent).iter().map(|s| s.0).collect();
     ensure!(
-        tables == [0, 20, 30, 31, 40, 41, 70, 71, 80, 100, 120, 0],
+        tables == [0, 20, 30, 31, 40, 41, 60, 61, 70, 71, 80, 90, 91, 100, 101, 102, 120, 0],
         "sender tables: {tables:?}"
     );
     ensure!(
@@ -89,7 +90,7 @@ fn trace_packet_follows_a_pod_to_pod_packet_across_the_tunnel() -> Result<()> {
             && table.contains("table 100 ConntrackCommit"),
         "conntrack steps named: {table}"
     );
-    let output = &steps(&sent)[10];
+    let output = &steps(&sent)[16];
     let tunnelled = format!(
         "-> tunneling to {} via {}",
         n2.ip,
@@ -100,7 +101,7 @@ fn trace_packet_follows_a_pod_to_pod_packet_across_the_tunnel() -> Result<()> {
             && output.2.iter().any(|a| a == &tunnelled),
         "Output table: {output:?}"
     );
-    let encapsulated = &steps(&sent)[11];
+    let encapsulated = &steps(&sent)[17];
     ensure!(
         encapsulated.1.contains("in_port=32771") && encapsulated.2 == ["output:32770"],
         "encapsulated packet leaves by the uplink NIC: {encapsulated:?}"
