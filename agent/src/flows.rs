@@ -388,14 +388,26 @@ impl FlowSet {
     /// Installs `policy` in ONE bundle: the difference between the installed policy's flows
     /// and its flows. On error the installed policy is unchanged (and so are the flows: the
     /// bundle is atomic).
+    ///
+    /// A local pod `policy` was compiled without (added since: not in its `pod_ips`) keeps its
+    /// hold: a policy compiled a moment before a pod's ADD never opens that pod.
     pub async fn apply_policy(&self, policy: CompiledPolicy) -> Result<PolicyInstall, FlowError> {
         let _gate = self.policy_gate.lock().await;
-        let diff = {
+        let (diff, policy) = {
             let desired = lock(&self.desired);
+            let mut policy = policy;
+            for pod in desired.pods.values() {
+                if !policy.pod_ips.contains_key(&pod.ofport) {
+                    policy = with_hold(&policy, pod.ofport, &pod.ips);
+                }
+            }
             if desired.policy == policy {
                 return Ok(PolicyInstall::default());
             }
-            policy_flows::diff(&desired.node, &desired.policy, &policy)
+            (
+                policy_flows::diff(&desired.node, &desired.policy, &policy),
+                policy,
+            )
         };
         let install = PolicyInstall {
             added: diff.add.len(),

@@ -314,8 +314,11 @@ impl Realizer {
             let mut compiled = compile(&view, &local, &self.node_ips);
             compiled.service_cidrs = self.service_cidrs.iter().copied().collect();
             let started = Instant::now();
-            match self.flows.apply_policy(compiled.clone()).await {
+            match self.flows.apply_policy(compiled).await {
                 Ok(install) => {
+                    // What is installed: the compiled policy plus the holds of pods added
+                    // since it was compiled.
+                    let compiled = self.flows.installed_policy();
                     let mut inner = self.metrics.inner();
                     *inner.realizations.entry("ok").or_default() += 1;
                     inner.latency.observe(since.elapsed());
