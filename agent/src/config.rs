@@ -146,6 +146,17 @@ pub struct AgentConfig {
     /// Period of the host-state reconciler's full resync (routes, rules, neighbours, sysctls,
     /// links), the backstop behind its netlink events: a duration like `30s`, `500ms`, `2m`.
     pub host_resync_interval: String,
+    /// NetworkPolicy: how long CNI ADD waits for a new pod's policy to be realized (its Pod
+    /// object seen, its policy flows installed) before answering anyway. The pod stays isolated
+    /// (fail closed) until its policy is realized, however long that takes; past this wait the
+    /// agent logs it and counts it in `weft_policy_pod_object_late_total`. A duration like `10s`.
+    pub network_policy_pod_wait: String,
+    /// The cluster's Service (ClusterIP) ranges, which the host DNATs (kube-proxy). With them,
+    /// NetworkPolicy judges a pod's egress to a Service on the DNATed packet (the real
+    /// destination) instead of on the ClusterIP. Empty: Service addresses are judged as any
+    /// other address (an egress-isolated pod then needs a rule allowing the ClusterIP).
+    #[serde(rename = "serviceCIDRs")]
+    pub service_cidrs: Vec<String>,
 }
 
 /// The `trafficEncapMode` key.
@@ -204,6 +215,8 @@ impl Default for AgentConfig {
             reconcile_pod_mtu: false,
             no_snat: false,
             host_resync_interval: "30s".into(),
+            network_policy_pod_wait: "10s".into(),
+            service_cidrs: Vec::new(),
         }
     }
 }
@@ -413,6 +426,22 @@ impl AgentConfig {
                 "must be a duration of at least 1s, like 30s, 1500ms or 2m",
             ),
         }
+        for cidr in &self.service_cidrs {
+            if cidr.parse::<IpNet>().is_err() {
+                problem(
+                    "serviceCIDRs",
+                    cidr,
+                    "must be a CIDR (address/prefix length)",
+                );
+            }
+        }
+        if parse_duration(&self.network_policy_pod_wait).is_none() {
+            problem(
+                "networkPolicyPodWait",
+                &self.network_policy_pod_wait,
+                "must be a duration, like 10s, 1500ms or 1m",
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -426,6 +455,16 @@ impl AgentConfig {
             TrafficEncapMode::Encap => TrafficMode::Encap(self.tunnel_type),
             TrafficEncapMode::NoEncap => TrafficMode::NoEncap,
         }
+    }
+
+    /// `serviceCIDRs` parsed (normalized; entries that do not parse are left out, validation
+    /// reports them).
+    pub fn service_cidrs(&self) -> Vec<IpNet> {
+        self.service_cidrs
+            .iter()
+            .filter_map(|c| c.parse::<IpNet>().ok())
+            .map(|n| n.trunc())
+            .collect()
     }
 
     /// `transportInterfaceCIDRs` parsed (entries that do not parse are left out; validation
@@ -453,6 +492,11 @@ impl AgentConfig {
     /// The bridge's OpenFlow management socket inside the OVS run directory.
     pub fn bridge_mgmt_socket(&self) -> PathBuf {
         self.ovs_run_dir.join(format!("{}.mgmt", self.ovs_bridge))
+    }
+
+    /// `networkPolicyPodWait` as a duration (10 s if it does not parse; validation rejects that).
+    pub fn network_policy_pod_wait(&self) -> std::time::Duration {
+        parse_duration(&self.network_policy_pod_wait).unwrap_or(std::time::Duration::from_secs(10))
     }
 
     /// `hostResyncInterval` as a duration (30 s if it does not parse; validation rejects that).
@@ -697,6 +741,35 @@ mod tests {
         for bad in ["", ".", "..", "a b", "a/b", "a:b"] {
             assert!(check_ifname(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn network_policy_keys_parse_and_validate() {
+        let config = parse("{}").unwrap();
+        assert_eq!(
+            config.network_policy_pod_wait(),
+            std::time::Duration::from_secs(10)
+        );
+        assert!(config.service_cidrs().is_empty());
+        let config =
+            parse("networkPolicyPodWait: 2s\nserviceCIDRs: [10.96.0.1/12, 'fd00:10:96::/112']")
+                .unwrap();
+        assert_eq!(
+            config.network_policy_pod_wait(),
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(
+            config.service_cidrs(),
+            vec![
+                "10.96.0.0/12".parse::<IpNet>().unwrap(),
+                "fd00:10:96::/112".parse().unwrap()
+            ]
+        );
+        let err = parse("networkPolicyPodWait: soon\nserviceCIDRs: [nope]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("networkPolicyPodWait"), "{err}");
+        assert!(err.contains("serviceCIDRs"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!   request is sent, then clears `flow-restore-wait` again.
 //! - Stale restart rounds are found by reading the flows back and deleted by cookie only after
 //!   the current round is installed, so there is no datapath gap across agent restarts.
+//! - NetworkPolicy: the installed [`CompiledPolicy`] is part of the desired set (replayed, and
+//!   part of every full install). A new pod's flows go in with a policy hold in the SAME bundle:
+//!   the pod is isolated both ways (fail closed) until [`FlowSet::apply_policy`] installs a
+//!   compiled policy that knows it. Policy changes are serialized (one at a time, each one
+//!   bundle: the diff against what is installed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -19,12 +24,14 @@ use ovs_flows::ofp::{
     Client, ClientConfig, ClientError, ClientStats, Endpoint, FlowEntry, FlowMod, FlowStatsRequest,
 };
 use ovs_flows::pipeline::noencap::{noencap_peer_flows, uplink_reply_flows, NoEncapPeer};
+use ovs_flows::pipeline::policy as policy_flows;
 use ovs_flows::pipeline::{
     add_all, base_flows, delete_peer, delete_pod, delete_round, peer_flows, peer_gateway_answers,
     pod_flows, tunnel_flows, Cookie, CookieFilter, LocalPod, NodeConfig, PeerNode, PipelineError,
 };
 
 use crate::ovsdb::{Ovs, OvsBridgeClient};
+use weft_plan::policy::CompiledPolicy;
 
 /// Errors of the flow set.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +70,8 @@ struct Desired {
     peers: BTreeMap<String, DesiredPeer>,
     /// The next peer cookie object id (never reused within one agent run).
     next_peer_id: u64,
+    /// The NetworkPolicy installed (what the policy flows are computed from).
+    policy: CompiledPolicy,
 }
 
 impl Desired {
@@ -82,6 +91,7 @@ impl Desired {
         for peer in self.peers.values() {
             flows.extend(self.peer_flows(peer));
         }
+        flows.extend(policy_flows::flows(&self.node, &self.policy));
         flows
     }
 
@@ -143,6 +153,54 @@ pub struct FlowSet {
     desired: Arc<Mutex<Desired>>,
     observer: Arc<OnceLock<Arc<dyn FlowObserver>>>,
     replays: tokio::sync::watch::Sender<u64>,
+    /// Serializes policy changes (a pod's hold, a realization): each is a diff against the
+    /// installed policy and must see the previous one installed.
+    policy_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Changes after every policy installation (CNI ADD waits on it for its pod).
+    policy_installed: tokio::sync::watch::Sender<u64>,
+    /// Changes when local pods come and go (the policy realizer recompiles then).
+    pods_changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// A pod's policy hold: `pod` isolated both ways with no rule applying to it, as the compiler
+/// treats a local pod it has no Pod object for ([`CompiledPolicy::unknown`]). Rules that
+/// applied to an earlier pod on the same OpenFlow port no longer do.
+pub fn with_hold(policy: &CompiledPolicy, ofport: u32, ips: &[std::net::IpAddr]) -> CompiledPolicy {
+    let mut held = policy.clone();
+    held.pod_ips.insert(ofport, ips.to_vec());
+    held.unknown.insert(ofport);
+    held.isolated_ingress.insert(ofport);
+    held.isolated_egress.insert(ofport);
+    for rule in held.rules.values_mut() {
+        rule.applied_to.remove(&ofport);
+    }
+    held.rules.retain(|_, rule| !rule.applied_to.is_empty());
+    for pods in held.applied.values_mut() {
+        pods.remove(&ofport);
+    }
+    held.applied.retain(|_, pods| !pods.is_empty());
+    held
+}
+
+/// The direction (`egress`/`ingress`) of a policy flow that drops an isolated pod's unmatched
+/// traffic, from its cookie; `None` for every other flow.
+pub fn policy_drop_direction(cookie: u64) -> Option<&'static str> {
+    match policy_flows::PolicyFlow::from_cookie(cookie)? {
+        policy_flows::PolicyFlow::EgressIsolation(_) => Some("egress"),
+        policy_flows::PolicyFlow::IngressIsolation(_) => Some("ingress"),
+        _ => None,
+    }
+}
+
+/// What one policy installation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyInstall {
+    /// Flows added.
+    pub added: usize,
+    /// Flows modified in place.
+    pub modified: usize,
+    /// Flows deleted.
+    pub deleted: usize,
 }
 
 impl FlowSet {
@@ -164,6 +222,7 @@ impl FlowSet {
             infra: Infrastructure::default(),
             peers: BTreeMap::new(),
             next_peer_id: 1,
+            policy: CompiledPolicy::default(),
         }));
         let replay = Arc::clone(&desired);
         let (replays, _) = tokio::sync::watch::channel(0u64);
@@ -191,6 +250,9 @@ impl FlowSet {
             desired,
             observer: Arc::default(),
             replays,
+            policy_gate: Arc::default(),
+            policy_installed: tokio::sync::watch::channel(0).0,
+            pods_changed: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -250,6 +312,7 @@ impl FlowSet {
             format!("installing {count} flows")
         })
         .await?;
+        self.pods_changed.send_modify(|n| *n += 1);
         Ok(rejected)
     }
 
@@ -292,32 +355,144 @@ impl FlowSet {
 
     /// Adds one pod and installs its flows in one bundle. On error the pod is not in the
     /// desired set and none of its flows are installed.
+    ///
+    /// The pod's policy hold ([`with_hold`]) goes in the same bundle: it sends and receives
+    /// nothing beyond its network setup (ARP/ND answered by the pipeline) until
+    /// [`FlowSet::apply_policy`] installs a policy that knows it.
     pub async fn add_pod(&self, pod: LocalPod) -> Result<(), FlowError> {
-        let flows = {
+        let _gate = self.policy_gate.lock().await;
+        let (mods, held) = {
             let mut desired = lock(&self.desired);
             pod.validate(&desired.node)?;
-            let flows = pod_flows(&desired.node, &pod);
+            let mut mods = add_all(pod_flows(&desired.node, &pod));
+            let held = with_hold(&desired.policy, pod.ofport, &pod.ips);
+            mods.extend(policy_flows::diff(&desired.node, &desired.policy, &held).flow_mods());
             desired.pods.insert(pod.ofport, pod.clone());
-            flows
+            (mods, held)
         };
         let result = self
-            .send("add_pod", &add_all(flows), || {
+            .send("add_pod", &mods, || {
                 format!("installing flows of pod {}", pod.key())
             })
             .await;
         if result.is_err() {
             lock(&self.desired).pods.remove(&pod.ofport);
+        } else {
+            lock(&self.desired).policy = held;
+            self.policy_installed.send_modify(|n| *n += 1);
         }
+        self.pods_changed.send_modify(|n| *n += 1);
         result
+    }
+
+    /// Installs `policy` in ONE bundle: the difference between the installed policy's flows
+    /// and its flows. On error the installed policy is unchanged (and so are the flows: the
+    /// bundle is atomic).
+    ///
+    /// A local pod `policy` was compiled without (added since: not in its `pod_ips`) keeps its
+    /// hold: a policy compiled a moment before a pod's ADD never opens that pod.
+    pub async fn apply_policy(&self, policy: CompiledPolicy) -> Result<PolicyInstall, FlowError> {
+        let _gate = self.policy_gate.lock().await;
+        let (diff, policy) = {
+            let desired = lock(&self.desired);
+            let mut policy = policy;
+            for pod in desired.pods.values() {
+                if !policy.pod_ips.contains_key(&pod.ofport) {
+                    policy = with_hold(&policy, pod.ofport, &pod.ips);
+                }
+            }
+            if desired.policy == policy {
+                return Ok(PolicyInstall::default());
+            }
+            (
+                policy_flows::diff(&desired.node, &desired.policy, &policy),
+                policy,
+            )
+        };
+        let install = PolicyInstall {
+            added: diff.add.len(),
+            modified: diff.modify.len(),
+            deleted: diff.delete.len(),
+        };
+        if !diff.is_empty() {
+            self.send("apply_policy", &diff.flow_mods(), || {
+                format!(
+                    "installing networkpolicy flows (+{} ~{} -{})",
+                    install.added, install.modified, install.deleted
+                )
+            })
+            .await?;
+        }
+        lock(&self.desired).policy = policy;
+        self.policy_installed.send_modify(|n| *n += 1);
+        Ok(install)
+    }
+
+    /// Puts `policy` into the desired set without installing anything (before
+    /// [`FlowSet::install_all`]: the policy realized before an agent restart goes into the new
+    /// round's first bundle, so no isolated pod is ever open across the restart).
+    pub fn preset_policy(&self, policy: CompiledPolicy) {
+        lock(&self.desired).policy = policy;
+    }
+
+    /// The installed policy.
+    pub fn installed_policy(&self) -> CompiledPolicy {
+        lock(&self.desired).policy.clone()
+    }
+
+    /// Whether the pod on `ofport` is still held by policy (its Pod object or its policy not
+    /// realized yet).
+    pub fn policy_pending(&self, ofport: u32) -> bool {
+        lock(&self.desired).policy.unknown.contains(&ofport)
+    }
+
+    /// Waits up to `timeout` until the pod on `ofport` is no longer held; whether it was
+    /// released in time (it stays held, fail closed, when not).
+    pub async fn wait_policy_realized(&self, ofport: u32, timeout: Duration) -> bool {
+        let mut rx = self.policy_installed.subscribe();
+        let wait = async {
+            loop {
+                rx.borrow_and_update();
+                if !self.policy_pending(ofport) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    }
+
+    /// Changes when local pods are added or removed.
+    pub fn pods_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.pods_changed.subscribe()
+    }
+
+    /// The local pods as the policy compiler sees them.
+    pub fn policy_pods(&self) -> Vec<weft_plan::policy::LocalPod> {
+        lock(&self.desired)
+            .pods
+            .values()
+            .map(|p| weft_plan::policy::LocalPod {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                ofport: p.ofport,
+                ips: p.ips.clone(),
+            })
+            .collect()
     }
 
     /// Removes the pod on `ofport` from the desired set and deletes its flows (every round).
     pub async fn remove_pod(&self, ofport: u32) -> Result<(), FlowError> {
         lock(&self.desired).pods.remove(&ofport);
-        self.send("remove_pod", &[delete_pod(ofport)], || {
-            format!("deleting flows of the pod on ofport {ofport}")
-        })
-        .await
+        let result = self
+            .send("remove_pod", &[delete_pod(ofport)], || {
+                format!("deleting flows of the pod on ofport {ofport}")
+            })
+            .await;
+        self.pods_changed.send_modify(|n| *n += 1);
+        result
     }
 
     /// Compares the pod's installed flows with the desired ones; each difference is one line.

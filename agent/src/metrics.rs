@@ -25,6 +25,11 @@
 //! | `weft_kube_request_failures_total` | counter | |
 //! | `weft_node_annotations_in_sync`, `weft_node_annotations_last_publish_timestamp_seconds` | gauge | |
 //! | `weft_node_annotation_publishes_total` | counter | `result` (ok, error) |
+//! | `weft_policy_realization_duration_seconds` | histogram | (NetworkPolicy, `node::policy`) |
+//! | `weft_policy_realizations_total` | counter | `result` |
+//! | `weft_policy_drops_total`, `weft_policy_drop_bytes_total` | counter | `direction` |
+//! | `weft_policy_pod_object_late_total` | counter | |
+//! | `weft_policy_pods_held`, `weft_policy_rules` | gauge | |
 //! | `weft_mode` | gauge (1) | `mode` |
 //! | `weft_ready` | gauge | |
 //! | `weft_agent_info` | gauge (1) | `version`, `node`, `datapath` |
@@ -389,21 +394,28 @@ impl crate::flows::FlowObserver for Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Appends a family's HELP and TYPE lines.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+/// Appends a histogram's buckets, sum and count with `labels` (`k="v"`, or empty).
+pub fn write_histogram(out: &mut String, name: &str, labels: &str, histogram: &Histogram) {
+    let (bucket, plain) = if labels.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{labels},"), format!("{{{labels}}}"))
+    };
     let mut cumulative = 0;
     for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
         cumulative += count;
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_bucket{{{bucket}le=\"{bound}\"}} {cumulative}");
     }
     let total = histogram.count();
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", histogram.sum);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+    let _ = writeln!(out, "{name}_bucket{{{bucket}le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum{plain} {}", histogram.sum);
+    let _ = writeln!(out, "{name}_count{plain} {total}");
 }
 
 /// A counter family with one label (e.g. `kind`), owned by a component.

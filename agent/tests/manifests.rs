@@ -102,9 +102,20 @@ fn daemonset_shape() {
     };
     // Rule by rule in docs/security.md (reliability_security.rs pins the API groups too).
     assert_eq!(verbs("nodes"), ["list", "watch", "patch"]);
-    assert!(verbs("pods").is_empty(), "the agent reads no pods");
+    // NetworkPolicy: its own view of pods, namespaces and policies, read-only.
+    assert_eq!(
+        verbs("pods"),
+        ["list", "watch"],
+        "the agent only lists/watches pods"
+    );
+    assert_eq!(verbs("namespaces"), ["list", "watch"]);
+    assert_eq!(verbs("networkpolicies"), ["list", "watch"]);
     assert_eq!(verbs("events"), ["create", "patch"]);
-    assert_eq!(rules.len(), 2, "nothing beyond nodes and events");
+    assert_eq!(
+        rules.len(),
+        4,
+        "nothing beyond nodes, events, pods/namespaces and networkpolicies"
+    );
 }
 
 #[test]

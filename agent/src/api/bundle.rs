@@ -1,5 +1,6 @@
 //! Support bundle data, collected by the agent: agent info, pod interfaces, flows, a full OVSDB
-//! dump, the MTU report, desired vs actual host state, routes/rules/neighbours, the repairs log,
+//! dump, the MTU report, desired vs actual host state, the realized NetworkPolicy
+//! (`networkpolicy.json`), routes/rules/neighbours, the repairs log,
 //! the CNI configs, the agent config and kubeconfig with secrets removed, and the tail of the
 //! agent log (`logFile`). A part that cannot be collected becomes a line of `errors.txt`;
 //! the bundle itself never fails. `weftctl supportbundle` packs the files into a tar.gz.
@@ -69,6 +70,7 @@ pub async fn collect(state: &ApiState) -> SupportBundle {
     c.json("ovs/ovsdb.json", ovsdb_dump(state).await);
     c.json("mtu.json", state.mtu_report().await);
     c.json("hoststate.json", state.host_state().await);
+    c.json("networkpolicy.json", state.network_policies().await);
     match state.host_nl().await {
         Ok(handle) => match super::host::dump(&handle).await {
             Ok((routes, rules, neighbours)) => {

@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod client;
 pub mod host;
 pub mod mtu;
+pub mod netpol;
 pub mod redact;
 pub mod trace;
 pub mod types;
@@ -615,12 +616,14 @@ impl ApiState {
             .await
             .map_err(|e| ApiError::Failed(e.to_string()))?;
         let names = self.port_names();
-        Ok(trace::parse_trace(&bridge, &flow, &raw, &|port| {
+        let mut result = trace::parse_trace(&bridge, &flow, &raw, &|port| {
             names
                 .iter()
                 .find(|(p, _)| *p == port)
                 .map(|(_, n)| n.clone())
-        }))
+        });
+        result.policy = netpol::trace_decisions(&result, &node.flows);
+        Ok(result)
     }
 
     /// OpenFlow port -> interface name, from the OVSDB cache.
@@ -758,6 +761,11 @@ pub fn rpc_module(state: &Arc<ApiState>) -> RpcModule<Arc<ApiState>> {
         &mut module,
         method::TRACE_PACKET,
         |s, req: TraceRequest| async move { s.trace_packet(&req).await },
+    );
+    register(
+        &mut module,
+        method::NETWORK_POLICIES,
+        |s, _: IgnoredAny| async move { s.network_policies().await },
     );
     register(
         &mut module,

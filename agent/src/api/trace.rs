@@ -169,6 +169,7 @@ pub fn parse_trace(
         datapath_actions,
         verdict,
         raw: raw.to_string(),
+        policy: Vec::new(),
     }
 }
 

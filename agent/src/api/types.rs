@@ -26,6 +26,8 @@ pub mod method {
     pub const TRACE_PACKET: &str = "trace_packet";
     /// [`super::SupportBundle`].
     pub const SUPPORT_BUNDLE: &str = "support_bundle";
+    /// [`crate::api::netpol::PolicyReport`].
+    pub const NETWORK_POLICIES: &str = "network_policies";
 }
 
 /// JSON-RPC error codes of the agent API (positive, like the CNI server's).
@@ -431,6 +433,10 @@ pub struct TraceResult {
     pub verdict: String,
     /// The full `ofproto/trace` text.
     pub raw: String,
+    /// The NetworkPolicy decisions on the way, from the policy flows' cookies: the policy and
+    /// rule that allowed the packet, or the isolated pod whose default drop dropped it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
 }
 
 /// One file of a support bundle.

@@ -71,6 +71,9 @@ pub struct PodNetworkConfig {
     pub gateway: GatewaySpec,
     /// DNS settings put in every ADD result.
     pub dns: Dns,
+    /// How long ADD waits for the new pod's NetworkPolicy to be realized
+    /// (`networkPolicyPodWait`); the pod stays held (fail closed) past it.
+    pub policy_wait: Duration,
 }
 
 /// The node's pod network: everything ADD/DEL/CHECK/GC act on.
@@ -685,7 +688,20 @@ impl PodNetwork {
                     port_us = steps.port_us, wired_us = steps.wired_us, "pod attached"
                 );
                 let result = self.result(&record);
+                let ofport = record.ofport;
+                let key = record.key();
                 lock(&self.pods).insert(target.key(), record);
+                // The pod is held by policy (fail closed) until its Pod object is seen and its
+                // policy installed: answer once it is, or after the bounded wait.
+                if let Some(ofport) = ofport {
+                    let wait = self.config.policy_wait;
+                    if !self.flows.wait_policy_realized(ofport, wait).await {
+                        tracing::warn!(
+                            pod = %key, ofport, ?wait,
+                            "pod object late: networkpolicy not realized yet, the pod stays isolated until it is"
+                        );
+                    }
+                }
                 Ok(result)
             }
             Err(cause) => {

@@ -76,6 +76,7 @@ pub fn attach_config(
             search: dns.search.clone(),
             options: dns.options.clone(),
         },
+        policy_wait: config.network_policy_pod_wait(),
     }
 }
 

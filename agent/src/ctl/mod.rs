@@ -185,6 +185,10 @@ pub enum GetCommand {
     Routes(OutputArgs),
     /// Host state the agent repaired.
     Repairs(OutputArgs),
+    /// NetworkPolicy realized on this node: policies, rules, applied-to pods, flow counts,
+    /// per-rule sessions/packets/bytes, held pods, drops.
+    #[command(visible_aliases = ["networkpolicies", "netpol"])]
+    Networkpolicy(OutputArgs),
 }
 
 /// `check` subcommands.
@@ -317,6 +321,15 @@ async fn execute(
                     stdout: render(out.output, &report, routes_table),
                     code: if problems { EXIT_PROBLEMS } else { 0 },
                 })
+            }
+            GetCommand::Networkpolicy(out) => {
+                let report: crate::api::netpol::PolicyReport =
+                    client.call(method::NETWORK_POLICIES, &empty).await?;
+                Ok(Outcome::ok(render(
+                    out.output,
+                    &report,
+                    crate::api::netpol::table,
+                )))
             }
             GetCommand::Repairs(out) => {
                 let repairs: Vec<RepairEntry> = client.call(method::REPAIRS, &empty).await?;
@@ -657,6 +670,9 @@ fn trace_table(trace: &TraceResult) -> String {
         "\nDatapath actions: {}\nVerdict: {}\n",
         trace.datapath_actions, trace.verdict
     ));
+    for decision in &trace.policy {
+        out.push_str(&format!("NetworkPolicy: {decision}\n"));
+    }
     out
 }
 

@@ -8,8 +8,10 @@ mod backoff;
 pub mod convert;
 mod follow;
 pub mod health;
+pub mod netpol;
 pub mod node;
 pub mod peers;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +25,7 @@ pub use convert::{node_info, NodeInfoError};
 pub use health::KubeHealth;
 pub use node::{LocalNode, NodeInfo, NodeView};
 pub use peers::{PeerNodes, PeersView};
+pub use policy::PolicyView;
 pub use weft_plan::names::FIELD_MANAGER;
 
 /// Errors of the Kubernetes side of the agent.

@@ -588,7 +588,22 @@ pub async fn bootstrap(
     .await;
     uplink.pods = pods;
     uplink.fixed = fixed;
-    let rejected = flows.install_all(network.local_pods()).await?;
+    // The NetworkPolicy realized by the previous run goes into this round's first bundle: no
+    // isolated pod is open while the old round is deleted and the view is listed again.
+    let local_pods = network.local_pods();
+    if let Some(saved) = super::policy::load_saved(&config.data_dir) {
+        // A pod the saved policy does not know was added after the last realization (the
+        // previous run stopped in between): it was held then, it stays held now.
+        let (policy, unrealized) = super::policy::preset_with_holds(saved, &local_pods);
+        tracing::info!(
+            rules = policy.rules.len(),
+            held = policy.unknown.len(),
+            ?unrealized,
+            "networkpolicy of the previous run preset"
+        );
+        flows.preset_policy(policy);
+    }
+    let rejected = flows.install_all(local_pods).await?;
     for (pod, reason) in rejected {
         tracing::warn!(pod = %pod.key(), ofport = pod.ofport, %reason, "pod left without flows");
     }

@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod dpfeatures;
 pub mod hoststate;
 pub mod peers;
+pub mod policy;
 pub mod replan;
 
 use std::collections::BTreeMap;
@@ -189,6 +190,8 @@ pub async fn run_with(
     let view = NodeView::start_with(kube.clone(), &config.node_name, Arc::clone(&kube_health));
     let peers_view =
         PeersView::start_with(kube.clone(), &config.node_name, Arc::clone(&kube_health));
+    // Listed while the node bootstraps, so the first realization follows it closely.
+    let policy_view = Arc::new(k8s::PolicyView::start(kube.clone()));
     let boot_error = |source| AgentError::Bootstrap {
         node: config.node_name.clone(),
         source,
@@ -237,6 +240,30 @@ pub async fn run_with(
     if !host_state.first_pass(HOST_FIRST_PASS_WAIT).await {
         tracing::warn!("host state not converged after {HOST_FIRST_PASS_WAIT:?}; serving anyway");
     }
+    // NetworkPolicy: compiled from the view and this node's pods, installed one bundle per change.
+    let policy_metrics = Arc::new(policy::PolicyMetrics::default());
+    ops.state
+        .metrics()
+        .register(Arc::clone(&policy_metrics) as Arc<dyn crate::metrics::MetricFamilies>);
+    let _policy = {
+        let flow_node = booted.network.flows().node();
+        let realizer = policy::Realizer {
+            flows: booted.network.flows().clone(),
+            view: Arc::clone(&policy_view),
+            node: config.node_name.clone(),
+            node_ips: flow_node
+                .node_ips
+                .iter()
+                .chain(flow_node.gateway_ips.iter())
+                .copied()
+                .collect(),
+            data_dir: config.data_dir.clone(),
+            pod_wait: config.network_policy_pod_wait(),
+            service_cidrs: config.service_cidrs(),
+            metrics: policy_metrics,
+        };
+        AbortOnDrop(tokio::spawn(realizer.run()))
+    };
     service.set_ready(Arc::clone(&booted.network));
     ops.state.set_node(node_state(&booted, &node.pod_cidrs));
     tracing::info!(

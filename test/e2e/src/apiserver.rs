@@ -214,6 +214,16 @@ pub struct ApiServer {
 const NODES: (&str, &str, &str) = ("", "v1", "nodes");
 const PODS: (&str, &str, &str) = ("", "v1", "pods");
 
+fn served((group, version, plural): (&str, &str, &str)) -> Result<ResourceId, ApiError> {
+    find_resource(group, version, plural).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource {group}/{version}/{plural}"),
+        )
+    })
+}
+
 fn resource((group, version, plural): (&str, &str, &str)) -> ResourceId {
     find_resource(group, version, plural).unwrap_or_default()
 }
@@ -470,6 +480,42 @@ impl ApiServer {
         let mut events = self.list("", "v1", "events");
         events.extend(self.list("events.k8s.io", "v1", "events"));
         events
+    }
+
+    /// Creates an object of any served resource `(group, version, plural)` in `namespace`
+    /// (empty for cluster-scoped resources), status included.
+    pub fn create_object(
+        &self,
+        gvr: (&str, &str, &str),
+        namespace: &str,
+        obj: Value,
+    ) -> Result<Value, ApiError> {
+        let res = served(gvr)?;
+        self.shared.mutate(|s| s.create(res, namespace, obj))
+    }
+
+    /// Merge-patches an object of any served resource, status included.
+    pub fn patch_object(
+        &self,
+        gvr: (&str, &str, &str),
+        namespace: &str,
+        name: &str,
+        merge_patch: Value,
+    ) -> Result<Value, ApiError> {
+        let res = served(gvr)?;
+        self.shared
+            .mutate(|s| s.patch_all(res, namespace, name, &merge_patch))
+    }
+
+    /// Deletes an object of any served resource.
+    pub fn delete_object(
+        &self,
+        gvr: (&str, &str, &str),
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let res = served(gvr)?;
+        self.shared.mutate(|s| s.delete(res, namespace, name))
     }
 
     fn list(&self, group: &str, version: &str, plural: &str) -> Vec<Value> {

@@ -526,11 +526,17 @@ fn manifest_rbac_is_least_privilege() -> Result<()> {
     }
     granted.sort();
     let expected = [
+        "/namespaces:list",
+        "/namespaces:watch",
         "/nodes:list",
         "/nodes:patch",
         "/nodes:watch",
+        "/pods:list",
+        "/pods:watch",
         "events.k8s.io/events:create",
         "events.k8s.io/events:patch",
+        "networking.k8s.io/networkpolicies:list",
+        "networking.k8s.io/networkpolicies:watch",
     ];
     ensure!(
         granted == expected,

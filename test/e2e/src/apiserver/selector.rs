@@ -187,6 +187,7 @@ fn field_supported(res: ResourceId, key: &str) -> bool {
                 | "status.nominatedNodeName"
         ),
         "Node" => key == "spec.unschedulable",
+        "Namespace" => key == "status.phase",
         "Event" => {
             key.starts_with("involvedObject.")
                 || key.starts_with("regarding.")

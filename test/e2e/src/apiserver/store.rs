@@ -75,6 +75,22 @@ pub const RESOURCES: &[Resource] = &[
         namespaced: true,
         has_status: false,
     },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        has_status: true,
+    },
+    Resource {
+        group: "networking.k8s.io",
+        version: "v1",
+        plural: "networkpolicies",
+        kind: "NetworkPolicy",
+        namespaced: true,
+        has_status: false,
+    },
 ];
 
 /// Index into [`RESOURCES`].
